@@ -1,0 +1,60 @@
+"""CORS Control: per-route CORS allowlists kept in a database and changed at runtime."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from .config import ROOT, Config, default_database_url
+from .cors import CorsControl
+from .extensions import db, login_manager, migrate
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: the demo API governed by the engine, health checks, the admin surface."""
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("INSTANCE_PATH") or str(ROOT / "instance"),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config.from_mapping(vars(Config()))
+    if test_config:
+        app.config.from_mapping(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = default_database_url(app.instance_path)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _local_secret_key(Path(app.instance_path))
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    login_manager.init_app(app)
+    CorsControl(app)
+
+    from . import cli
+    from .admin import bp as admin_bp
+    from .demo import bp as demo_bp
+    from .health import bp as health_bp
+
+    app.register_blueprint(demo_bp, url_prefix="/api")
+    app.register_blueprint(health_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    cli.init_app(app)
+    return app
+
+
+def _local_secret_key(instance: Path) -> str:
+    """Without SECRET_KEY in the environment, a random key kept in instance/ (never committed),
+    so sessions survive a restart of ``make run``."""
+    path = instance / "secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

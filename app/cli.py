@@ -1,0 +1,160 @@
+"""Command-line clients of the service layer: ``flask cors ...``, ``flask users ...``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from flask import Flask, current_app
+
+from .cors import get_control
+from .services import demo
+from .services.errors import ServiceError, ValidationError
+from .services.policy import Actor, export_policy, import_policy
+from .services.simulator import simulate
+from .services.users import create_user, ensure_first_admin
+
+cors_group = click.Group("cors", help="Manage and inspect the CORS policy.")
+users_group = click.Group("users", help="Manage dashboard users.")
+
+
+def _actor() -> Actor:
+    return Actor(os.environ.get("CORS_ACTOR") or f"cli:{_login_name()}", "cli")
+
+
+def _login_name() -> str:
+    try:
+        return os.getlogin()
+    except OSError:
+        return os.environ.get("USER", "unknown")
+
+
+def _fail(error: ServiceError) -> None:
+    if isinstance(error, ValidationError):
+        click.echo("Nothing was written. Fix these entries and run the command again:", err=True)
+        for item in error.errors:
+            click.echo(f"  {item}", err=True)
+    else:
+        click.echo(f"Error: {error}", err=True)
+    sys.exit(1)
+
+
+@cors_group.command("export")
+@click.option("-o", "--output", type=click.File("w"), default="-", help="File (default stdout).")
+def export_command(output) -> None:
+    """Print the policy as JSON, sorted, so two exports diff cleanly."""
+    json.dump(export_policy(), output, indent=2, sort_keys=True)
+    output.write("\n")
+
+
+@cors_group.command("import")
+@click.argument("file", type=click.File("r"))
+@click.option("--replace", is_flag=True, help="Delete rules that are not in FILE.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+def import_command(file, replace: bool, dry_run: bool) -> None:
+    """Create or overwrite the rules in FILE (matched by path), all or nothing."""
+    try:
+        document = json.load(file)
+    except json.JSONDecodeError as exc:
+        click.echo(f"Error: {file.name} is not valid JSON: {exc}. Nothing was written.", err=True)
+        sys.exit(1)
+    try:
+        result = import_policy(document, actor=_actor(), replace=replace, dry_run=dry_run)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    verb = "would be" if dry_run else "were"
+    for label, names in (("added", result.added), ("removed", result.removed)):
+        for name in names:
+            click.echo(f"{'+' if label == 'added' else '-'} {name}")
+    for name, fields in sorted(result.changed.items()):
+        click.echo(f"~ {name} ({', '.join(fields)})")
+    click.echo(
+        f"{len(result.added)} added, {len(result.changed)} changed, {len(result.removed)} "
+        f"removed, {len(result.unchanged)} unchanged ({verb} written"
+        + ("" if dry_run else f"; policy version {result.policy_version}") + ")"
+    )
+
+
+@cors_group.command("check")
+@click.argument("origin")
+@click.argument("path")
+@click.option("--method", "-m", default="GET", show_default=True)
+@click.option("--header", "-H", "headers", multiple=True, help="A request header name (repeat).")
+@click.option("--credentials", is_flag=True, help="The request carries cookies.")
+@click.option("--preflight/--no-preflight", default=None,
+              help="Default: preflight when the method or a header needs one.")
+def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
+                  credentials: bool, preflight: bool | None) -> None:
+    """Show what the engine decides for ORIGIN calling PATH, and the headers it sends.
+
+    Exits 0 when allowed, 2 when refused, 1 when no policy could be loaded.
+    """
+    cache = get_control(current_app).cache
+    cache.refresh()
+    if cache.snapshot is None:
+        click.echo(f"Error: no policy could be loaded ({cache.last_error}).", err=True)
+        sys.exit(1)
+    result = simulate(cache.snapshot, origin, method, path, headers, credentials=credentials,
+                      preflight=preflight)
+    decision = result.decision
+    kind = "preflight" if result.preflight else "request"
+    click.echo(f"{result.verdict.upper()}: {kind} {method} {path} from {_printable(origin)}")
+    click.echo(f"rule:    {decision.rule.path if decision.rule else '(none)'}")
+    click.echo(f"reason:  {decision.reason} - {_printable(decision.explanation)}")
+    click.echo(f"policy:  version {cache.snapshot.version}")
+    if decision.preflight:
+        click.echo(f"status:  {decision.status}")
+    click.echo("headers:" + ("" if decision.headers else " (none)"))
+    for name, value in decision.headers:
+        click.echo(f"  {name}: {_printable(value)}")
+    if not decision.allowed:
+        sys.exit(2)
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+@users_group.command("create")
+@click.argument("email")
+@click.option("--role", default="viewer", show_default=True,
+              type=click.Choice(["admin", "editor", "viewer"]))
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create a dashboard user; the password is asked for (or read from stdin)."""
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(email, password, role=role)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    click.echo(f"created {user.role} {user.email}")
+
+
+@click.command("bootstrap")
+def bootstrap_command() -> None:
+    """First start: create an admin if there is none and load the demo policy once."""
+    email = os.environ.get("ADMIN_EMAIL", "admin@example.com")
+    user, generated = ensure_first_admin(email, os.environ.get("ADMIN_PASSWORD"))
+    if user is not None:
+        if generated:
+            click.echo(f"Created admin {user.email} with password: {generated}")
+            click.echo("It is shown only this once; set ADMIN_PASSWORD to choose your own.")
+        else:
+            click.echo(f"Created admin {user.email} (password from ADMIN_PASSWORD).")
+    if current_app.config.get("DEMO_POLICY"):
+        result = demo.load_demo_policy_once()
+        if result is not None:
+            click.echo(f"Loaded the demo policy: {', '.join(result.added)}")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(cors_group)
+    app.cli.add_command(users_group)
+    app.cli.add_command(bootstrap_command)

@@ -1,0 +1,50 @@
+"""Configuration, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than 0, not {raw!r}")
+    return value
+
+
+def _prefixes(name: str, default: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, default)
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def default_database_url(instance_path: str) -> str:
+    return f"sqlite:///{Path(instance_path) / 'cors-control.db'}"
+
+
+class Config:
+    """Settings for a running app. Every value can be overridden by the environment;
+    ``create_app(test_config)`` overrides them again for tests."""
+
+    def __init__(self) -> None:
+        self.SECRET_KEY = os.environ.get("SECRET_KEY")
+        # None means: SQLite under instance/, filled in by create_app.
+        self.SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or None
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # How often each process checks the policy version (seconds).
+        self.CORS_REFRESH_INTERVAL = _float("CORS_REFRESH_INTERVAL", 0.5)
+        # Paths the engine never governs: the admin surface and the health endpoint.
+        self.CORS_EXCLUDED_PREFIXES = _prefixes(
+            "CORS_EXCLUDED_PREFIXES", "/admin/,/admin,/healthz,/metrics,/static/"
+        )
+        # Where a process that has no policy yet refuses cross-origin requests (fail closed).
+        self.CORS_API_PREFIXES = _prefixes("CORS_API_PREFIXES", "/api/")
+        self.DEMO_POLICY = os.environ.get("DEMO_POLICY", "1") not in ("0", "false", "no")

@@ -1,0 +1,171 @@
+"""The per-process policy cache: a snapshot on the request path, a poller behind it.
+
+Requests read :attr:`PolicyCache.snapshot`, an attribute of an immutable object: no lock, no
+query. A daemon thread checks the policy version at most once per interval and compiles a new
+snapshot only when the version moved, so a change committed by any process or host sharing the
+database is served within one interval plus the time to load it. If the database is
+unreachable the last good snapshot stays in service (fail-static), the outage is logged once,
+and the poller recovers by itself. Before any snapshot was loaded, there is none: the engine
+then refuses cross-origin requests (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .snapshot import PolicySnapshot, RuleSpec, compile_policy
+
+logger = logging.getLogger("app.cors")
+
+
+class PolicySource(Protocol):
+    """Where the policy comes from; the database in production, anything in tests."""
+
+    def current_version(self) -> int:
+        """The policy version, cheaply (one small query)."""
+
+    def load(self) -> tuple[int, list[RuleSpec]]:
+        """A consistent view of the version and every rule."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatus:
+    version: int | None
+    loaded_at: float | None
+    last_check: float | None
+    last_error: str | None
+    pid: int
+
+    @property
+    def healthy(self) -> bool:
+        return self.version is not None
+
+
+_live_caches: weakref.WeakSet[PolicyCache] = weakref.WeakSet()
+
+
+class PolicyCache:
+    """Holds the current :class:`PolicySnapshot` of one process and keeps it fresh."""
+
+    def __init__(
+        self,
+        source: PolicySource,
+        *,
+        interval: float = 0.5,
+        on_check: Callable[[PolicyCache], None] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("the refresh interval must be a positive number of seconds")
+        self.source = source
+        self.interval = interval
+        self.on_check = on_check
+        self.snapshot: PolicySnapshot | None = None
+        self.last_check: float | None = None
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        _live_caches.add(self)
+
+    def get(self) -> PolicySnapshot | None:
+        """The snapshot to decide with; starts the poller on first use in a process."""
+        if self._thread is None:
+            self._start()
+        return self.snapshot
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stopped.is_set():
+                return
+            if self.snapshot is None:
+                # The first request of a process loads synchronously, once; if that fails the
+                # poller keeps trying and requests are refused until a policy is loaded.
+                self._refresh_locked()
+            self._thread = threading.Thread(
+                target=self._run, name="cors-policy-poller", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Check the version now and reload if it moved; returns whether a load happened."""
+        with self._lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
+        loaded = False
+        try:
+            current = self.snapshot
+            if current is None or self.source.current_version() != current.version:
+                version, specs = self.source.load()
+                self.snapshot = compile_policy(version, specs)
+                loaded = True
+                if current is not None:
+                    logger.info("CORS policy version %d loaded (was %d)", version,
+                                current.version)
+        except Exception as exc:  # any failure keeps the last good snapshot in service
+            if self.last_error is None:
+                if self.snapshot is None:
+                    logger.error("CORS policy could not be loaded; refusing cross-origin "
+                                 "requests until it can: %s", _describe(exc))
+                else:
+                    logger.error("CORS policy source unreachable; serving version %d until it "
+                                 "recovers: %s", self.snapshot.version, _describe(exc))
+            self.last_error = _describe(exc)
+        else:
+            if self.last_error is not None:
+                logger.warning("CORS policy source reachable again; serving version %d",
+                               self.snapshot.version if self.snapshot else -1)
+            self.last_error = None
+        self.last_check = time.time()
+        if self.on_check is not None:
+            try:
+                self.on_check(self)
+            except Exception:
+                logger.exception("CORS policy check callback failed")
+        return loaded
+
+    def status(self) -> CacheStatus:
+        snapshot = self.snapshot
+        return CacheStatus(
+            version=None if snapshot is None else snapshot.version,
+            loaded_at=None if snapshot is None else snapshot.loaded_at,
+            last_check=self.last_check,
+            last_error=self.last_error,
+            pid=os.getpid(),
+        )
+
+    def stop(self) -> None:
+        """Stop the poller (tests, shutdown); the snapshot stays readable."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _after_fork(self) -> None:
+        # The poller thread does not survive fork(); the child starts its own on first use.
+        self._lock = threading.Lock()
+        self._thread = None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _reset_after_fork() -> None:
+    for cache in list(_live_caches):
+        cache._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,264 @@
+"""The one place where CORS decisions are made.
+
+:func:`decide` is a pure function of (snapshot, method, path, request headers). The Flask
+hooks, the request log, the simulator and the CLI all call it; nothing else decides. It never
+raises on hostile input: anything it cannot make sense of is a refusal with a reason code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .snapshot import CompiledRule, PolicySnapshot
+
+ALLOWED = "allowed"
+NO_ORIGIN = "no-origin"
+NO_RULE = "no-rule"
+POLICY_UNAVAILABLE = "policy-unavailable"
+ORIGIN_NOT_ALLOWED = "origin-not-allowed"
+METHOD_NOT_ALLOWED = "method-not-allowed"
+HEADER_NOT_ALLOWED = "header-not-allowed"
+CREDENTIALS_NOT_ALLOWED = "credentials-not-allowed"
+PRIVATE_NETWORK_NOT_ALLOWED = "private-network-not-allowed"
+
+REFUSAL_REASONS = (
+    ORIGIN_NOT_ALLOWED,
+    METHOD_NOT_ALLOWED,
+    HEADER_NOT_ALLOWED,
+    CREDENTIALS_NOT_ALLOWED,
+    PRIVATE_NETWORK_NOT_ALLOWED,
+    NO_RULE,
+    POLICY_UNAVAILABLE,
+)
+
+EXPLANATIONS = {
+    ALLOWED: "the request is allowed",
+    NO_ORIGIN: "the request has no Origin header, so it is not a CORS request",
+    NO_RULE: "no rule governs this path, so the engine sends no CORS headers",
+    POLICY_UNAVAILABLE: "no policy has been loaded yet, so cross-origin requests are refused",
+    ORIGIN_NOT_ALLOWED: "the origin is not on the rule's allowlist",
+    METHOD_NOT_ALLOWED: "the method is not in the rule's methods",
+    HEADER_NOT_ALLOWED: "a requested header is not in the rule's allow_headers",
+    CREDENTIALS_NOT_ALLOWED: "the request carries credentials but the rule does not support them",
+    PRIVATE_NETWORK_NOT_ALLOWED: "the preflight asks for private network access, which the "
+    "rule does not allow",
+}
+
+VARY_ACTUAL = "Origin"
+VARY_PREFLIGHT = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the engine does with one request.
+
+    ``allowed`` says whether CORS headers are granted (always true under a report-only rule);
+    ``reason`` is ``allowed`` or the refusal code (under report-only: what enforcement would
+    have refused); ``headers`` are exactly the CORS headers to send, ``Vary`` included.
+    """
+
+    allowed: bool
+    reason: str
+    rule: CompiledRule | None = None
+    preflight: bool = False
+    headers: Headers = ()
+    detail: str = ""
+    report_only: bool = False
+
+    @property
+    def governed(self) -> bool:
+        """Whether a rule governs the path (then ``Vary: Origin`` is always sent)."""
+        return self.rule is not None
+
+    @property
+    def refused(self) -> bool:
+        return not self.allowed
+
+    @property
+    def recordable(self) -> bool:
+        """A refusal, or what a report-only rule would have refused."""
+        return self.reason not in (ALLOWED, NO_ORIGIN)
+
+    @property
+    def status(self) -> int | None:
+        """The status of the engine's own answer to a preflight, else None."""
+        if not self.preflight:
+            return None
+        return 204 if self.allowed else 403
+
+    @property
+    def explanation(self) -> str:
+        text = EXPLANATIONS.get(self.reason, self.reason)
+        if self.detail:
+            text = f"{text}: {self.detail}"
+        if self.report_only:
+            text = f"report-only rule would refuse ({text}); allowed"
+        return text
+
+
+NOT_CORS = Decision(allowed=False, reason=NO_ORIGIN)
+UNGOVERNED = Decision(allowed=False, reason=NO_RULE)
+
+
+def decide(
+    snapshot: PolicySnapshot | None,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
+) -> Decision:
+    """Decide a request.
+
+    *headers* is a case-insensitive mapping such as werkzeug's ``Headers``. A preflight is an
+    ``OPTIONS`` request with ``Access-Control-Request-Method``. A request carrying ``Cookie``
+    is treated as credentialed (browsers attach cookies cross-origin only with
+    ``credentials: 'include'``).
+    """
+    origin = headers.get("Origin")
+    if snapshot is None:
+        if origin is None:
+            return NOT_CORS
+        return Decision(allowed=False, reason=POLICY_UNAVAILABLE, preflight=_is_preflight(
+            method, headers))
+    rule = snapshot.rule_for(path)
+    if rule is None:
+        return UNGOVERNED if origin is not None else NOT_CORS
+    if origin is None:
+        return Decision(allowed=False, reason=NO_ORIGIN, rule=rule,
+                        headers=(("Vary", VARY_ACTUAL),))
+    if method == "OPTIONS":
+        request_method = headers.get("Access-Control-Request-Method")
+        if request_method is not None:
+            return _decide_preflight(rule, origin, request_method, headers, now)
+    return _decide_actual(rule, origin, method, headers, now)
+
+
+def _is_preflight(method: str, headers: Mapping[str, str]) -> bool:
+    return method == "OPTIONS" and headers.get("Access-Control-Request-Method") is not None
+
+
+def _origin_grant(rule: CompiledRule, origin: str, now: float | None) -> str | None:
+    """The ACAO value the rule grants *origin*, or None."""
+    if rule.origins.allows(origin, now):
+        return origin
+    if not rule.supports_credentials and rule.origins.allows_any(now):
+        return "*"
+    return None
+
+
+def _decide_actual(
+    rule: CompiledRule, origin: str, method: str, headers: Mapping[str, str], now: float | None
+) -> Decision:
+    grant = _origin_grant(rule, origin, now)
+    credentialed = headers.get("Cookie") is not None
+    if grant is None:
+        reason, detail = ORIGIN_NOT_ALLOWED, ""
+    elif method not in rule.methods:
+        reason, detail = METHOD_NOT_ALLOWED, method
+    elif credentialed and not rule.supports_credentials:
+        reason, detail = CREDENTIALS_NOT_ALLOWED, ""
+    else:
+        return Decision(allowed=True, reason=ALLOWED, rule=rule,
+                        headers=_actual_headers(rule, grant))
+    if rule.report_only:
+        return Decision(allowed=True, reason=reason, rule=rule, detail=detail, report_only=True,
+                        headers=_actual_headers(rule, grant or origin))
+    return Decision(allowed=False, reason=reason, rule=rule, detail=detail,
+                    headers=(("Vary", VARY_ACTUAL),))
+
+
+def _actual_headers(rule: CompiledRule, grant: str) -> Headers:
+    headers = [("Access-Control-Allow-Origin", grant), ("Vary", VARY_ACTUAL)]
+    if rule.supports_credentials:
+        headers.append(("Access-Control-Allow-Credentials", "true"))
+    if rule.expose_headers_value is not None:
+        headers.append(("Access-Control-Expose-Headers", rule.expose_headers_value))
+    return tuple(headers)
+
+
+def parse_request_headers(value: str | None) -> tuple[list[str], str | None]:
+    """Split ``Access-Control-Request-Headers`` into lowercase names.
+
+    Browsers send sorted lowercase names joined by ``,``; hand-written clients may add spaces,
+    mixed case and duplicates, which are accepted. Returns the names in order of first
+    appearance, and the first entry that is not a valid header name, if any.
+    """
+    if not value:
+        return [], None
+    names: list[str] = []
+    for raw in value.split(","):
+        name = raw.strip(" \t").lower()
+        if not name:
+            continue
+        if not _TOKEN.fullmatch(name):
+            return names, raw.strip(" \t")
+        if name not in names:
+            names.append(name)
+    return names, None
+
+
+def _decide_preflight(
+    rule: CompiledRule,
+    origin: str,
+    request_method: str,
+    headers: Mapping[str, str],
+    now: float | None,
+) -> Decision:
+    grant = _origin_grant(rule, origin, now)
+    requested, malformed = parse_request_headers(headers.get("Access-Control-Request-Headers"))
+    private_network = headers.get("Access-Control-Request-Private-Network") == "true"
+    reason, detail = ALLOWED, ""
+    if grant is None:
+        reason = ORIGIN_NOT_ALLOWED
+    elif request_method not in rule.methods:
+        reason, detail = METHOD_NOT_ALLOWED, request_method
+    elif malformed is not None:
+        reason, detail = HEADER_NOT_ALLOWED, malformed
+    elif not rule.any_header and (
+        missing := next((h for h in requested if h not in rule.allow_headers), None)
+    ):
+        reason, detail = HEADER_NOT_ALLOWED, missing
+    elif headers.get("Cookie") is not None and not rule.supports_credentials:
+        reason = CREDENTIALS_NOT_ALLOWED
+    elif private_network and not rule.allow_private_network:
+        reason = PRIVATE_NETWORK_NOT_ALLOWED
+
+    if reason == ALLOWED:
+        return Decision(allowed=True, reason=ALLOWED, rule=rule, preflight=True,
+                        headers=_preflight_headers(rule, grant, rule.allow_methods_value,
+                                                   requested, private_network))
+    if rule.report_only:
+        methods = rule.allow_methods_value
+        if request_method not in rule.methods:
+            methods = f"{methods}, {request_method}" if methods else request_method
+        return Decision(allowed=True, reason=reason, rule=rule, preflight=True, detail=detail,
+                        report_only=True,
+                        headers=_preflight_headers(rule, grant or origin, methods,
+                                                   requested if malformed is None else [],
+                                                   private_network))
+    return Decision(allowed=False, reason=reason, rule=rule, preflight=True, detail=detail,
+                    headers=(("Vary", VARY_PREFLIGHT),))
+
+
+def _preflight_headers(
+    rule: CompiledRule, grant: str, methods: str, requested: list[str], private_network: bool
+) -> Headers:
+    headers = [("Access-Control-Allow-Origin", grant)]
+    if rule.supports_credentials:
+        headers.append(("Access-Control-Allow-Credentials", "true"))
+    headers.append(("Access-Control-Allow-Methods", methods))
+    if requested:
+        headers.append(("Access-Control-Allow-Headers", ", ".join(requested)))
+    if rule.max_age_value is not None:
+        headers.append(("Access-Control-Max-Age", rule.max_age_value))
+    if private_network:
+        headers.append(("Access-Control-Allow-Private-Network", "true"))
+    headers.append(("Vary", VARY_PREFLIGHT))
+    return tuple(headers)

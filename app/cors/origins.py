@@ -1,0 +1,282 @@
+"""Parse, normalise and validate the origin values people type into an allowlist.
+
+Everything an operator enters (dashboard, CLI, JSON API, import file) passes through
+:func:`parse_origin`, which returns the canonical form the engine stores and compares, or
+raises :class:`OriginError` with a message that names the problem and the fix.
+
+Canonical form, as browsers serialise the ``Origin`` header: lowercase scheme and host,
+international names as punycode, IPv6 bracketed and compressed, default port removed, no
+trailing slash. Matching is then an exact string comparison, never a regular expression.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+
+import idna
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_ORIGIN_LENGTH = 300
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ASCII_HOST_CHARS = re.compile(r"^[A-Za-z0-9.\-]+$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+
+
+class OriginKind(enum.StrEnum):
+    """How an allowlist entry matches a request's ``Origin``."""
+
+    EXACT = "exact"
+    SUBDOMAIN_WILDCARD = "subdomain-wildcard"
+    ANY_PORT = "any-port"
+    ANY = "any"
+
+
+class OriginError(ValueError):
+    """An allowlist entry that cannot be accepted; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OriginSpec:
+    """One validated allowlist entry.
+
+    ``value`` is the canonical text that is stored and shown. For a subdomain wildcard
+    ``host`` is the suffix after ``*.``; for ``any-port`` it is the host whose every port
+    is allowed; for ``any`` scheme and host are empty.
+    """
+
+    value: str
+    kind: OriginKind
+    scheme: str = ""
+    host: str = ""
+    port: int | None = None
+
+
+ANY_ORIGIN = OriginSpec(value="*", kind=OriginKind.ANY)
+
+
+def parse_origin(text: str) -> OriginSpec:
+    """Validate *text* as an allowlist entry and return its canonical form.
+
+    Accepted: ``http(s)://host[:port]``, ``https://*.example.com`` (one or more whole labels
+    in front of the suffix), ``http://localhost:*`` (any port, loopback only) and ``*``.
+    Whether ``*`` fits the rule (no credentials) is the rule's check, not this function's.
+    """
+    if not isinstance(text, str):
+        raise OriginError("an origin must be text such as https://app.example.com")
+    if text == "":
+        raise OriginError("the origin is empty; enter one such as https://app.example.com")
+    if len(text) > MAX_ORIGIN_LENGTH:
+        raise OriginError(
+            f"the origin is {len(text)} characters long; an origin has at most "
+            f"{MAX_ORIGIN_LENGTH}"
+        )
+    if text != text.strip():
+        raise OriginError(
+            f"an origin has no surrounding whitespace; use {_shown(text.strip())}"
+        )
+    if any(ch.isspace() for ch in text):
+        raise OriginError("an origin has no whitespace inside it; enter one origin per entry")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise OriginError("the origin contains control characters; type it again")
+    if text == "*":
+        return ANY_ORIGIN
+    if text.lower() == "null":
+        raise OriginError(
+            "null is sent by sandboxed frames, file: pages and redirects, which any site can "
+            "produce, so it can never be allowed; allow the real origin of the page instead"
+        )
+
+    scheme_match = _SCHEME.match(text)
+    if scheme_match is None or not text[scheme_match.end():].startswith("//"):
+        raise OriginError(
+            f"the origin has no scheme; use https://{_shown(_strip_scheme_like(text))}"
+        )
+    scheme = scheme_match.group(1).lower()
+    rest = text[scheme_match.end() + 2:]
+    if scheme not in DEFAULT_PORTS:
+        raise OriginError(
+            f"the scheme {scheme}: is not served by browsers' CORS; use http:// or https://"
+        )
+
+    authority, suffix = _split_authority(rest)
+    if "@" in authority:
+        raise OriginError(
+            "an origin has no user name or password; use "
+            f"{scheme}://{_shown(authority.rsplit('@', 1)[1])}"
+        )
+    host_text, port_text = _split_port(authority)
+    spec_port, any_port = _parse_port(port_text, scheme)
+
+    if suffix:
+        fixed = _canonical_for_message(scheme, host_text, port_text)
+        what = {"?": "query", "#": "fragment"}.get(suffix[0], "path")
+        raise OriginError(f"an origin has no {what}; use {fixed}")
+
+    if host_text.startswith("*."):
+        if any_port:
+            raise OriginError(
+                "a subdomain wildcard cannot also allow any port; list the port, "
+                f"as in {scheme}://{_shown(host_text)}:8443, or leave it out"
+            )
+        suffix_host = _parse_name(host_text[2:], scheme)
+        if "." not in suffix_host:
+            raise OriginError(
+                f"*.{suffix_host} would allow every host under a top-level domain; "
+                "use a registered domain such as *.example.com"
+            )
+        value = f"{scheme}://*.{suffix_host}{_port_suffix(spec_port)}"
+        return OriginSpec(value, OriginKind.SUBDOMAIN_WILDCARD, scheme, suffix_host, spec_port)
+    if "*" in host_text:
+        raise OriginError(
+            "a wildcard may only stand for whole leading labels, as in https://*.example.com"
+        )
+
+    host = _parse_host(host_text, scheme)
+    if any_port:
+        if host not in {"localhost", "127.0.0.1", "[::1]"}:
+            raise OriginError(
+                "any port (:*) is allowed only for local development on localhost, "
+                f"127.0.0.1 or [::1]; list the port of {scheme}://{host} instead"
+            )
+        return OriginSpec(f"{scheme}://{host}:*", OriginKind.ANY_PORT, scheme, host, None)
+    return OriginSpec(
+        f"{scheme}://{host}{_port_suffix(spec_port)}", OriginKind.EXACT, scheme, host, spec_port
+    )
+
+
+def _split_authority(rest: str) -> tuple[str, str]:
+    """Split ``host:port/path?query`` at the first ``/``, ``?`` or ``#``."""
+    for index, ch in enumerate(rest):
+        if ch in "/?#":
+            return rest[:index], rest[index:]
+    return rest, ""
+
+
+def _split_port(authority: str) -> tuple[str, str | None]:
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end == -1:
+            raise OriginError("the IPv6 address has no closing ]; write it as http://[::1]:8080")
+        host, after = authority[: end + 1], authority[end + 1:]
+        if after == "":
+            return host, None
+        if not after.startswith(":"):
+            raise OriginError("after an IPv6 address only :port may follow, as in http://[::1]:8080")
+        return host, after[1:]
+    if authority.count(":") > 1:
+        raise OriginError("an IPv6 address must be in brackets, as in http://[2001:db8::1]")
+    if ":" in authority:
+        host, port = authority.split(":", 1)
+        return host, port
+    return authority, None
+
+
+def _parse_port(port_text: str | None, scheme: str) -> tuple[int | None, bool]:
+    """Return (explicit non-default port or None, whether the port is ``*``)."""
+    if port_text is None:
+        return None, False
+    if port_text == "*":
+        return None, True
+    if port_text == "":
+        raise OriginError(f"the port after : is empty; remove the : or give a port such as {scheme}://host:8080")
+    if not _PORT.match(port_text):
+        raise OriginError(f"the port {_shown(port_text)} is not a number from 1 to 65535")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise OriginError(f"the port {port} is not a number from 1 to 65535")
+    if port == DEFAULT_PORTS[scheme]:
+        return None, False
+    return port, False
+
+
+def _parse_host(host_text: str, scheme: str) -> str:
+    if host_text == "":
+        raise OriginError(f"the origin has no host; use {scheme}://app.example.com")
+    if host_text.startswith("["):
+        try:
+            address = ipaddress.IPv6Address(host_text[1:-1])
+        except ValueError:
+            raise OriginError(f"{_shown(host_text)} is not a valid IPv6 address") from None
+        return f"[{address.compressed}]"
+    if _looks_numeric(host_text):
+        try:
+            return str(ipaddress.IPv4Address(host_text))
+        except ValueError:
+            raise OriginError(
+                f"{_shown(host_text)} is not a valid IPv4 address; write four numbers "
+                "from 0 to 255, as in 192.0.2.10"
+            ) from None
+    return _parse_name(host_text, scheme)
+
+
+def _looks_numeric(host: str) -> bool:
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    return last != "" and (last.isdigit() or last.lower().startswith("0x"))
+
+
+def _parse_name(name: str, scheme: str) -> str:
+    if name == "":
+        raise OriginError(f"the origin has no host; use {scheme}://app.example.com")
+    if name.endswith("."):
+        raise OriginError(
+            f"browsers do not send a trailing dot; use {scheme}://{_shown(name.rstrip('.'))}"
+        )
+    if _ASCII_HOST_CHARS.match(name):
+        ascii_name = name.lower()
+        labels = ascii_name.split(".")
+        if any(label.startswith("xn--") for label in labels):
+            try:
+                idna.decode(ascii_name)
+            except idna.IDNAError:
+                raise OriginError(f"{_shown(name)} is not a valid international name") from None
+    else:
+        try:
+            ascii_name = idna.encode(name, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            raise OriginError(
+                f"{_shown(name)} is not a valid host name; use letters, digits, hyphens and "
+                "dots, or a valid international name"
+            ) from None
+    labels = ascii_name.split(".")
+    for label in labels:
+        if label == "":
+            raise OriginError(f"{_shown(name)} has an empty label (two dots in a row)")
+        if not _LABEL.match(label):
+            raise OriginError(
+                f"{_shown(label)} in {_shown(name)} is not a valid host label; labels are "
+                "1 to 63 letters, digits or hyphens and do not start or end with a hyphen"
+            )
+    if len(ascii_name) > 253:
+        raise OriginError("the host name is longer than 253 characters")
+    return ascii_name
+
+
+def _port_suffix(port: int | None) -> str:
+    return "" if port is None else f":{port}"
+
+
+def _canonical_for_message(scheme: str, host_text: str, port_text: str | None) -> str:
+    """Best-effort canonical origin for a "use ..." hint; falls back to the typed text."""
+    try:
+        port = "" if port_text is None else f":{port_text}"
+        return parse_origin(f"{scheme}://{host_text}{port}").value
+    except OriginError:
+        return f"{scheme}://{_shown(host_text)}"
+
+
+def _strip_scheme_like(text: str) -> str:
+    for prefix in ("//", ":"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text.split("/", 1)[0] or "app.example.com"
+
+
+def _shown(text: str) -> str:
+    """A fragment of user input safe to quote in a message: printable, bounded."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return cleaned if len(cleaned) <= 80 else cleaned[:77] + "..."

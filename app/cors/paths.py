@@ -1,0 +1,175 @@
+"""Path patterns: which request paths a rule governs, and which rule wins.
+
+A pattern is an absolute path split into ``/``-separated segments:
+
+* a literal segment matches itself, case-sensitively;
+* ``*`` as a whole segment matches exactly one segment (any text, even empty);
+* a trailing ``/*`` matches any suffix of one or more segments: ``/api/*`` matches
+  ``/api/``, ``/api/a`` and ``/api/a/b``, but not ``/api``.
+
+When several patterns match a path, the one with more literal segments wins, then the one
+with fewer wildcards. Two patterns that could match the same path with the same score are a
+tie; :func:`find_tie` finds them so that such a rule is refused on save.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MAX_PATTERN_LENGTH = 500
+_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()+,;=:@%]*$")
+
+
+class PatternError(ValueError):
+    """A path pattern that cannot be accepted; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathPattern:
+    """A parsed path pattern. ``segments`` holds literals and ``None`` for ``*``."""
+
+    text: str
+    segments: tuple[str | None, ...]
+    open_ended: bool
+
+    @property
+    def literal_count(self) -> int:
+        return sum(1 for segment in self.segments if segment is not None)
+
+    @property
+    def wildcard_count(self) -> int:
+        return len(self.segments) - self.literal_count + (1 if self.open_ended else 0)
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """Higher sorts first: more literal segments, then fewer wildcards."""
+        return (self.literal_count, -self.wildcard_count)
+
+    def matches(self, path: str) -> bool:
+        parts = path.split("/")[1:] if path.startswith("/") else None
+        if parts is None:
+            return False
+        if self.open_ended:
+            if len(parts) <= len(self.segments):
+                return False
+        elif len(parts) != len(self.segments):
+            return False
+        return all(s is None or s == p for s, p in zip(self.segments, parts, strict=False))
+
+
+def parse_pattern(text: str) -> PathPattern:
+    """Validate *text* as a path pattern and return it parsed."""
+    if not isinstance(text, str) or text == "":
+        raise PatternError("the path is empty; use a pattern such as /api/*")
+    if len(text) > MAX_PATTERN_LENGTH:
+        raise PatternError(f"the path is longer than {MAX_PATTERN_LENGTH} characters")
+    if text != text.strip() or any(ch.isspace() for ch in text):
+        raise PatternError("a path has no whitespace; remove the spaces")
+    if not text.startswith("/"):
+        raise PatternError(f"a path starts with /; use /{text.lstrip('/')}")
+    if "?" in text or "#" in text:
+        raise PatternError("a path pattern has no query or fragment; remove what follows ? or #")
+    parts = text.split("/")[1:]
+    open_ended = len(parts) > 1 and parts[-1] == "*" or text == "/*"
+    if open_ended:
+        parts = parts[:-1]
+    segments: list[str | None] = []
+    for part in parts:
+        if part == "*":
+            segments.append(None)
+        elif "*" in part:
+            raise PatternError(
+                f"* stands for a whole segment; {part!r} mixes it with text. Use /* for one "
+                "segment or a trailing /* for any suffix"
+            )
+        elif not _SEGMENT.match(part):
+            raise PatternError(f"the segment {part!r} has characters a URL path cannot hold")
+        else:
+            segments.append(part)
+    return PathPattern(text=text, segments=tuple(segments), open_ended=open_ended)
+
+
+def overlaps(a: PathPattern, b: PathPattern) -> bool:
+    """Whether some path is matched by both patterns."""
+    if not a.open_ended and not b.open_ended and len(a.segments) != len(b.segments):
+        return False
+    if a.open_ended and not b.open_ended and len(b.segments) <= len(a.segments):
+        return False
+    if b.open_ended and not a.open_ended and len(a.segments) <= len(b.segments):
+        return False
+    return all(
+        x is None or y is None or x == y for x, y in zip(a.segments, b.segments, strict=False)
+    )
+
+
+def find_tie(candidate: PathPattern, others: list[PathPattern]) -> PathPattern | None:
+    """Return a pattern among *others* that would tie with *candidate* on some path."""
+    for other in others:
+        if other.text == candidate.text:
+            return other
+        if other.specificity == candidate.specificity and overlaps(candidate, other):
+            return other
+    return None
+
+
+@dataclass(slots=True)
+class _Node:
+    literals: dict[str, _Node] = field(default_factory=dict)
+    wildcard: _Node | None = None
+    exact: object | None = None  # payload of a pattern that ends here
+    open_ended: object | None = None  # payload of a pattern that ends here with /*
+
+
+class PatternIndex:
+    """Finds the most specific pattern matching a path, in time bounded by the path's depth
+    and the number of wildcard branches, not by the number of patterns."""
+
+    __slots__ = ("_root", "_rank")
+
+    def __init__(self, entries: list[tuple[PathPattern, object]]) -> None:
+        self._root = _Node()
+        self._rank: dict[int, tuple[int, int]] = {}
+        for pattern, payload in entries:
+            node = self._root
+            for segment in pattern.segments:
+                if segment is None:
+                    if node.wildcard is None:
+                        node.wildcard = _Node()
+                    node = node.wildcard
+                else:
+                    node = node.literals.setdefault(segment, _Node())
+            if pattern.open_ended:
+                node.open_ended = payload
+            else:
+                node.exact = payload
+            self._rank[id(payload)] = pattern.specificity
+
+    def lookup(self, path: str) -> object | None:
+        if not path.startswith("/"):
+            return None
+        parts = path.split("/")
+        best: object | None = None
+        best_rank = (-1, 0)
+        rank = self._rank
+        # Depth-first over (node, position); parts[0] is the empty text before the first /.
+        stack = [(self._root, 1)]
+        last = len(parts)
+        while stack:
+            node, position = stack.pop()
+            if node.open_ended is not None and position < last:
+                r = rank[id(node.open_ended)]
+                if r > best_rank:
+                    best, best_rank = node.open_ended, r
+            if position == last:
+                if node.exact is not None:
+                    r = rank[id(node.exact)]
+                    if r > best_rank:
+                        best, best_rank = node.exact, r
+                continue
+            if node.wildcard is not None:
+                stack.append((node.wildcard, position + 1))
+            child = node.literals.get(parts[position])
+            if child is not None:
+                stack.append((child, position + 1))
+        return best

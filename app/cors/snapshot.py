@@ -1,0 +1,211 @@
+"""The compiled, immutable policy the engine decides against.
+
+:func:`compile_policy` turns plain rule descriptions (:class:`RuleSpec`, as loaded from the
+database or an import file) into a :class:`PolicySnapshot`: exact origins in a hash table,
+subdomain wildcards indexed by host suffix, precomputed response header values, and a path
+index. Deciding one request then costs the same with three allowed origins as with 100,000.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .origins import OriginKind, parse_origin
+from .paths import PathPattern, PatternIndex, parse_pattern
+
+DEFAULT_METHODS = ("GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE")
+MODES = ("enforce", "report-only", "off")
+
+_REQUEST_ORIGIN = re.compile(
+    r"(https?)://([a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)"
+    r"(?::([0-9]{1,5}))?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginEntry:
+    """One allowed origin as the engine needs it. ``expires_at`` is a Unix timestamp."""
+
+    value: str
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A rule as stored: flask-cors's option names, plus mode and identity."""
+
+    path: str
+    origins: tuple[OriginEntry, ...] = ()
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    allow_headers: tuple[str, ...] = ("*",)
+    expose_headers: tuple[str, ...] = ()
+    supports_credentials: bool = False
+    max_age: int | None = None
+    allow_private_network: bool = False
+    mode: str = "enforce"
+    rule_id: int | None = None
+
+
+class OriginSet:
+    """Answers "is this request origin allowed?" in constant time.
+
+    Exact values are a dict lookup; subdomain wildcards are looked up once per dot in the
+    request's host; ``*`` is a flag. Entries carry their expiry so an expired origin stops
+    matching without any write to the database.
+    """
+
+    __slots__ = ("any", "_exact", "_suffixes", "_any_port")
+
+    def __init__(self, entries: Iterable[OriginEntry]) -> None:
+        self.any: float | None | bool = False
+        self._exact: dict[str, float | None] = {}
+        self._suffixes: dict[tuple[str, str, str], float | None] = {}
+        self._any_port: dict[tuple[str, str], float | None] = {}
+        for entry in entries:
+            spec = parse_origin(entry.value)
+            expiry = entry.expires_at
+            if spec.kind is OriginKind.ANY:
+                self.any = _later(self.any if self.any is not False else 0.0, expiry)
+            elif spec.kind is OriginKind.EXACT:
+                self._store(self._exact, spec.value, expiry)
+            elif spec.kind is OriginKind.SUBDOMAIN_WILDCARD:
+                port = "" if spec.port is None else str(spec.port)
+                self._store(self._suffixes, (spec.scheme, spec.host, port), expiry)
+            else:
+                self._store(self._any_port, (spec.scheme, spec.host), expiry)
+
+    @staticmethod
+    def _store(table: dict, key: object, expiry: float | None) -> None:
+        table[key] = _later(table[key], expiry) if key in table else expiry
+
+    def __len__(self) -> int:
+        return len(self._exact) + len(self._suffixes) + len(self._any_port)
+
+    def allows(self, origin: str, now: float | None = None) -> bool:
+        """Whether *origin* (the header exactly as sent) is on this list."""
+        exact = self._exact
+        if origin in exact:
+            expiry = exact[origin]
+            if expiry is None or (now or time.time()) < expiry:
+                return True
+        if self._any_port and self._allows_any_port(origin, now):
+            return True
+        if self._suffixes:
+            match = _REQUEST_ORIGIN.fullmatch(origin)
+            if match is not None:
+                scheme, host, port = match.group(1), match.group(2), match.group(3) or ""
+                suffixes = self._suffixes
+                dot = host.find(".")
+                while dot != -1:
+                    key = (scheme, host[dot + 1:], port)
+                    if key in suffixes and _live(suffixes[key], now):
+                        return True
+                    dot = host.find(".", dot + 1)
+        return False
+
+    def _allows_any_port(self, origin: str, now: float | None) -> bool:
+        scheme, separator, authority = origin.partition("://")
+        if not separator:
+            return False
+        host, colon, port = authority.rpartition(":")
+        if not colon or host.endswith("[") or authority.endswith("]"):
+            host = authority
+        elif not (port.isascii() and port.isdigit() and len(port) <= 5):
+            return False
+        key = (scheme, host)
+        return key in self._any_port and _live(self._any_port[key], now)
+
+    def allows_any(self, now: float | None = None) -> bool:
+        return self.any is not False and _live(self.any, now)  # type: ignore[arg-type]
+
+
+def _live(expiry: float | None, now: float | None) -> bool:
+    return expiry is None or (now or time.time()) < expiry
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    """The later of two expiries, where None means never."""
+    if a is None or b is None:
+        return None
+    return max(a, b)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRule:
+    """A rule ready for the request path; header values are computed once, here."""
+
+    rule_id: int | None
+    pattern: PathPattern
+    mode: str
+    origins: OriginSet
+    methods: frozenset[str]
+    any_header: bool
+    allow_headers: frozenset[str]
+    supports_credentials: bool
+    allow_private_network: bool
+    # Precomputed response header values.
+    allow_methods_value: str
+    max_age_value: str | None
+    expose_headers_value: str | None
+
+    @property
+    def path(self) -> str:
+        return self.pattern.text
+
+    @property
+    def report_only(self) -> bool:
+        return self.mode == "report-only"
+
+
+def compile_rule(spec: RuleSpec) -> CompiledRule:
+    headers = {h.lower() for h in spec.allow_headers}
+    any_header = "*" in headers
+    headers.discard("*")
+    return CompiledRule(
+        rule_id=spec.rule_id,
+        pattern=parse_pattern(spec.path),
+        mode=spec.mode,
+        origins=OriginSet(spec.origins),
+        methods=frozenset(spec.methods),
+        any_header=any_header,
+        allow_headers=frozenset(headers),
+        supports_credentials=spec.supports_credentials,
+        allow_private_network=spec.allow_private_network,
+        allow_methods_value=", ".join(spec.methods),
+        max_age_value=None if spec.max_age is None else str(spec.max_age),
+        expose_headers_value=", ".join(spec.expose_headers) if spec.expose_headers else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """Every enabled rule of one policy version, indexed for the request path."""
+
+    version: int
+    rules: tuple[CompiledRule, ...]
+    loaded_at: float = field(default_factory=time.time)
+    _index: PatternIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = PatternIndex([(rule.pattern, rule) for rule in self.rules])
+        object.__setattr__(self, "_index", index)
+
+    def rule_for(self, path: str) -> CompiledRule | None:
+        """The most specific enabled rule governing *path*, or None."""
+        return self._index.lookup(path)  # type: ignore[return-value]
+
+    @property
+    def origin_count(self) -> int:
+        return sum(len(rule.origins) + (1 if rule.origins.any is not False else 0)
+                   for rule in self.rules)
+
+
+def compile_policy(version: int, specs: Iterable[RuleSpec]) -> PolicySnapshot:
+    """Compile the enabled rules of *specs*; rules in mode ``off`` are left out."""
+    return PolicySnapshot(
+        version=version,
+        rules=tuple(compile_rule(spec) for spec in specs if spec.mode != "off"),
+    )

@@ -1,0 +1,152 @@
+"""Database models: rules, their allowed origins, the policy version, users, the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+MODES = ("enforce", "report-only", "off")
+ORIGIN_KINDS = ("exact", "subdomain-wildcard", "any-port", "any")
+ROLES = ("admin", "editor", "viewer")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Rule(db.Model):
+    """A path pattern and its CORS options, in flask-cors's vocabulary."""
+
+    __tablename__ = "rules"
+    __table_args__ = (
+        CheckConstraint("mode IN ('enforce', 'report-only', 'off')", name="mode"),
+        CheckConstraint("max_age IS NULL OR max_age >= 0", name="max_age"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(500), unique=True)
+    methods: Mapped[list[str]] = mapped_column(JSON)
+    allow_headers: Mapped[list[str]] = mapped_column(JSON)
+    expose_headers: Mapped[list[str]] = mapped_column(JSON)
+    supports_credentials: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_age: Mapped[int | None] = mapped_column(Integer)
+    allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
+    mode: Mapped[str] = mapped_column(String(20), default="enforce")
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Owner tenant; tenants arrive in a later schema revision.
+    tenant_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    origins: Mapped[list[AllowedOrigin]] = relationship(
+        back_populates="rule",
+        cascade="all, delete-orphan",
+        order_by="AllowedOrigin.value",
+        passive_deletes=True,
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+    def __repr__(self) -> str:
+        return f"<Rule {self.id} {self.path!r}>"
+
+
+class AllowedOrigin(db.Model):
+    """One entry of a rule's allowlist."""
+
+    __tablename__ = "allowed_origins"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "value"),
+        CheckConstraint(
+            "kind IN ('exact', 'subdomain-wildcard', 'any-port', 'any')", name="kind"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), index=True
+    )
+    value: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(30))
+    note: Mapped[str] = mapped_column(Text, default="")
+    added_by: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    rule: Mapped[Rule] = relationship(back_populates="origins")
+
+    def __repr__(self) -> str:
+        return f"<AllowedOrigin {self.value!r} on rule {self.rule_id}>"
+
+
+class PolicyState(db.Model):
+    """A single row whose version moves with every committed policy change."""
+
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'editor', 'viewer')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(20), default="viewer")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: disabled users cannot sign in
+        return self.active
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+
+class AuditEntry(db.Model):
+    """Who changed what, through which channel, with the state before and after."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(40))
+    rule_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    rule_path: Mapped[str] = mapped_column(String(500), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    before: Mapped[dict | None] = mapped_column(JSON)
+    after: Mapped[dict | None] = mapped_column(JSON)
+    policy_version: Mapped[int] = mapped_column(BigInteger)

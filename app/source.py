@@ -1,0 +1,99 @@
+"""The engine's view of the database: the policy version and the enabled rules.
+
+It uses its own small SQLAlchemy engine, not the Flask-SQLAlchemy session, so the engine can
+run in any Flask app (or a separate API process) that shares the database, and so the poller
+thread needs no application context.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .cors.snapshot import OriginEntry, RuleSpec
+from .models import AllowedOrigin, PolicyState, Rule
+
+_rules = Rule.__table__
+_origins = AllowedOrigin.__table__
+_state = PolicyState.__table__
+
+
+def create_source_engine(url: str) -> sa.Engine:
+    options: dict = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": 3}
+        options["pool_size"] = 1
+        options["max_overflow"] = 1
+    elif url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": 5}
+    return sa.create_engine(url, **options)
+
+
+class DatabasePolicySource:
+    """Reads the policy with two or three small queries; never on the request path."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> DatabasePolicySource:
+        return cls(create_source_engine(url))
+
+    def current_version(self) -> int:
+        with self.engine.connect() as conn:
+            return _version(conn)
+
+    def load(self) -> tuple[int, list[RuleSpec]]:
+        # Read the version before and after the rules: if a change committed in between,
+        # read again, so a snapshot never mixes two policy versions.
+        for _attempt in range(5):
+            with self.engine.connect() as conn:
+                before = _version(conn)
+                specs = _load_rules(conn)
+                if _version(conn) == before:
+                    return before, specs
+        return before, specs
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _version(conn: sa.Connection) -> int:
+    return conn.execute(sa.select(_state.c.version).where(_state.c.id == 1)).scalar() or 0
+
+
+def _load_rules(conn: sa.Connection) -> list[RuleSpec]:
+    origins: dict[int, list[OriginEntry]] = {}
+    query = sa.select(_origins.c.rule_id, _origins.c.value, _origins.c.expires_at).join(
+        _rules, _rules.c.id == _origins.c.rule_id
+    ).where(_rules.c.mode != "off")
+    for rule_id, value, expires_at in conn.execute(query):
+        origins.setdefault(rule_id, []).append(OriginEntry(value, _timestamp(expires_at)))
+    specs = []
+    for row in conn.execute(sa.select(_rules).where(_rules.c.mode != "off")):
+        specs.append(
+            RuleSpec(
+                rule_id=row.id,
+                path=row.path,
+                origins=tuple(origins.get(row.id, ())),
+                methods=tuple(row.methods),
+                allow_headers=tuple(row.allow_headers),
+                expose_headers=tuple(row.expose_headers),
+                supports_credentials=row.supports_credentials,
+                max_age=row.max_age,
+                allow_private_network=row.allow_private_network,
+                mode=row.mode,
+            )
+        )
+    return specs
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
+        from datetime import UTC
+
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()

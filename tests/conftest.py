@@ -1,0 +1,135 @@
+"""Test rig: a real app on a real database.
+
+The suite runs on SQLite by default. With ``TEST_DATABASE_URL`` set (for example
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``) the same suite runs on that database.
+The schema is built once per session by the Alembic migrations, and emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from app import create_app
+from app.cors import get_control
+from app.extensions import db
+
+# create_app makes its instance folder; keep tests out of the project's own instance/.
+os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))
+
+TABLES_TO_EMPTY = ("allowed_origins", "rules", "audit_entries", "users")
+
+
+def pytest_report_header(config) -> str:
+    return f"database: {_backend(os.environ.get('TEST_DATABASE_URL') or 'sqlite')}"
+
+
+def _backend(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    """The database every test of the session uses, migrated once from nothing."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    else:
+        _drop_everything(url)
+    app = create_app(_test_config(url, tmp_path_factory.mktemp("instance")))
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+    get_control(app).cache.stop()
+    return url
+
+
+def _drop_everything(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+        else:
+            sa.MetaData().drop_all(conn)
+    engine.dispose()
+
+
+def _test_config(url: str, instance: Path) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": url,
+        "CORS_REFRESH_INTERVAL": 0.05,
+        "DEMO_POLICY": False,
+        "WTF_CSRF_ENABLED": True,
+    }
+
+
+def empty_database(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table in TABLES_TO_EMPTY:
+            conn.execute(sa.text(f"DELETE FROM {table}"))
+        conn.execute(sa.text("UPDATE policy_state SET version = 0"))
+    engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url, tmp_path) -> Iterator:
+    """Build apps on the test database; every one is shut down after the test."""
+    apps: list[Flask] = []
+
+    def build(**overrides) -> Flask:
+        app = create_app({**_test_config(database_url, tmp_path), **overrides})
+        apps.append(app)
+        return app
+
+    empty_database(database_url)
+    yield build
+    for app in apps:
+        control = app.extensions.get("cors_control")
+        if control is not None:
+            control.cache.stop()
+            source = control.cache.source
+            if hasattr(source, "dispose"):
+                source.dispose()
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def policy(app):
+    """Load a policy document through the service layer and wait for the engine to serve it."""
+    from app.services.policy import Actor, import_policy
+
+    def load(*rules: dict) -> None:
+        with app.app_context():
+            import_policy({"rules": list(rules)}, actor=Actor("test", "cli"), replace=True)
+        get_control(app).cache.refresh()
+
+    return load
