@@ -8,6 +8,7 @@ import sys
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 
 from .cors import get_control
 from .services import demo
@@ -16,8 +17,8 @@ from .services.policy import Actor, export_policy, import_policy
 from .services.simulator import simulate
 from .services.users import create_user, ensure_first_admin
 
-cors_group = click.Group("cors", help="Manage and inspect the CORS policy.")
-users_group = click.Group("users", help="Manage dashboard users.")
+cors_group = AppGroup("cors", help="Manage and inspect the CORS policy.")
+users_group = AppGroup("users", help="Manage dashboard users.")
 
 
 def _actor() -> Actor:
@@ -138,6 +139,7 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
 
 
 @click.command("bootstrap")
+@with_appcontext
 def bootstrap_command() -> None:
     """First start: create an admin if there is none and load the demo policy once."""
     email = os.environ.get("ADMIN_EMAIL", "admin@example.com")

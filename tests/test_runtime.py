@@ -1,0 +1,202 @@
+"""The engine at runtime: picking up changes, failing static, failing closed, /healthz."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app.cors import get_control
+from app.services.policy import Actor, add_origin, create_rule, remove_origin
+from app.source import DatabasePolicySource
+
+ROOT = Path(__file__).resolve().parent.parent
+UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
+ORIGIN = "https://app.example.com"
+TESTER = Actor("tester", "cli")
+
+
+def test_change_committed_elsewhere_is_served_without_restart(app, client):
+    with app.app_context():
+        rule = create_rule({"path": "/api/*"}, actor=TESTER)
+        rule_id = rule.id
+    assert "Access-Control-Allow-Origin" not in client.get(
+        "/api/orders", headers={"Origin": ORIGIN}).headers
+    with app.app_context():
+        add_origin(rule_id, ORIGIN, actor=TESTER)
+    # The poller (interval 0.05 s in tests) picks the change up by itself.
+    assert _eventually(lambda: client.get("/api/orders", headers={"Origin": ORIGIN})
+                       .headers.get("Access-Control-Allow-Origin") == ORIGIN)
+
+
+def test_steady_state_requests_do_not_query_the_database(app, client):
+    with app.app_context():
+        create_rule({"path": "/api/*", "origins": [ORIGIN]}, actor=TESTER)
+    cache = get_control(app).cache
+    cache.stop()  # no poller: only the request path could touch the database now
+    cache.refresh()
+    engine = cache.source.engine
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    import sqlalchemy as sa
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(20):
+            response = client.get("/api/orders", headers={"Origin": ORIGIN})
+            assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert statements == []
+
+
+def test_last_good_policy_is_served_while_the_database_is_unreachable(app, client, caplog):
+    with app.app_context():
+        create_rule({"path": "/api/*", "origins": [ORIGIN]}, actor=TESTER)
+    cache = get_control(app).cache
+    cache.stop()
+    cache.refresh()
+    good_source = cache.source
+    cache.source = DatabasePolicySource.from_url(UNREACHABLE)
+    with caplog.at_level(logging.ERROR, logger="app.cors"):
+        for _ in range(3):
+            cache.refresh()
+            response = client.get("/api/orders", headers={"Origin": ORIGIN})
+            assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    outage_logs = [r for r in caplog.records if r.name == "app.cors" and r.levelno >= 40]
+    assert len(outage_logs) == 1, "an outage is logged once, not once per check"
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json["stale"] is True and health.json["policy_version"] >= 1
+
+    cache.source.dispose()
+    cache.source = good_source
+    cache.refresh()
+    assert cache.last_error is None
+    assert "stale" not in client.get("/healthz").json
+
+
+def test_process_that_never_loaded_a_policy_refuses_cross_origin_requests(make_app):
+    app = make_app(CORS_DATABASE_URL=UNREACHABLE)
+    client = app.test_client()
+    preflight = client.options("/api/orders", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "PUT"})
+    assert preflight.status_code == 403
+    assert b"policy" in preflight.data
+    actual = client.get("/api/orders", headers={"Origin": ORIGIN})
+    assert actual.status_code == 200
+    assert not [h for h in actual.headers.keys() if h.lower().startswith("access-control-")]
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.json["status"] == "unavailable" and health.json["reason"]
+
+
+def test_healthz_reports_the_loaded_policy_version(app, client):
+    with app.app_context():
+        create_rule({"path": "/api/*"}, actor=TESTER)
+    get_control(app).cache.refresh()
+    body = client.get("/healthz").json
+    assert body["status"] == "ok" and body["policy_version"] == 1
+
+
+def test_healthz_and_admin_never_carry_cors_headers(app, client, policy):
+    policy({"path": "/*", "origins": [ORIGIN]})
+    for path in ("/healthz", "/admin/"):
+        response = client.get(path, headers={"Origin": ORIGIN})
+        assert "Access-Control-Allow-Origin" not in response.headers, path
+
+
+@pytest.mark.slow
+def test_two_server_processes_sharing_the_database_serve_a_change(app, database_url, tmp_path):
+    """Two gunicorn servers (one with two workers) on the test database; a change committed
+    by this process is served by every worker of both, with no restart."""
+    with app.app_context():
+        rule_id = create_rule({"path": "/api/*"}, actor=TESTER).id
+    interval = 0.5
+    servers = [_start_server(database_url, tmp_path, workers=w, interval=interval)
+               for w in (1, 2)]
+    try:
+        for _, port in servers:
+            _wait_for_health(port)
+            assert _acao(port) is None
+        with app.app_context():
+            add_origin(rule_id, ORIGIN, actor=TESTER)
+        changed_at = time.monotonic()
+        for _, port in servers:
+            assert _eventually(lambda p=port: all(_acao(p) == ORIGIN for _ in range(8)),
+                               timeout=interval + 2)
+        # Seen by every worker well within a second of the interval.
+        assert time.monotonic() - changed_at < interval + 2
+        with app.app_context():
+            remove_origin(rule_id, ORIGIN, actor=TESTER)
+        for _, port in servers:
+            assert _eventually(lambda p=port: all(_acao(p) is None for _ in range(8)),
+                               timeout=interval + 2)
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def _start_server(database_url: str, tmp_path: Path, *, workers: int, interval: float):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CORS_REFRESH_INTERVAL": str(interval),
+        "SECRET_KEY": "test-secret-key",
+        "INSTANCE_PATH": str(tmp_path / f"instance-{port}"),
+        "DEMO_POLICY": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+         "--log-level", "warning", "wsgi:app"],
+        cwd=ROOT, env=env,
+    )
+    return process, port
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_health(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server on port {port} did not become healthy")
+
+
+def _acao(port: int) -> str | None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/orders",
+                                     headers={"Origin": ORIGIN})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers.get("Access-Control-Allow-Origin")
+
+
+def _eventually(check, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
