@@ -12,6 +12,7 @@ from flask import Flask
 from .config import ROOT, Config, default_database_url
 from .cors import CorsControl
 from .extensions import db, login_manager, migrate
+from .request_log import RequestLog
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -34,7 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     login_manager.init_app(app)
-    CorsControl(app)
+    RequestLog(app, CorsControl(app))
 
     from . import cli
     from .admin import bp as admin_bp

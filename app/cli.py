@@ -11,9 +11,17 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from .cors import get_control
+from .cors.text import printable
 from .services import demo
 from .services.errors import ServiceError, ValidationError
 from .services.policy import Actor, export_policy, import_policy
+from .services.request_log import (
+    MAX_PAGE_SIZE,
+    entry_to_dict,
+    prune_log,
+    query_log,
+    validate_filter,
+)
 from .services.simulator import simulate
 from .services.users import create_user, ensure_first_admin
 
@@ -102,21 +110,73 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
                       preflight=preflight)
     decision = result.decision
     kind = "preflight" if result.preflight else "request"
-    click.echo(f"{result.verdict.upper()}: {kind} {method} {path} from {_printable(origin)}")
+    click.echo(f"{result.verdict.upper()}: {kind} {method} {path} from {printable(origin)}")
     click.echo(f"rule:    {decision.rule.path if decision.rule else '(none)'}")
-    click.echo(f"reason:  {decision.reason} - {_printable(decision.explanation)}")
+    click.echo(f"reason:  {decision.reason} - {printable(decision.explanation)}")
     click.echo(f"policy:  version {cache.snapshot.version}")
     if decision.preflight:
         click.echo(f"status:  {decision.status}")
     click.echo("headers:" + ("" if decision.headers else " (none)"))
     for name, value in decision.headers:
-        click.echo(f"  {name}: {_printable(value)}")
+        click.echo(f"  {name}: {printable(value)}")
     if not decision.allowed:
         sys.exit(2)
 
 
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+@cors_group.command("log")
+@click.option("--since", default="24h", show_default=True, help="How far back: 30m, 1h, 7d.")
+@click.option("--rule", help="Only this rule path (use '' for requests no rule governs).")
+@click.option("--reason", help="Only this reason code, such as origin-not-allowed.")
+@click.option("--mode", type=click.Choice(["enforce", "report-only"]))
+@click.option("--origin", help="Only origins containing this text.")
+@click.option("--limit", default=100, show_default=True, help=f"At most {MAX_PAGE_SIZE}.")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def log_command(since: str, rule: str | None, reason: str | None, mode: str | None,
+                origin: str | None, limit: int, as_json: bool) -> None:
+    """Show refused origins and failed preflights, newest first."""
+    try:
+        filters = validate_filter(since=since, rule=rule, reason=reason, mode=mode,
+                                  origin=origin)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    rows, total = query_log(filters, per_page=limit)
+    if as_json:
+        json.dump({"total": total, "entries": [entry_to_dict(r) for r in rows]},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not rows:
+        click.echo("No refusals recorded for these filters.")
+        return
+    table = [("LAST SEEN (UTC)", "COUNT", "MODE", "REASON", "RULE", "ORIGIN", "REQUEST")]
+    for row in rows:
+        reason_text = row.reason + (f" ({row.detail})" if row.detail else "")
+        request_text = f"{row.method} {row.path}"
+        if row.preflight:
+            request_text = f"preflight {row.request_method} {row.path}"
+        table.append((
+            row.last_seen.strftime("%Y-%m-%d %H:%M:%S"), str(row.count), row.mode,
+            printable(reason_text, 80), printable(row.rule_path, 40) or "(none)",
+            printable(row.origin, 60), printable(request_text, 60),
+        ))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths,
+                                                                        strict=True)).rstrip())
+    if total > len(rows):
+        click.echo(f"({len(rows)} of {total} rows; narrow the filters or raise --limit)")
+
+
+@cors_group.command("prune-log")
+@click.option("--days", type=float, default=None,
+              help="Keep this many days (default REQUEST_LOG_RETENTION_DAYS).")
+def prune_log_command(days: float | None) -> None:
+    """Delete request log rows older than the retention period."""
+    if days is not None and days < 0:
+        click.echo("Error: --days must be 0 or more.", err=True)
+        sys.exit(1)
+    click.echo(f"deleted {prune_log(days)} request log rows")
 
 
 @users_group.command("create")

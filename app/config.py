@@ -47,4 +47,12 @@ class Config:
         )
         # Where a process that has no policy yet refuses cross-origin requests (fail closed).
         self.CORS_API_PREFIXES = _prefixes("CORS_API_PREFIXES", "/api/")
+        # The request log of refusals (see README, "The request log").
+        self.REQUEST_LOG_FLUSH_INTERVAL = _float("REQUEST_LOG_FLUSH_INTERVAL", 2.0)
+        self.REQUEST_LOG_BUCKET_SECONDS = int(_float("REQUEST_LOG_BUCKET_SECONDS", 3600))
+        self.REQUEST_LOG_MAX_KEYS = int(_float("REQUEST_LOG_MAX_KEYS", 10_000))
+        self.REQUEST_LOG_RETENTION_DAYS = _float("REQUEST_LOG_RETENTION_DAYS", 30)
+        # /metrics: off unless enabled; protected by a bearer token when one is set.
+        self.METRICS_ENABLED = os.environ.get("METRICS_ENABLED", "0") in ("1", "true", "yes")
+        self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
         self.DEMO_POLICY = os.environ.get("DEMO_POLICY", "1") not in ("0", "false", "no")

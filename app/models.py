@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -156,3 +157,37 @@ class AuditEntry(db.Model):
 def load_user(user_id: str) -> User | None:
     user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
     return user if user is not None and user.active else None
+
+
+class RequestLogEntry(db.Model):
+    """Refused CORS requests, aggregated: one row per (bucket, rule, origin, reason, mode)."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        UniqueConstraint("bucket_start", "rule_path", "origin", "reason", "detail", "mode",
+                         name="uq_request_log_key"),
+        Index("ix_request_log_last_seen", "last_seen"),
+        Index("ix_request_log_rule_bucket", "rule_id", "bucket_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rule_id: Mapped[int | None] = mapped_column(Integer)
+    # The rule's path when recorded ("" when no rule matched): the row outlives renames.
+    rule_path: Mapped[str] = mapped_column(String(500))
+    origin: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(20))
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A sample of the first occurrence in the bucket.
+    path: Mapped[str] = mapped_column(String(500))
+    method: Mapped[str] = mapped_column(String(20))
+    preflight: Mapped[bool] = mapped_column(Boolean)
+    request_method: Mapped[str] = mapped_column(String(40))
+    request_headers: Mapped[str] = mapped_column(String(500))
+    user_agent: Mapped[str] = mapped_column(String(300))
+    referer: Mapped[str] = mapped_column(String(500))

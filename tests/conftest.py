@@ -24,7 +24,7 @@ from app.extensions import db
 # create_app makes its instance folder; keep tests out of the project's own instance/.
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))
 
-TABLES_TO_EMPTY = ("allowed_origins", "rules", "audit_entries", "users")
+TABLES_TO_EMPTY = ("allowed_origins", "rules", "audit_entries", "users", "request_log")
 
 
 def pytest_report_header(config) -> str:
@@ -96,6 +96,9 @@ def make_app(database_url, tmp_path) -> Iterator:
     empty_database(database_url)
     yield build
     for app in apps:
+        request_log = app.extensions.get("request_log")
+        if request_log is not None:
+            request_log.close(flush=False)
         control = app.extensions.get("cors_control")
         if control is not None:
             control.cache.stop()

@@ -12,14 +12,18 @@ The hooks are the thinnest possible layer over :func:`~app.cors.decision.decide`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 
 from .cache import PolicyCache, PolicySource
-from .decision import POLICY_UNAVAILABLE, Decision, decide
+from .decision import NO_ORIGIN, POLICY_UNAVAILABLE, Decision, decide
+from .text import printable
 
 DecisionListener = Callable[[Decision, object], None]
+
+logger = logging.getLogger("app.cors")
 
 _PREFIX = "access-control-"
 _EXTENSION_KEY = "cors_control"
@@ -73,7 +77,9 @@ class CorsControl:
         app.after_request_funcs.setdefault(None, []).insert(0, self._after_request)
 
     def add_listener(self, listener: DecisionListener) -> None:
-        """Call *listener(decision, request)* for every refusal and report-only finding."""
+        """Call *listener(decision, request)* for every decision on a governed path, and for
+        CORS requests (with an Origin) that no rule governs. Listeners must be fast and must
+        not raise; an exception is logged and the request goes on."""
         self.listeners.append(listener)
 
     def decide(self, method: str, path: str, headers) -> Decision:
@@ -89,17 +95,17 @@ class CorsControl:
             return None
         decision = decide(snapshot, request.method, path, request.headers)
         if decision.rule is None and decision.reason != POLICY_UNAVAILABLE:
-            if decision.reason != "no-origin" and self.listeners:
+            if decision.reason != NO_ORIGIN and self.listeners:
                 self._notify(decision)
             return None
         g._cors_decision = decision
-        if decision.recordable and self.listeners:
+        if self.listeners:
             self._notify(decision)
         if decision.preflight:
             if decision.allowed:
                 return Response(status=204)
             return Response(
-                f"CORS preflight refused: {_one_line(decision.explanation)}\n",
+                f"CORS preflight refused: {printable(decision.explanation)}\n",
                 status=403,
                 mimetype="text/plain",
             )
@@ -125,9 +131,7 @@ class CorsControl:
             try:
                 listener(decision, request)
             except Exception:  # a listener never breaks a request
-                import logging
-
-                logging.getLogger("app.cors").exception("CORS decision listener failed")
+                logger.exception("CORS decision listener failed")
 
 
 def get_control(app: Flask) -> CorsControl:
@@ -152,10 +156,6 @@ def _merge_vary(headers, value: str) -> None:
         headers["Vary"] = ", ".join([existing, *missing])
 
 
-def _one_line(text: str) -> str:
-    """Attacker-controlled fragments (header names) as printable ASCII on one line."""
-    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
-    return cleaned[:300]
 
 
 def _database_source(app: Flask) -> PolicySource:

@@ -1,0 +1,76 @@
+"""The request log: refused origins, failed preflights and report-only findings, aggregated.
+
+``RequestLog(app)`` listens to the app's :class:`~app.cors.CorsControl` and records through a
+:class:`~app.request_log.recorder.RequestLogRecorder`; ``/metrics`` exposes counters.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Flask, Response, abort, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ..cors import CorsControl, get_control
+from ..source import create_source_engine
+from .metrics import CorsCollector, DecisionCounters
+from .recorder import RecorderSettings, RequestLogRecorder
+
+_EXTENSION_KEY = "request_log"
+
+
+class RequestLog:
+    """Attach the recorder and the counters to an app's engine."""
+
+    def __init__(self, app: Flask | None = None, control: CorsControl | None = None) -> None:
+        self.recorder: RequestLogRecorder | None = None
+        self.counters = DecisionCounters()
+        self.registry = CollectorRegistry(auto_describe=True)
+        if app is not None:
+            self.init_app(app, control)
+
+    def init_app(self, app: Flask, control: CorsControl | None = None) -> None:
+        control = control or get_control(app)
+        config = app.config
+        url = config.get("CORS_DATABASE_URL") or config["SQLALCHEMY_DATABASE_URI"]
+        settings = RecorderSettings(
+            flush_interval=float(config.get("REQUEST_LOG_FLUSH_INTERVAL", 2.0)),
+            bucket_seconds=int(config.get("REQUEST_LOG_BUCKET_SECONDS", 3600)),
+            max_keys=int(config.get("REQUEST_LOG_MAX_KEYS", 10_000)),
+            retention_days=float(config.get("REQUEST_LOG_RETENTION_DAYS", 30)),
+            api_prefixes=tuple(config.get("CORS_API_PREFIXES", ("/api/",))),
+        )
+        self.recorder = RequestLogRecorder(create_source_engine(url), settings)
+        control.add_listener(self.counters.observe)
+        control.add_listener(self.recorder.record)
+        self.registry.register(CorsCollector(self.counters, self.recorder, control.cache))
+        app.extensions[_EXTENSION_KEY] = self
+        app.register_blueprint(metrics_bp)
+
+    def close(self, *, flush: bool = True) -> None:
+        if self.recorder is not None:
+            self.recorder.stop(flush=flush)
+            self.recorder.engine.dispose()
+
+
+def get_request_log(app: Flask) -> RequestLog:
+    return app.extensions[_EXTENSION_KEY]
+
+
+metrics_bp = Blueprint("metrics", __name__)
+
+
+@metrics_bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics: off unless METRICS_ENABLED; behind METRICS_TOKEN when it is set."""
+    config = current_app.config
+    if not config.get("METRICS_ENABLED"):
+        abort(404)
+    token = config.get("METRICS_TOKEN")
+    if token:
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            return Response("a bearer token is required\n", status=401, mimetype="text/plain",
+                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    registry = get_request_log(current_app).registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
