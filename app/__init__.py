@@ -9,10 +9,13 @@ from typing import Any
 
 from flask import Flask
 
+from . import security
 from .config import ROOT, Config, default_database_url
 from .cors import CorsControl
 from .extensions import db, login_manager, migrate
+from .heartbeat import ProcessHeartbeat
 from .request_log import RequestLog
+from .source import create_source_engine
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -35,15 +38,22 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     login_manager.init_app(app)
-    RequestLog(app, CorsControl(app))
+    security.init_app(app)
+    control = CorsControl(app)
+    RequestLog(app, control)
+    control.cache.on_check = ProcessHeartbeat(create_source_engine(
+        app.config.get("CORS_DATABASE_URL") or app.config["SQLALCHEMY_DATABASE_URI"]))
 
     from . import cli
     from .admin import bp as admin_bp
+    from .auth import bp as auth_bp
     from .demo import bp as demo_bp
     from .health import bp as health_bp
 
     app.register_blueprint(demo_bp, url_prefix="/api")
+    security.csrf.exempt(demo_bp)  # the demo API is called cross-origin, not by forms
     app.register_blueprint(health_bp)
+    app.register_blueprint(auth_bp, url_prefix="/admin")
     app.register_blueprint(admin_bp, url_prefix="/admin")
     cli.init_app(app)
     return app

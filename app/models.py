@@ -191,3 +191,28 @@ class RequestLogEntry(db.Model):
     request_headers: Mapped[str] = mapped_column(String(500))
     user_agent: Mapped[str] = mapped_column(String(300))
     referer: Mapped[str] = mapped_column(String(500))
+
+
+class SignInThrottle(db.Model):
+    """Failed sign-ins per account and per client address, shared by every worker."""
+
+    __tablename__ = "sign_in_throttle"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EngineProcess(db.Model):
+    """A running process that reported which policy version it serves, and when it checked."""
+
+    __tablename__ = "engine_processes"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    policy_version: Mapped[int | None] = mapped_column(BigInteger)
+    last_check: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str] = mapped_column(Text, default="")

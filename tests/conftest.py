@@ -24,7 +24,10 @@ from app.extensions import db
 # create_app makes its instance folder; keep tests out of the project's own instance/.
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))
 
-TABLES_TO_EMPTY = ("allowed_origins", "rules", "audit_entries", "users", "request_log")
+TABLES_TO_EMPTY = (
+    "allowed_origins", "rules", "audit_entries", "users", "request_log", "sign_in_throttle",
+    "engine_processes",
+)
 
 
 def pytest_report_header(config) -> str:

@@ -1,0 +1,66 @@
+"""Signing in and out of the dashboard."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, flash, redirect, request, url_for
+from flask_login import current_user, login_user, logout_user
+
+from ..admin.rendering import is_htmx, render
+from ..extensions import login_manager
+from ..services.auth import Attempt, SignInRefused, authenticate
+
+bp = Blueprint("auth", __name__)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    next_url = _safe_next(request.values.get("next"))
+    if current_user.is_authenticated:
+        return redirect(next_url)
+    error = None
+    email = ""
+    if request.method == "POST":
+        email = request.form.get("email", "")
+        try:
+            user = authenticate(Attempt(email, request.form.get("password", ""),
+                                        request.remote_addr or "unknown"))
+        except SignInRefused as refused:
+            error = str(refused)
+        else:
+            login_user(user)
+            return redirect(next_url)
+    return render("auth/login.html", error=error, email=email, next_url=next_url,
+                  status=401 if error else 200)
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    flash("You are signed out.")
+    return redirect(url_for("auth.login"))
+
+
+@login_manager.unauthorized_handler
+def unauthorized() -> Response:
+    """A signed-out htmx request redirects the whole page; never swaps the login form in."""
+    target = url_for("auth.login", next=request.full_path if request.method == "GET"
+                     else None)
+    if is_htmx():
+        response = Response(status=204)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target)
+
+
+def _safe_next(value: str | None) -> str:
+    """Only local admin paths: never an open redirect."""
+    default = url_for("admin.overview")
+    if not value:
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/admin") \
+            or value.startswith("//") or "\\" in value:
+        return default
+    return value.rstrip("?")
