@@ -219,3 +219,61 @@ def test_import_refuses_a_rule_that_ties_with_a_kept_rule(ctx):
     with pytest.raises(ValidationError) as caught:
         import_policy({"rules": [{"path": "/api/*/y"}]}, actor=ALICE)
     assert caught.value.errors[0].field == "rules[0].path"
+
+
+def test_a_deleted_rule_can_be_restored_from_its_history(ctx):
+    from app.services.policy import restore_rule
+
+    rule = create_rule({"path": "/api/*", "origins": ["https://a.example.com"], "max_age": 9},
+                       actor=ALICE)
+    rule_id = rule.id
+    delete_rule(rule_id, actor=ALICE)
+    deletion = db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.action == "rule.delete")).one()
+    restored = restore_rule(deletion.id, actor=Actor("bob", "dashboard"))
+    assert restored.path == "/api/*" and restored.max_age == 9
+    assert [o.value for o in restored.origins] == ["https://a.example.com"]
+    entry = db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.action == "rule.restore")).one()
+    assert entry.actor == "bob" and entry.before is None
+
+
+def test_restoring_an_earlier_state_overwrites_the_current_one(ctx):
+    from app.services.policy import restore_rule
+
+    rule = create_rule({"path": "/api/*", "max_age": 1}, actor=ALICE)
+    update_rule(rule.id, {"max_age": 2}, actor=ALICE)
+    update_entry = db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.action == "rule.update")).one()
+    version = policy_version()
+    restore_rule(update_entry.id, actor=ALICE, state="before")
+    db.session.expire_all()
+    assert db.session.get(Rule, rule.id).max_age == 1
+    assert policy_version() == version + 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "phrase"),
+    [
+        ({"origins": ["https://*.example.com"], "supports_credentials": True}, "origins[0]",
+         "every subdomain"),
+        ({"origins": ["http://app.example.com"]}, "origins[0]", "plain http"),
+        ({"origins": ["http://localhost:*"]}, "origins[0]", "local development"),
+        ({"mode": "report-only", "supports_credentials": True}, "mode", "report-only"),
+    ],
+)
+def test_risky_rules_get_warnings(rule, field, phrase):
+    from app.services.validation import validate_rule
+    from app.services.warnings import rule_warnings
+
+    warnings = rule_warnings(validate_rule({"path": "/api/*", **rule}))
+    assert [w.field for w in warnings] == [field]
+    assert phrase in warnings[0].message
+
+
+def test_a_plain_https_rule_has_no_warnings():
+    from app.services.validation import validate_rule
+    from app.services.warnings import rule_warnings
+
+    assert rule_warnings(validate_rule({"path": "/api/*",
+                                        "origins": ["https://app.example.com"]})) == []

@@ -198,6 +198,43 @@ def remove_origin(rule_id: int, value: str, *, actor: Actor) -> bool:
     return True
 
 
+def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
+    """Bring a rule back to the state recorded by an audit entry (its ``before`` or ``after``).
+
+    A deleted rule is recreated; an existing one is overwritten. The restore is itself a
+    change: it bumps the version and is audited.
+    """
+    entry = db.session.get(AuditEntry, entry_id)
+    if entry is None:
+        raise NotFound(f"there is no audit entry {entry_id}")
+    if state not in ("before", "after"):
+        raise ValidationError([FieldError("state", "state must be before or after")])
+    recorded = entry.before if state == "before" else entry.after
+    if entry.rule_id is None or not recorded:
+        raise ValidationError([FieldError(
+            "entry", f"audit entry {entry_id} has no rule state {state} the change to restore")])
+    try:
+        with _change() as version:
+            rule_input = validate_rule(recorded, reserved_prefixes=_reserved())
+            rule = db.session.get(Rule, entry.rule_id) or db.session.scalar(
+                sa.select(Rule).where(Rule.path == rule_input.path))
+            before = rule_to_dict(rule) if rule is not None else None
+            if before == recorded:
+                raise _Unchanged(rule)
+            _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None,
+                          field_name="path")
+            if rule is None:
+                rule = Rule()
+                db.session.add(rule)
+            _apply(rule, rule_input, actor)
+            db.session.flush()
+            _audit(actor, "rule.restore", rule, before, rule_to_dict(rule), version,
+                   f"restored rule {rule.path} to its state {state} audit entry {entry_id}")
+    except _Unchanged as unchanged:
+        return unchanged.obj  # type: ignore[return-value]
+    return rule
+
+
 # -- import ------------------------------------------------------------------------------------
 
 
