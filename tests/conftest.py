@@ -8,6 +8,7 @@ The schema is built once per session by the Alembic migrations, and emptied betw
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,49 @@ def policy(app):
         get_control(app).cache.refresh()
 
     return load
+
+
+PASSWORD = "a-long-test-password"
+_CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+def csrf_token_of(client: FlaskClient) -> str:
+    """The CSRF token of the client's session, read from a page as a browser would."""
+    page = client.get("/admin/login")
+    match = _CSRF_META.search(page.get_data(as_text=True))
+    assert match, "the login page carries the CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def sign_in(app):
+    """``sign_in(role)`` returns a test client signed in as a new user with that role.
+
+    The client has ``.csrf`` (the token to send as ``csrf_token`` or ``X-CSRFToken``) and
+    ``.user_email``.
+    """
+    from app.services.users import create_user
+
+    counter = iter(range(1000))
+
+    def sign_in(role: str = "admin", *, email: str | None = None) -> FlaskClient:
+        email = email or f"{role}{next(counter)}@example.com"
+        with app.app_context():
+            create_user(email, PASSWORD, role=role)
+        client = app.test_client()
+        token = csrf_token_of(client)
+        response = client.post("/admin/login", data={
+            "email": email, "password": PASSWORD, "csrf_token": token})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        client.csrf = csrf_token_of_signed_in(client)
+        client.user_email = email
+        return client
+
+    return sign_in
+
+
+def csrf_token_of_signed_in(client: FlaskClient) -> str:
+    page = client.get("/admin/")
+    match = _CSRF_META.search(page.get_data(as_text=True))
+    assert match, "admin pages carry the CSRF token"
+    return match.group(1)
