@@ -25,6 +25,7 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ASCII_HOST_CHARS = re.compile(r"^[A-Za-z0-9.\-]+$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_MISTYPED_SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.\-]*:(?=/)|https?:|:)?/*", re.IGNORECASE)
 
 
 class OriginKind(enum.StrEnum):
@@ -129,6 +130,12 @@ def parse_origin(text: str) -> OriginSpec:
                 f"*.{suffix_host} would allow every host under a top-level domain; "
                 "use a registered domain such as *.example.com"
             )
+        if _looks_numeric(suffix_host):
+            # *.0.0.1 would match https://127.0.0.1: labels of an IP address are not subdomains.
+            raise OriginError(
+                f"*.{suffix_host} is part of an IP address, not a domain; list each address, "
+                f"as in {scheme}://192.0.2.10"
+            )
         value = f"{scheme}://*.{suffix_host}{_port_suffix(spec_port)}"
         return OriginSpec(value, OriginKind.SUBDOMAIN_WILDCARD, scheme, suffix_host, spec_port)
     if "*" in host_text:
@@ -198,6 +205,11 @@ def _parse_host(host_text: str, scheme: str) -> str:
     if host_text == "":
         raise OriginError(f"the origin has no host; use {scheme}://app.example.com")
     if host_text.startswith("["):
+        if "%" in host_text:
+            # ipaddress accepts zone ids (fe80::1%eth0); browsers never send one in an origin.
+            raise OriginError(
+                f"{_shown(host_text)} has a zone id after %; an origin has none, remove it"
+            )
         try:
             address = ipaddress.IPv6Address(host_text[1:-1])
         except ValueError:
@@ -270,9 +282,9 @@ def _canonical_for_message(scheme: str, host_text: str, port_text: str | None) -
 
 
 def _strip_scheme_like(text: str) -> str:
-    for prefix in ("//", ":"):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
+    # Drop a mistyped scheme ("https:/host", "https:host", "://host") so the hint does not
+    # read https://https:/host; "localhost:3000" keeps its port.
+    text = _MISTYPED_SCHEME.sub("", text, count=1)
     return text.split("/", 1)[0] or "app.example.com"
 
 

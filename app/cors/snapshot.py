@@ -13,16 +13,19 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .origins import OriginKind, parse_origin
+from .origins import OriginError, OriginKind, parse_origin
 from .paths import PathPattern, PatternIndex, parse_pattern
 
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE")
 MODES = ("enforce", "report-only", "off")
 
 _REQUEST_ORIGIN = re.compile(
-    r"(https?)://([a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)"
+    r"(https?)://([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*)"
     r"(?::([0-9]{1,5}))?"
 )
+# A DNS name has at most 253 characters; a longer Origin is no browser's, and scanning its
+# dots would cost time quadratic in the header's length.
+MAX_HOST_LENGTH = 253
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +60,27 @@ class OriginSet:
     matching without any write to the database.
     """
 
-    __slots__ = ("any", "_exact", "_suffixes", "_any_port")
+    __slots__ = ("any", "invalid", "_exact", "_suffixes", "_any_port")
 
     def __init__(self, entries: Iterable[OriginEntry]) -> None:
         self.any: float | None | bool = False
         self._exact: dict[str, float | None] = {}
         self._suffixes: dict[tuple[str, str, str], float | None] = {}
         self._any_port: dict[tuple[str, str], float | None] = {}
+        self.invalid: list[str] = []
         for entry in entries:
-            spec = parse_origin(entry.value)
+            try:
+                spec = parse_origin(entry.value)
+            except OriginError:
+                # Stored before a stricter rule existed: never matches (fails closed), and
+                # the rest of the policy still loads.
+                self.invalid.append(entry.value)
+                continue
             expiry = entry.expires_at
             if spec.kind is OriginKind.ANY:
-                self.any = _later(self.any if self.any is not False else 0.0, expiry)
+                # The first "*" sets the expiry; seeding with 0.0 would keep an entry that
+                # expired before 1970 (or at 0.0 in tests) alive until 0.0.
+                self.any = expiry if self.any is False else _later(self.any, expiry)
             elif spec.kind is OriginKind.EXACT:
                 self._store(self._exact, spec.value, expiry)
             elif spec.kind is OriginKind.SUBDOMAIN_WILDCARD:
@@ -89,13 +101,13 @@ class OriginSet:
         exact = self._exact
         if origin in exact:
             expiry = exact[origin]
-            if expiry is None or (now or time.time()) < expiry:
+            if _live(expiry, now):
                 return True
         if self._any_port and self._allows_any_port(origin, now):
             return True
         if self._suffixes:
             match = _REQUEST_ORIGIN.fullmatch(origin)
-            if match is not None:
+            if match is not None and len(match.group(2)) <= MAX_HOST_LENGTH:
                 scheme, host, port = match.group(1), match.group(2), match.group(3) or ""
                 suffixes = self._suffixes
                 dot = host.find(".")
@@ -123,7 +135,8 @@ class OriginSet:
 
 
 def _live(expiry: float | None, now: float | None) -> bool:
-    return expiry is None or (now or time.time()) < expiry
+    # "now is None", not "not now": 0.0 is a real instant, not "use the clock".
+    return expiry is None or (time.time() if now is None else now) < expiry
 
 
 def _later(a: float | None, b: float | None) -> float | None:
