@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from flask_login import UserMixin
 from sqlalchemy import (
     JSON,
@@ -25,7 +26,9 @@ from .extensions import db, login_manager
 
 MODES = ("enforce", "report-only", "off")
 ORIGIN_KINDS = ("exact", "subdomain-wildcard", "any-port", "any")
-ROLES = ("admin", "editor", "viewer")
+ROLES = ("admin", "editor", "viewer", "tenant-editor", "tenant-viewer")
+TENANT_ROLES = ("tenant-editor", "tenant-viewer")
+TENANT_SOURCES = ("none", "view-arg", "subdomain", "header")
 
 
 def utcnow() -> datetime:
@@ -39,6 +42,9 @@ class Rule(db.Model):
     __table_args__ = (
         CheckConstraint("mode IN ('enforce', 'report-only', 'off')", name="mode"),
         CheckConstraint("max_age IS NULL OR max_age >= 0", name="max_age"),
+        CheckConstraint("tenant_source IN ('none', 'view-arg', 'subdomain', 'header')",
+                        name="tenant_source"),
+        CheckConstraint("unknown_tenant IN ('refuse', 'shared')", name="unknown_tenant"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -51,8 +57,15 @@ class Rule(db.Model):
     allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
     mode: Mapped[str] = mapped_column(String(20), default="enforce")
     description: Mapped[str] = mapped_column(Text, default="")
-    # Owner tenant; tenants arrive in a later schema revision.
-    tenant_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # The tenant that owns the rule; None for rules of the platform (admins manage them).
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT"), index=True)
+    # A tenant-selecting rule picks the allowlist of the request's tenant.
+    tenant_source: Mapped[str] = mapped_column(String(20), default="none",
+                                               server_default="none")
+    tenant_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    unknown_tenant: Mapped[str] = mapped_column(String(20), default="refuse",
+                                                server_default="refuse")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -78,7 +91,13 @@ class AllowedOrigin(db.Model):
 
     __tablename__ = "allowed_origins"
     __table_args__ = (
-        UniqueConstraint("rule_id", "value"),
+        # One entry per value in the shared list and in each tenant's list of a rule.
+        Index("uq_allowed_origins_shared", "rule_id", "value", unique=True,
+              sqlite_where=sa.text("tenant_id IS NULL"),
+              postgresql_where=sa.text("tenant_id IS NULL")),
+        Index("uq_allowed_origins_tenant", "rule_id", "tenant_id", "value", unique=True,
+              sqlite_where=sa.text("tenant_id IS NOT NULL"),
+              postgresql_where=sa.text("tenant_id IS NOT NULL")),
         CheckConstraint(
             "kind IN ('exact', 'subdomain-wildcard', 'any-port', 'any')", name="kind"
         ),
@@ -93,12 +112,60 @@ class AllowedOrigin(db.Model):
     note: Mapped[str] = mapped_column(Text, default="")
     added_by: Mapped[str] = mapped_column(String(200), default="")
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # On a tenant-selecting rule: whose allowlist this entry is on (None: every tenant's).
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
 
     rule: Mapped[Rule] = relationship(back_populates="origins")
+    tenant: Mapped[Tenant | None] = relationship()
 
     def __repr__(self) -> str:
         return f"<AllowedOrigin {self.value!r} on rule {self.rule_id}>"
+
+
+class Tenant(db.Model):
+    """A customer of a multi-tenant API, with its own allowlists and its own users."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The name requests use (URL variable, subdomain label or header value).
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Tenant {self.slug!r}>"
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON admin API; only its hash is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('admin', 'editor', 'viewer', 'tenant-editor', 'tenant-viewer')",
+            name="role"),
+        CheckConstraint(
+            "(role IN ('tenant-editor', 'tenant-viewer')) = (tenant_id IS NOT NULL)",
+            name="tenant_role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(20))
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    tenant: Mapped[Tenant | None] = relationship()
 
 
 class PolicyState(db.Model):
@@ -114,7 +181,12 @@ class PolicyState(db.Model):
 class User(UserMixin, db.Model):
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint("role IN ('admin', 'editor', 'viewer')", name="role"),
+        CheckConstraint(
+            "role IN ('admin', 'editor', 'viewer', 'tenant-editor', 'tenant-viewer')",
+            name="role"),
+        CheckConstraint(
+            "(role IN ('tenant-editor', 'tenant-viewer')) = (tenant_id IS NOT NULL)",
+            name="tenant_role"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -123,6 +195,9 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(20), default="viewer")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set exactly for the tenant roles: the one tenant this user may see and change.
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
 
     @property
     def is_active(self) -> bool:  # Flask-Login: disabled users cannot sign in
@@ -151,6 +226,8 @@ class AuditEntry(db.Model):
     before: Mapped[dict | None] = mapped_column(JSON)
     after: Mapped[dict | None] = mapped_column(JSON)
     policy_version: Mapped[int] = mapped_column(BigInteger)
+    # The tenant the change belongs to, so tenant users see their own entries only.
+    tenant_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 @login_manager.user_loader
@@ -164,8 +241,8 @@ class RequestLogEntry(db.Model):
 
     __tablename__ = "request_log"
     __table_args__ = (
-        UniqueConstraint("bucket_start", "rule_path", "origin", "reason", "detail", "mode",
-                         name="uq_request_log_key"),
+        UniqueConstraint("bucket_start", "rule_path", "tenant", "origin", "reason", "detail",
+                         "mode", name="uq_request_log_key"),
         Index("ix_request_log_last_seen", "last_seen"),
         Index("ix_request_log_rule_bucket", "rule_id", "bucket_start"),
     )
@@ -176,6 +253,9 @@ class RequestLogEntry(db.Model):
     rule_id: Mapped[int | None] = mapped_column(Integer)
     # The rule's path when recorded ("" when no rule matched): the row outlives renames.
     rule_path: Mapped[str] = mapped_column(String(500))
+    # The tenant the request named on a tenant-selecting rule ("" otherwise), as sent.
+    tenant: Mapped[str] = mapped_column(String(100), default="", server_default="",
+                                        index=True)
     origin: Mapped[str] = mapped_column(String(300))
     reason: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(String(200))

@@ -7,16 +7,17 @@ thread needs no application context.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from .cors.snapshot import OriginEntry, RuleSpec
-from .models import AllowedOrigin, PolicyState, Rule
+from .models import AllowedOrigin, PolicyState, Rule, Tenant
 
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
 _state = PolicyState.__table__
+_tenants = Tenant.__table__
 
 
 def create_source_engine(url: str) -> sa.Engine:
@@ -45,15 +46,20 @@ class DatabasePolicySource:
             return _version(conn)
 
     def load(self) -> tuple[int, list[RuleSpec]]:
+        version, specs, _tenants = self.load_with_tenants()
+        return version, specs
+
+    def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
         # Read the version before and after the rules: if a change committed in between,
         # read again, so a snapshot never mixes two policy versions.
         for _attempt in range(5):
             with self.engine.connect() as conn:
                 before = _version(conn)
-                specs = _load_rules(conn)
+                tenants = dict(conn.execute(sa.select(_tenants.c.id, _tenants.c.slug)).all())
+                specs = _load_rules(conn, tenants)
                 if _version(conn) == before:
-                    return before, specs
-        return before, specs
+                    break
+        return before, specs, sorted(tenants.values())
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -63,13 +69,15 @@ def _version(conn: sa.Connection) -> int:
     return conn.execute(sa.select(_state.c.version).where(_state.c.id == 1)).scalar() or 0
 
 
-def _load_rules(conn: sa.Connection) -> list[RuleSpec]:
+def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
     origins: dict[int, list[OriginEntry]] = {}
-    query = sa.select(_origins.c.rule_id, _origins.c.value, _origins.c.expires_at).join(
-        _rules, _rules.c.id == _origins.c.rule_id
-    ).where(_rules.c.mode != "off")
-    for rule_id, value, expires_at in conn.execute(query):
-        origins.setdefault(rule_id, []).append(OriginEntry(value, _timestamp(expires_at)))
+    query = sa.select(
+        _origins.c.rule_id, _origins.c.value, _origins.c.expires_at, _origins.c.tenant_id
+    ).join(_rules, _rules.c.id == _origins.c.rule_id).where(_rules.c.mode != "off")
+    for rule_id, value, expires_at, tenant_id in conn.execute(query):
+        tenant = tenants.get(tenant_id) if tenant_id is not None else None
+        origins.setdefault(rule_id, []).append(
+            OriginEntry(value, _timestamp(expires_at), tenant))
     specs = []
     for row in conn.execute(sa.select(_rules).where(_rules.c.mode != "off")):
         specs.append(
@@ -84,6 +92,9 @@ def _load_rules(conn: sa.Connection) -> list[RuleSpec]:
                 max_age=row.max_age,
                 allow_private_network=row.allow_private_network,
                 mode=row.mode,
+                tenant_source=row.tenant_source,
+                tenant_key=row.tenant_key,
+                unknown_tenant=row.unknown_tenant,
             )
         )
     return specs
@@ -93,7 +104,5 @@ def _timestamp(value: datetime | None) -> float | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
-        from datetime import UTC
-
         value = value.replace(tzinfo=UTC)
     return value.timestamp()

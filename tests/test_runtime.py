@@ -180,7 +180,7 @@ def _wait_for_health(port: int, timeout: float = 20) -> None:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                 if r.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
     raise AssertionError(f"server on port {port} did not become healthy")

@@ -35,6 +35,16 @@ class PolicySource(Protocol):
         """A consistent view of the version and every rule."""
 
 
+def load_policy(source: PolicySource) -> PolicySnapshot:
+    """Load and compile; sources that know tenants provide ``load_with_tenants()``."""
+    with_tenants = getattr(source, "load_with_tenants", None)
+    if with_tenants is not None:
+        version, specs, tenants = with_tenants()
+        return compile_policy(version, specs, tenants)
+    version, specs = source.load()
+    return compile_policy(version, specs)
+
+
 @dataclass(frozen=True, slots=True)
 class CacheStatus:
     version: int | None
@@ -87,7 +97,7 @@ class PolicyCache:
             if self.snapshot is None:
                 # The first request of a process loads synchronously, once; if that fails the
                 # poller keeps trying and requests are refused until a policy is loaded.
-                self._refresh_locked()
+                self._refresh_locked(report=False)
             self._thread = threading.Thread(
                 target=self._run, name="cors-policy-poller", daemon=True
             )
@@ -102,17 +112,16 @@ class PolicyCache:
         with self._lock:
             return self._refresh_locked()
 
-    def _refresh_locked(self) -> bool:
+    def _refresh_locked(self, *, report: bool = True) -> bool:
         loaded = False
         try:
             current = self.snapshot
             if current is None or self.source.current_version() != current.version:
-                version, specs = self.source.load()
-                self.snapshot = compile_policy(version, specs)
+                self.snapshot = load_policy(self.source)
                 loaded = True
                 if current is not None:
-                    logger.info("CORS policy version %d loaded (was %d)", version,
-                                current.version)
+                    logger.info("CORS policy version %d loaded (was %d)",
+                                self.snapshot.version, current.version)
         except Exception as exc:  # any failure keeps the last good snapshot in service
             if self.last_error is None:
                 if self.snapshot is None:
@@ -128,7 +137,7 @@ class PolicyCache:
                                self.snapshot.version if self.snapshot else -1)
             self.last_error = None
         self.last_check = time.time()
-        if self.on_check is not None:
+        if report and self.on_check is not None:  # never on a request's thread
             try:
                 self.on_check(self)
             except Exception:

@@ -11,7 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .snapshot import CompiledRule, PolicySnapshot
+from .snapshot import Allowlist, CompiledRule, PolicySnapshot
+from .text import printable
 
 ALLOWED = "allowed"
 NO_ORIGIN = "no-origin"
@@ -22,6 +23,7 @@ METHOD_NOT_ALLOWED = "method-not-allowed"
 HEADER_NOT_ALLOWED = "header-not-allowed"
 CREDENTIALS_NOT_ALLOWED = "credentials-not-allowed"
 PRIVATE_NETWORK_NOT_ALLOWED = "private-network-not-allowed"
+UNKNOWN_TENANT = "unknown-tenant"
 
 REFUSAL_REASONS = (
     ORIGIN_NOT_ALLOWED,
@@ -29,6 +31,7 @@ REFUSAL_REASONS = (
     HEADER_NOT_ALLOWED,
     CREDENTIALS_NOT_ALLOWED,
     PRIVATE_NETWORK_NOT_ALLOWED,
+    UNKNOWN_TENANT,
     NO_RULE,
     POLICY_UNAVAILABLE,
 )
@@ -44,6 +47,8 @@ EXPLANATIONS = {
     CREDENTIALS_NOT_ALLOWED: "the request carries credentials but the rule does not support them",
     PRIVATE_NETWORK_NOT_ALLOWED: "the preflight asks for private network access, which the "
     "rule does not allow",
+    UNKNOWN_TENANT: "the rule selects an allowlist per tenant and this request's tenant is "
+    "not known",
 }
 
 VARY_ACTUAL = "Origin"
@@ -70,6 +75,7 @@ class Decision:
     headers: Headers = ()
     detail: str = ""
     report_only: bool = False
+    tenant: str | None = None
 
     @property
     def governed(self) -> bool:
@@ -112,14 +118,16 @@ def decide(
     path: str,
     headers: Mapping[str, str],
     *,
+    route_args: Mapping[str, object] | None = None,
     now: float | None = None,
 ) -> Decision:
     """Decide a request.
 
-    *headers* is a case-insensitive mapping such as werkzeug's ``Headers``. A preflight is an
-    ``OPTIONS`` request with ``Access-Control-Request-Method``. A request carrying ``Cookie``
-    is treated as credentialed (browsers attach cookies cross-origin only with
-    ``credentials: 'include'``).
+    *headers* is a case-insensitive mapping such as werkzeug's ``Headers``; *route_args* are
+    the URL variables of the Flask route (a tenant-selecting rule may read the tenant there).
+    A preflight is an ``OPTIONS`` request with ``Access-Control-Request-Method``. A request
+    carrying ``Cookie`` is treated as credentialed (browsers attach cookies cross-origin only
+    with ``credentials: 'include'``).
     """
     origin = headers.get("Origin")
     if snapshot is None:
@@ -133,44 +141,99 @@ def decide(
     if origin is None:
         return Decision(allowed=False, reason=NO_ORIGIN, rule=rule,
                         headers=(("Vary", VARY_ACTUAL),))
+    allowlist = rule.allowlist
+    if rule.tenant_source != "none":
+        allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
     if method == "OPTIONS":
         request_method = headers.get("Access-Control-Request-Method")
         if request_method is not None:
-            return _decide_preflight(rule, origin, request_method, headers, now)
-    return _decide_actual(rule, origin, method, headers, now)
+            return _decide_preflight(rule, allowlist, origin, request_method, headers, now)
+    return _decide_actual(rule, allowlist, origin, method, headers, now)
+
+
+def _tenant_allowlist(
+    snapshot: PolicySnapshot,
+    rule: CompiledRule,
+    headers: Mapping[str, str],
+    route_args: Mapping[str, object] | None,
+) -> Allowlist:
+    tenant = tenant_of(rule, headers, route_args)
+    if tenant is None or tenant not in snapshot.tenants:
+        # An unknown tenant gets the shared allowlist only, or nothing ("refuse").
+        return Allowlist(rule.origins, None, tenant, unknown_tenant=True)
+    return Allowlist(rule.origins, rule.tenant_origins.get(tenant), tenant)
+
+
+def tenant_of(
+    rule: CompiledRule, headers: Mapping[str, str], route_args: Mapping[str, object] | None
+) -> str | None:
+    """The tenant a request names, where the rule says to look; None when it names none."""
+    source = rule.tenant_source
+    if source == "view-arg":
+        value = route_args.get(rule.tenant_key) if route_args else None
+        return value if isinstance(value, str) and value else None
+    if source == "header":
+        return headers.get(rule.tenant_key) or None
+    if source == "subdomain":
+        host = headers.get("Host") or ""
+        if host.startswith("["):
+            return None
+        host = host.lower().rsplit(":", 1)[0]
+        suffix = "." + rule.tenant_key
+        if host.endswith(suffix) and len(host) > len(suffix):
+            return host[: -len(suffix)]
+        return None
+    return None
 
 
 def _is_preflight(method: str, headers: Mapping[str, str]) -> bool:
     return method == "OPTIONS" and headers.get("Access-Control-Request-Method") is not None
 
 
-def _origin_grant(rule: CompiledRule, origin: str, now: float | None) -> str | None:
+def _origin_grant(
+    rule: CompiledRule, allowlist: Allowlist, origin: str, now: float | None
+) -> str | None:
     """The ACAO value the rule grants *origin*, or None."""
-    if rule.origins.allows(origin, now):
+    if allowlist.unknown_tenant and rule.unknown_tenant == "refuse":
+        return None
+    if allowlist.tenant_origins is not None and allowlist.tenant_origins.allows(origin, now):
         return origin
-    if not rule.supports_credentials and rule.origins.allows_any(now):
+    if allowlist.shared.allows(origin, now):
+        return origin
+    if not rule.supports_credentials and (
+        allowlist.shared.allows_any(now)
+        or (allowlist.tenant_origins is not None and allowlist.tenant_origins.allows_any(now))
+    ):
         return "*"
     return None
 
 
+def _origin_refusal(rule: CompiledRule, allowlist: Allowlist) -> tuple[str, str]:
+    if allowlist.unknown_tenant and rule.unknown_tenant == "refuse":
+        return UNKNOWN_TENANT, printable(allowlist.tenant or "(none)", 100)
+    return ORIGIN_NOT_ALLOWED, ""
+
+
 def _decide_actual(
-    rule: CompiledRule, origin: str, method: str, headers: Mapping[str, str], now: float | None
+    rule: CompiledRule, allowlist: Allowlist, origin: str, method: str,
+    headers: Mapping[str, str], now: float | None,
 ) -> Decision:
-    grant = _origin_grant(rule, origin, now)
+    grant = _origin_grant(rule, allowlist, origin, now)
     credentialed = headers.get("Cookie") is not None
+    tenant = allowlist.tenant
     if grant is None:
-        reason, detail = ORIGIN_NOT_ALLOWED, ""
+        reason, detail = _origin_refusal(rule, allowlist)
     elif method not in rule.methods:
         reason, detail = METHOD_NOT_ALLOWED, method
     elif credentialed and not rule.supports_credentials:
         reason, detail = CREDENTIALS_NOT_ALLOWED, ""
     else:
-        return Decision(allowed=True, reason=ALLOWED, rule=rule,
+        return Decision(allowed=True, reason=ALLOWED, rule=rule, tenant=tenant,
                         headers=_actual_headers(rule, grant))
     if rule.report_only:
         return Decision(allowed=True, reason=reason, rule=rule, detail=detail, report_only=True,
-                        headers=_actual_headers(rule, grant or origin))
-    return Decision(allowed=False, reason=reason, rule=rule, detail=detail,
+                        tenant=tenant, headers=_actual_headers(rule, grant or origin))
+    return Decision(allowed=False, reason=reason, rule=rule, detail=detail, tenant=tenant,
                     headers=(("Vary", VARY_ACTUAL),))
 
 
@@ -206,17 +269,19 @@ def parse_request_headers(value: str | None) -> tuple[list[str], str | None]:
 
 def _decide_preflight(
     rule: CompiledRule,
+    allowlist: Allowlist,
     origin: str,
     request_method: str,
     headers: Mapping[str, str],
     now: float | None,
 ) -> Decision:
-    grant = _origin_grant(rule, origin, now)
+    grant = _origin_grant(rule, allowlist, origin, now)
+    tenant = allowlist.tenant
     requested, malformed = parse_request_headers(headers.get("Access-Control-Request-Headers"))
     private_network = headers.get("Access-Control-Request-Private-Network") == "true"
     reason, detail = ALLOWED, ""
     if grant is None:
-        reason = ORIGIN_NOT_ALLOWED
+        reason, detail = _origin_refusal(rule, allowlist)
     elif request_method not in rule.methods:
         reason, detail = METHOD_NOT_ALLOWED, request_method
     elif malformed is not None:
@@ -231,7 +296,7 @@ def _decide_preflight(
         reason = PRIVATE_NETWORK_NOT_ALLOWED
 
     if reason == ALLOWED:
-        return Decision(allowed=True, reason=ALLOWED, rule=rule, preflight=True,
+        return Decision(allowed=True, reason=ALLOWED, rule=rule, preflight=True, tenant=tenant,
                         headers=_preflight_headers(rule, grant, rule.allow_methods_value,
                                                    requested, private_network))
     if rule.report_only:
@@ -239,12 +304,12 @@ def _decide_preflight(
         if request_method not in rule.methods:
             methods = f"{methods}, {request_method}" if methods else request_method
         return Decision(allowed=True, reason=reason, rule=rule, preflight=True, detail=detail,
-                        report_only=True,
+                        report_only=True, tenant=tenant,
                         headers=_preflight_headers(rule, grant or origin, methods,
                                                    requested if malformed is None else [],
                                                    private_network))
     return Decision(allowed=False, reason=reason, rule=rule, preflight=True, detail=detail,
-                    headers=(("Vary", VARY_PREFLIGHT),))
+                    tenant=tenant, headers=(("Vary", VARY_PREFLIGHT),))
 
 
 def _preflight_headers(

@@ -93,7 +93,8 @@ class CorsControl:
         snapshot = self.cache.get()
         if snapshot is None and not path.startswith(self.api_prefixes):
             return None
-        decision = decide(snapshot, request.method, path, request.headers)
+        decision = decide(snapshot, request.method, path, request.headers,
+                          route_args=request.view_args)
         if decision.rule is None and decision.reason != POLICY_UNAVAILABLE:
             if decision.reason != NO_ORIGIN and self.listeners:
                 self._notify(decision)
@@ -124,6 +125,10 @@ class CorsControl:
                 _merge_vary(headers, value)
             else:
                 headers[name] = value
+        # flask-cors wraps app.handle_exception and runs its hook again on the 500 response
+        # after every after_request function, adding its headers to a refusal. This is the
+        # marker its own @cross_origin sets so that the extension leaves a response alone.
+        response._FLASK_CORS_EVALUATED = True  # type: ignore[attr-defined]
         return response
 
     def _notify(self, decision: Decision) -> None:
@@ -144,16 +149,18 @@ def get_control(app: Flask) -> CorsControl:
 
 
 def _merge_vary(headers, value: str) -> None:
-    existing = headers.get("Vary")
+    # A response may carry several Vary lines; setting the header replaces all of them, so
+    # every line is read and kept, not only the first.
+    existing = [line for line in headers.getlist("Vary") if line.strip()]
     if not existing:
         headers["Vary"] = value
         return
-    present = {part.strip().lower() for part in existing.split(",")}
+    present = {part.strip().lower() for line in existing for part in line.split(",")}
     if "*" in present:
         return
     missing = [part for part in value.split(", ") if part.lower() not in present]
     if missing:
-        headers["Vary"] = ", ".join([existing, *missing])
+        headers["Vary"] = ", ".join([*existing, *missing])
 
 
 

@@ -18,6 +18,10 @@ from .paths import PathPattern, PatternIndex, parse_pattern
 
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE")
 MODES = ("enforce", "report-only", "off")
+# Where a tenant-selecting rule finds the tenant of a request.
+TENANT_SOURCES = ("none", "view-arg", "subdomain", "header")
+# What a tenant-selecting rule does for a tenant nobody configured.
+UNKNOWN_TENANT = ("refuse", "shared")
 
 _REQUEST_ORIGIN = re.compile(
     r"(https?)://([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*)"
@@ -34,6 +38,7 @@ class OriginEntry:
 
     value: str
     expires_at: float | None = None
+    tenant: str | None = None  # the tenant whose allowlist it is on a tenant-selecting rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,10 @@ class RuleSpec:
     allow_private_network: bool = False
     mode: str = "enforce"
     rule_id: int | None = None
+    # Tenant selection: one rule, one allowlist per tenant (see TENANT_SOURCES).
+    tenant_source: str = "none"
+    tenant_key: str = ""
+    unknown_tenant: str = "refuse"
 
 
 class OriginSet:
@@ -146,6 +155,16 @@ def _later(a: float | None, b: float | None) -> float | None:
     return max(a, b)
 
 
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    """The origins that apply to one request: the rule's shared ones, and its tenant's."""
+
+    shared: OriginSet
+    tenant_origins: OriginSet | None = None
+    tenant: str | None = None
+    unknown_tenant: bool = False
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
     """A rule ready for the request path; header values are computed once, here."""
@@ -153,7 +172,7 @@ class CompiledRule:
     rule_id: int | None
     pattern: PathPattern
     mode: str
-    origins: OriginSet
+    origins: OriginSet  # shared: every tenant's requests may use them
     methods: frozenset[str]
     any_header: bool
     allow_headers: frozenset[str]
@@ -163,6 +182,19 @@ class CompiledRule:
     allow_methods_value: str
     max_age_value: str | None
     expose_headers_value: str | None
+    tenant_source: str = "none"
+    tenant_key: str = ""
+    unknown_tenant: str = "refuse"
+    tenant_origins: dict[str, OriginSet] = field(default_factory=dict)
+    allowlist: Allowlist = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The allowlist of a rule that does not select tenants, built once, not per request.
+        object.__setattr__(self, "allowlist", Allowlist(self.origins))
+
+    @property
+    def selects_tenant(self) -> bool:
+        return self.tenant_source != "none"
 
     @property
     def path(self) -> str:
@@ -177,11 +209,24 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
     headers = {h.lower() for h in spec.allow_headers}
     any_header = "*" in headers
     headers.discard("*")
+    shared: list[OriginEntry] = []
+    per_tenant: dict[str, list[OriginEntry]] = {}
+    for entry in spec.origins:
+        if entry.tenant is None:
+            shared.append(entry)
+        else:
+            per_tenant.setdefault(entry.tenant, []).append(entry)
     return CompiledRule(
         rule_id=spec.rule_id,
         pattern=parse_pattern(spec.path),
         mode=spec.mode,
-        origins=OriginSet(spec.origins),
+        origins=OriginSet(shared),
+        tenant_source=spec.tenant_source,
+        tenant_key=spec.tenant_key.lower() if spec.tenant_source == "subdomain"
+        else spec.tenant_key,
+        unknown_tenant=spec.unknown_tenant,
+        tenant_origins={tenant: OriginSet(entries) for tenant, entries in per_tenant.items()}
+        if spec.tenant_source != "none" else {},
         methods=frozenset(spec.methods),
         any_header=any_header,
         allow_headers=frozenset(headers),
@@ -199,6 +244,7 @@ class PolicySnapshot:
 
     version: int
     rules: tuple[CompiledRule, ...]
+    tenants: frozenset[str] = frozenset()
     loaded_at: float = field(default_factory=time.time)
     _index: PatternIndex = field(init=False, repr=False, compare=False)
 
@@ -212,13 +258,26 @@ class PolicySnapshot:
 
     @property
     def origin_count(self) -> int:
-        return sum(len(rule.origins) + (1 if rule.origins.any is not False else 0)
-                   for rule in self.rules)
+        return sum(
+            _set_size(rule.origins) + sum(_set_size(o) for o in rule.tenant_origins.values())
+            for rule in self.rules
+        )
 
 
-def compile_policy(version: int, specs: Iterable[RuleSpec]) -> PolicySnapshot:
-    """Compile the enabled rules of *specs*; rules in mode ``off`` are left out."""
+def _set_size(origins: OriginSet) -> int:
+    return len(origins) + (1 if origins.any is not False else 0)
+
+
+def compile_policy(
+    version: int, specs: Iterable[RuleSpec], tenants: Iterable[str] = ()
+) -> PolicySnapshot:
+    """Compile the enabled rules of *specs*; rules in mode ``off`` are left out.
+
+    *tenants* are the known tenant names: a tenant-selecting rule treats any other name as
+    an unknown tenant.
+    """
     return PolicySnapshot(
         version=version,
         rules=tuple(compile_rule(spec) for spec in specs if spec.mode != "off"),
+        tenants=frozenset(tenants),
     )

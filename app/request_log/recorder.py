@@ -31,8 +31,8 @@ logger = logging.getLogger("app.cors")
 OVERFLOW = "overflow"
 _table = RequestLogEntry.__table__
 
-# (bucket start, rule path, origin, reason, detail, mode)
-Key = tuple[float, str, str, str, str, str]
+# (bucket start, rule path, tenant, origin, reason, detail, mode)
+Key = tuple[float, str, str, str, str, str, str]
 
 
 @dataclass(slots=True)
@@ -111,7 +111,9 @@ class RequestLogRecorder:
         origin = truncate(headers.get("Origin") or "", 300)
         now = time.time()
         bucket = now - now % self.settings.bucket_seconds
-        key = (bucket, rule_path, origin, decision.reason, truncate(decision.detail, 200), mode)
+        tenant = truncate(decision.tenant or "", 100)
+        key = (bucket, rule_path, tenant, origin, decision.reason,
+               truncate(decision.detail, 200), mode)
         with self._lock:
             aggregate = self._pending.get(key)
             if aggregate is not None:
@@ -272,11 +274,12 @@ def prune(engine: sa.Engine, retention_days: float) -> int:
 
 
 def _row(key: Key, aggregate: Aggregate) -> dict:
-    bucket, rule_path, origin, reason, detail, mode = key
+    bucket, rule_path, tenant, origin, reason, detail, mode = key
     return {
         "bucket_start": _dt(bucket),
         "rule_id": aggregate.rule_id,
         "rule_path": rule_path,
+        "tenant": tenant,
         "origin": origin,
         "reason": reason,
         "detail": detail,
@@ -298,7 +301,7 @@ def _overflow_row(count: int, first: float, bucket_seconds: int) -> dict:
     now = time.time()
     return {
         "bucket_start": _dt(first - first % bucket_seconds),
-        "rule_id": None, "rule_path": "", "origin": "", "reason": OVERFLOW,
+        "rule_id": None, "rule_path": "", "tenant": "", "origin": "", "reason": OVERFLOW,
         "detail": "distinct keys over the in-memory bound", "mode": "enforce",
         "count": count, "first_seen": _dt(first), "last_seen": _dt(now), "path": "",
         "method": "", "preflight": False, "request_method": "", "request_headers": "",
@@ -306,7 +309,7 @@ def _overflow_row(count: int, first: float, bucket_seconds: int) -> dict:
     }
 
 
-_KEY_COLUMNS = ["bucket_start", "rule_path", "origin", "reason", "detail", "mode"]
+_KEY_COLUMNS = ["bucket_start", "rule_path", "tenant", "origin", "reason", "detail", "mode"]
 
 
 def _upsert(conn: sa.Connection, rows: list[dict]) -> None:
