@@ -43,7 +43,7 @@ class Config:
         self.CORS_REFRESH_INTERVAL = _float("CORS_REFRESH_INTERVAL", 0.5)
         # Paths the engine never governs: the admin surface and the health endpoint.
         self.CORS_EXCLUDED_PREFIXES = _prefixes(
-            "CORS_EXCLUDED_PREFIXES", "/admin/,/admin,/healthz,/metrics,/static/"
+            "CORS_EXCLUDED_PREFIXES", "/admin,/healthz,/metrics,/static"
         )
         # Where a process that has no policy yet refuses cross-origin requests (fail closed).
         self.CORS_API_PREFIXES = _prefixes("CORS_API_PREFIXES", "/api/")

@@ -73,6 +73,7 @@ class Rule(db.Model):
     updated_by: Mapped[str] = mapped_column(String(200), default="")
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
+    tenant: Mapped[Tenant | None] = relationship()
     origins: Mapped[list[AllowedOrigin]] = relationship(
         back_populates="rule",
         cascade="all, delete-orphan",

@@ -200,3 +200,12 @@ def _eventually(check, timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.02)
     return check()
+
+
+def test_excluded_prefixes_cover_their_tree_but_not_longer_names(app, client, policy):
+    policy({"path": "/*", "origins": [ORIGIN]})
+    assert "Access-Control-Allow-Origin" not in client.get(
+        "/admin/rules", headers={"Origin": ORIGIN}).headers
+    # /administrator is not /admin: governed by the /* rule (a 404 with CORS headers).
+    response = client.get("/administrator", headers={"Origin": ORIGIN})
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN

@@ -34,7 +34,8 @@ class CorsControl:
 
     :param source: where the policy comes from. Default: the database at
         ``CORS_DATABASE_URL``, else ``SQLALCHEMY_DATABASE_URI``.
-    :param excluded_prefixes: paths never governed (default ``CORS_EXCLUDED_PREFIXES``).
+    :param excluded_prefixes: paths never governed, each with everything under it
+        (default ``CORS_EXCLUDED_PREFIXES``).
     :param api_prefixes: paths refused cross-origin while no policy is loaded
         (default ``CORS_API_PREFIXES``).
     """
@@ -66,6 +67,9 @@ class CorsControl:
             if self._excluded_prefixes is not None
             else app.config.get("CORS_EXCLUDED_PREFIXES", ())
         )
+        # "/admin" excludes /admin and everything under /admin/, but not /administrator.
+        self._excluded_exact = frozenset(p.rstrip("/") or "/" for p in self.excluded)
+        self._excluded_trees = tuple(p.rstrip("/") + "/" for p in self.excluded)
         self.api_prefixes = tuple(
             self._api_prefixes
             if self._api_prefixes is not None
@@ -88,7 +92,7 @@ class CorsControl:
 
     def _before_request(self) -> Response | None:
         path = request.path
-        if path.startswith(self.excluded):
+        if path in self._excluded_exact or path.startswith(self._excluded_trees):
             return None
         snapshot = self.cache.get()
         if snapshot is None and not path.startswith(self.api_prefixes):

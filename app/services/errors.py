@@ -39,3 +39,7 @@ class Conflict(ServiceError):
     def __init__(self, message: str, *, current_version: int | None = None) -> None:
         self.current_version = current_version
         super().__init__(message)
+
+
+class Forbidden(ServiceError):
+    """The actor's role does not allow this change."""

@@ -20,17 +20,66 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..cors.paths import find_tie, parse_pattern
 from ..extensions import db
-from ..models import AllowedOrigin, AuditEntry, PolicyState, Rule, utcnow
-from .errors import Conflict, FieldError, NotFound, ValidationError
-from .validation import RULE_FIELDS, OriginInput, RuleInput, validate_origin, validate_rule
+from ..models import AllowedOrigin, AuditEntry, PolicyState, Rule, Tenant, utcnow
+from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
+from .validation import (
+    RULE_FIELDS,
+    OriginInput,
+    RuleInput,
+    TenantSelector,
+    validate_origin,
+    validate_rule,
+)
+
+WRITER_ROLES = ("admin", "editor", "tenant-editor")
 
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a change, and through which channel (dashboard, cli, import, api)."""
+    """Who makes a change or reads, through which channel (dashboard, cli, import, api), with
+    which role; ``tenant_id`` is set for tenant roles, which see and change only that tenant's
+    rules and allowlists."""
 
     name: str
     channel: str
+    role: str = "admin"
+    tenant_id: int | None = None
+
+    @property
+    def scoped(self) -> bool:
+        return self.tenant_id is not None
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in WRITER_ROLES
+
+
+def require_writer(actor: Actor) -> None:
+    if not actor.can_write:
+        raise Forbidden(f"the {actor.role} role can read but not change the policy")
+
+
+def visible_rules(actor: Actor | None) -> sa.ColumnElement[bool]:
+    """SQL condition for the rules *actor* may see: all of them, or for a tenant role its
+    tenant's own rules and the tenant-selecting rules it keeps an allowlist on."""
+    if actor is None or not actor.scoped:
+        return sa.true()
+    return sa.or_(
+        Rule.tenant_id == actor.tenant_id,
+        sa.and_(Rule.tenant_id.is_(None), Rule.tenant_source != "none"),
+    )
+
+
+def _sees(actor: Actor | None, rule: Rule) -> bool:
+    if actor is None or not actor.scoped:
+        return True
+    return rule.tenant_id == actor.tenant_id or (
+        rule.tenant_id is None and rule.tenant_source != "none")
+
+
+def _owns(actor: Actor, rule: Rule) -> bool:
+    """Whether *actor* may change the rule's options (not only its own allowlist on it)."""
+    return not actor.scoped or rule.tenant_id == actor.tenant_id
 
 
 SYSTEM = Actor("system", "cli")
@@ -43,25 +92,35 @@ def policy_version() -> int:
     return db.session.scalar(sa.select(PolicyState.version).where(PolicyState.id == 1)) or 0
 
 
-def get_rule(rule_id: int) -> Rule:
+def get_rule(rule_id: int, actor: Actor | None = None) -> Rule:
+    """The rule, if it exists and *actor* may see it (another tenant's rule does not exist
+    for a tenant role: the answer is the same as for a missing one)."""
     rule = db.session.get(Rule, rule_id)
-    if rule is None:
+    if rule is None or not _sees(actor, rule):
         raise NotFound(f"there is no rule with id {rule_id}")
     return rule
 
 
-def get_rule_by_path(path: str) -> Rule:
+def get_rule_by_path(path: str, actor: Actor | None = None) -> Rule:
     rule = db.session.scalar(sa.select(Rule).where(Rule.path == path))
-    if rule is None:
+    if rule is None or not _sees(actor, rule):
         raise NotFound(f"there is no rule for the path {path}")
     return rule
 
 
-def rule_to_dict(rule: Rule) -> dict[str, Any]:
+def visible_origins(rule: Rule, actor: Actor | None = None) -> list[AllowedOrigin]:
+    """The rule's origins that *actor* may see, sorted by tenant then value."""
+    origins = rule.origins
+    if actor is not None and actor.scoped and rule.tenant_id != actor.tenant_id:
+        origins = [o for o in origins if o.tenant_id == actor.tenant_id]
+    return sorted(origins, key=lambda o: (_slug(o), o.value))
+
+
+def rule_to_dict(rule: Rule, actor: Actor | None = None) -> dict[str, Any]:
     """A rule in the policy file's format: deterministic, so exports diff cleanly."""
-    return {
+    data = {
         "path": rule.path,
-        "origins": [origin_to_json(o) for o in sorted(rule.origins, key=lambda o: o.value)],
+        "origins": [origin_to_json(o) for o in visible_origins(rule, actor)],
         "methods": list(rule.methods),
         "allow_headers": list(rule.allow_headers),
         "expose_headers": list(rule.expose_headers),
@@ -71,33 +130,68 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
         "mode": rule.mode,
         "description": rule.description or "",
     }
+    return _with_tenancy(data, rule.tenant.slug if rule.tenant_id else None,
+                         TenantSelector(rule.tenant_source, rule.tenant_key,
+                                        rule.unknown_tenant))
+
+
+def _with_tenancy(data: dict[str, Any], owner: str | None,
+                  selector: TenantSelector) -> dict[str, Any]:
+    """Tenant fields appear only when used, so plain policies read like flask-cors's."""
+    if owner:
+        data["tenant"] = owner
+    if selector.source != "none":
+        data["tenant_selector"] = {"source": selector.source, "key": selector.key,
+                                   "unknown": selector.unknown}
+    return data
+
+
+def _slug(origin: AllowedOrigin | OriginInput) -> str:
+    if isinstance(origin, OriginInput):
+        return origin.tenant or ""
+    return origin.tenant.slug if origin.tenant_id is not None else ""
 
 
 def origin_to_json(origin: AllowedOrigin | OriginInput) -> str | dict[str, Any]:
-    """A bare string, or an object when the entry has a note or an expiry."""
-    if not origin.note and origin.expires_at is None:
+    """A bare string, or an object when the entry has a note, an expiry or a tenant."""
+    tenant = _slug(origin)
+    if not origin.note and origin.expires_at is None and not tenant:
         return origin.value
     entry: dict[str, Any] = {"value": origin.value}
     if origin.note:
         entry["note"] = origin.note
     if origin.expires_at is not None:
         entry["expires_at"] = _iso(origin.expires_at)
+    if tenant:
+        entry["tenant"] = tenant
     return entry
 
 
-def export_policy() -> dict[str, Any]:
+def export_policy(actor: Actor | None = None) -> dict[str, Any]:
+    """The policy as a document; a tenant role gets its own tenant and rules only."""
     rules = db.session.scalars(
-        sa.select(Rule).options(selectinload(Rule.origins)).order_by(Rule.path)
+        sa.select(Rule).where(visible_rules(actor))
+        .options(selectinload(Rule.origins).selectinload(AllowedOrigin.tenant),
+                 selectinload(Rule.tenant))
+        .order_by(Rule.path)
     ).all()
-    return {"rules": [rule_to_dict(rule) for rule in rules]}
+    tenants = sa.select(Tenant).order_by(Tenant.slug)
+    if actor is not None and actor.scoped:
+        tenants = tenants.where(Tenant.id == actor.tenant_id)
+    document: dict[str, Any] = {"rules": [rule_to_dict(rule, actor) for rule in rules]}
+    tenant_list = [{"slug": t.slug, "name": t.name} for t in db.session.scalars(tenants)]
+    if tenant_list:
+        document["tenants"] = tenant_list
+    return document
 
 
 # -- writing -----------------------------------------------------------------------------------
 
 
 def create_rule(data: Mapping[str, Any], *, actor: Actor) -> Rule:
+    require_writer(actor)
     with _change() as version:
-        rule_input = validate_rule(data, reserved_prefixes=_reserved())
+        rule_input = _scoped_input(validate_rule(data, reserved_prefixes=_reserved()), actor)
         _check_no_tie(rule_input.path, exclude_id=None, field_name="path")
         rule = Rule()
         _apply(rule, rule_input, actor)
@@ -121,13 +215,17 @@ def update_rule(
 def _update_rule(
     rule_id: int, data: Mapping[str, Any], *, actor: Actor, expected_version: int | None
 ) -> Rule:
+    require_writer(actor)
     with _change() as version:
-        rule = _locked_rule(rule_id, expected_version)
+        rule = _locked_rule(rule_id, expected_version, actor)
+        if not _owns(actor, rule):
+            raise Forbidden(f"rule {rule.path} belongs to the platform; you can change only "
+                            "your tenant's origins on it")
         before = rule_to_dict(rule)
         merged = {**before, **dict(data)}
         if "origins" not in data:
             merged["origins"] = before["origins"]
-        rule_input = validate_rule(merged, reserved_prefixes=_reserved())
+        rule_input = _scoped_input(validate_rule(merged, reserved_prefixes=_reserved()), actor)
         if rule_input.path != rule.path:
             _check_no_tie(rule_input.path, exclude_id=rule.id, field_name="path")
         _apply(rule, rule_input, actor)
@@ -141,8 +239,11 @@ def _update_rule(
 
 
 def delete_rule(rule_id: int, *, actor: Actor, expected_version: int | None = None) -> None:
+    require_writer(actor)
     with _change() as version:
-        rule = _locked_rule(rule_id, expected_version)
+        rule = _locked_rule(rule_id, expected_version, actor)
+        if not _owns(actor, rule):
+            raise Forbidden(f"rule {rule.path} belongs to the platform; you cannot delete it")
         before = rule_to_dict(rule)
         _audit(actor, "rule.delete", rule, before, None, version, f"deleted rule {rule.path}")
         db.session.delete(rule)
@@ -155,44 +256,60 @@ def add_origin(
     actor: Actor,
     note: str = "",
     expires_at: Any = None,
+    tenant: str | None = None,
 ) -> tuple[AllowedOrigin, bool]:
-    """Add one origin; adding one already present changes nothing. Returns (origin, created)."""
+    """Add one origin; adding one already present changes nothing. Returns (origin, created).
+
+    On a tenant-selecting rule, *tenant* (a slug) names whose allowlist; a tenant role always
+    adds to its own.
+    """
+    require_writer(actor)
     item: Any = value
     if note or expires_at is not None:
         item = {"value": value, "note": note, "expires_at": expires_at}
     try:
         with _change() as version:
-            rule = _locked_rule(rule_id, None)
+            rule = _locked_rule(rule_id, None, actor)
             origin_input = validate_origin(item, credentials=rule.supports_credentials)
-            existing = next((o for o in rule.origins if o.value == origin_input.value), None)
+            tenant_id = _origin_tenant(rule, actor, tenant)
+            existing = next((o for o in rule.origins if o.value == origin_input.value
+                             and o.tenant_id == tenant_id), None)
             if existing is not None:
                 raise _Unchanged(existing)
-            before = rule_to_dict(rule)
+            before = rule_to_dict(rule, actor)
             origin = _new_origin(origin_input, actor)
+            origin.tenant_id = tenant_id
             rule.origins.append(origin)
             _touch(rule, actor)
             db.session.flush()
-            _audit(actor, "origin.add", rule, before, rule_to_dict(rule), version,
-                   f"allowed {origin.value} on {rule.path}")
+            db.session.refresh(origin, ["tenant"])
+            _audit(actor, "origin.add", rule, before, rule_to_dict(rule, actor), version,
+                   f"allowed {origin.value} on {rule.path}"
+                   + (f" for tenant {origin.tenant.slug}" if origin.tenant_id else ""),
+                   tenant_id=tenant_id)
     except _Unchanged as unchanged:
         return unchanged.obj, False  # type: ignore[return-value]
     return origin, True
 
 
-def remove_origin(rule_id: int, value: str, *, actor: Actor) -> bool:
+def remove_origin(rule_id: int, value: str, *, actor: Actor,
+                  tenant: str | None = None) -> bool:
     """Remove one origin by its stored value; returns whether it was there."""
+    require_writer(actor)
     try:
         with _change() as version:
-            rule = _locked_rule(rule_id, None)
-            origin = next((o for o in rule.origins if o.value == value), None)
+            rule = _locked_rule(rule_id, None, actor)
+            tenant_id = _origin_tenant(rule, actor, tenant)
+            origin = next((o for o in rule.origins if o.value == value
+                           and o.tenant_id == tenant_id), None)
             if origin is None:
                 raise _Unchanged(rule)
-            before = rule_to_dict(rule)
+            before = rule_to_dict(rule, actor)
             rule.origins.remove(origin)
             _touch(rule, actor)
             db.session.flush()
-            _audit(actor, "origin.remove", rule, before, rule_to_dict(rule), version,
-                   f"removed {value} from {rule.path}")
+            _audit(actor, "origin.remove", rule, before, rule_to_dict(rule, actor), version,
+                   f"removed {value} from {rule.path}", tenant_id=tenant_id)
     except _Unchanged:
         return False
     return True
@@ -204,8 +321,9 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
     A deleted rule is recreated; an existing one is overwritten. The restore is itself a
     change: it bumps the version and is audited.
     """
+    require_writer(actor)
     entry = db.session.get(AuditEntry, entry_id)
-    if entry is None:
+    if entry is None or (actor.scoped and entry.tenant_id != actor.tenant_id):
         raise NotFound(f"there is no audit entry {entry_id}")
     if state not in ("before", "after"):
         raise ValidationError([FieldError("state", "state must be before or after")])
@@ -215,9 +333,12 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
             "entry", f"audit entry {entry_id} has no rule state {state} the change to restore")])
     try:
         with _change() as version:
-            rule_input = validate_rule(recorded, reserved_prefixes=_reserved())
+            rule_input = _scoped_input(validate_rule(recorded, reserved_prefixes=_reserved()),
+                                       actor)
             rule = db.session.get(Rule, entry.rule_id) or db.session.scalar(
                 sa.select(Rule).where(Rule.path == rule_input.path))
+            if rule is not None and not _owns(actor, rule):
+                raise NotFound(f"there is no audit entry {entry_id}")
             before = rule_to_dict(rule) if rule is not None else None
             if before == recorded:
                 raise _Unchanged(rule)
@@ -244,12 +365,13 @@ class ImportResult:
     changed: dict[str, list[str]] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    tenants_added: list[str] = field(default_factory=list)
     dry_run: bool = False
     policy_version: int | None = None
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.added or self.changed or self.removed)
+        return bool(self.added or self.changed or self.removed or self.tenants_added)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -258,6 +380,7 @@ class ImportResult:
             "changed": self.changed,
             "removed": self.removed,
             "unchanged": self.unchanged,
+            "tenants_added": self.tenants_added,
             "policy_version": self.policy_version,
         }
 
@@ -267,9 +390,11 @@ def validate_policy(document: Any) -> list[RuleInput]:
     if not isinstance(document, Mapping):
         raise ValidationError([FieldError("", 'a policy is a JSON object: {"rules": [...]}')])
     errors: list[FieldError] = []
-    extra = [key for key in document if key != "rules"]
+    extra = [key for key in document if key not in ("rules", "tenants")]
     if extra:
-        errors.append(FieldError(str(extra[0]), 'unknown field; a policy has only "rules"'))
+        errors.append(FieldError(str(extra[0]),
+                                 'unknown field; a policy has "rules" and "tenants"'))
+    errors.extend(_validate_tenant_list(document.get("tenants", [])))
     rules = document.get("rules")
     if not isinstance(rules, list):
         errors.append(FieldError("rules", "rules must be a list of rule objects"))
@@ -304,10 +429,15 @@ def import_policy(
     difference is computed and nothing is written. Either way the document is validated as a
     whole first, and one invalid entry means nothing is written.
     """
+    require_writer(actor)
+    if actor.scoped:
+        raise Forbidden("importing a policy is for admins and editors; tenant roles change "
+                        "their rules and origins one by one")
     result = ImportResult(dry_run=dry_run)
     try:
         with _change() as version:
             inputs = validate_policy(document)
+            _ensure_tenants(document, inputs, result)
             existing = {
                 rule.path: rule
                 for rule in db.session.scalars(
@@ -353,7 +483,9 @@ def import_policy(
                 actor=actor.name, channel=actor.channel, action="policy.import",
                 rule_id=None, rule_path="",
                 summary=f"imported policy: {len(result.added)} added, {len(result.changed)} "
-                        f"changed, {len(result.removed)} removed",
+                        f"changed, {len(result.removed)} removed"
+                        + (f", tenants created: {', '.join(result.tenants_added)}"
+                           if result.tenants_added else ""),
                 before={"rules": befores}, after={"rules": afters}, policy_version=version,
             ))
             result.policy_version = version
@@ -413,8 +545,9 @@ def _bump_version() -> int:
     return version
 
 
-def _locked_rule(rule_id: int, expected_version: int | None) -> Rule:
-    rule = get_rule(rule_id)
+def _locked_rule(rule_id: int, expected_version: int | None,
+                 actor: Actor | None = None) -> Rule:
+    rule = get_rule(rule_id, actor)
     if expected_version is not None and rule.version != expected_version:
         raise Conflict(
             f"rule {rule.path} was changed by {rule.updated_by or 'someone'} since you loaded "
@@ -435,15 +568,25 @@ def _apply(rule: Rule, data: RuleInput, actor: Actor) -> None:
     rule.allow_private_network = data.allow_private_network
     rule.mode = data.mode
     rule.description = data.description
-    current = {o.value: o for o in rule.origins}
-    wanted = {o.value: o for o in data.origins}
-    for value, origin in current.items():
-        if value not in wanted:
+    slugs = _tenant_ids([data.tenant, *(o.tenant for o in data.origins)])
+    rule.tenant_id = slugs.get(data.tenant) if data.tenant else None
+    rule.tenant_source = data.selector.source
+    rule.tenant_key = data.selector.key
+    rule.unknown_tenant = data.selector.unknown
+    # A tenant role replaces only its own allowlist on a shared rule.
+    keep_others = actor.scoped and rule.tenant_id != actor.tenant_id
+    current = {(o.tenant_id, o.value): o for o in rule.origins
+               if not keep_others or o.tenant_id == actor.tenant_id}
+    wanted = {(slugs.get(o.tenant) if o.tenant else None, o.value): o for o in data.origins}
+    for key, origin in current.items():
+        if key not in wanted:
             rule.origins.remove(origin)
-    for value, origin_input in wanted.items():
-        origin = current.get(value)
+    for key, origin_input in wanted.items():
+        origin = current.get(key)
         if origin is None:
-            rule.origins.append(_new_origin(origin_input, actor))
+            origin = _new_origin(origin_input, actor)
+            origin.tenant_id = key[0]
+            rule.origins.append(origin)
         else:
             origin.note = origin_input.note
             origin.expires_at = origin_input.expires_at
@@ -467,9 +610,10 @@ def _new_origin(origin_input: OriginInput, actor: Actor) -> AllowedOrigin:
 
 
 def _input_to_dict(data: RuleInput) -> dict[str, Any]:
-    return {
+    result = {
         "path": data.path,
-        "origins": [origin_to_json(o) for o in sorted(data.origins, key=lambda o: o.value)],
+        "origins": [origin_to_json(o)
+                    for o in sorted(data.origins, key=lambda o: (o.tenant or "", o.value))],
         "methods": list(data.methods),
         "allow_headers": list(data.allow_headers),
         "expose_headers": list(data.expose_headers),
@@ -479,6 +623,7 @@ def _input_to_dict(data: RuleInput) -> dict[str, Any]:
         "mode": data.mode,
         "description": data.description,
     }
+    return _with_tenancy(result, data.tenant, data.selector)
 
 
 def _check_no_tie(path: str, *, exclude_id: int | None, field_name: str) -> None:
@@ -524,12 +669,99 @@ def _audit(
     after: dict | None,
     version: int,
     summary: str,
+    *,
+    tenant_id: int | None = None,
 ) -> None:
+    """One audit entry; it belongs to the rule's tenant, or to the tenant whose allowlist on
+    a shared rule changed, so tenant roles see exactly their own entries."""
     db.session.add(AuditEntry(
         actor=actor.name, channel=actor.channel, action=action, rule_id=rule.id,
         rule_path=rule.path, summary=summary, before=before, after=after,
-        policy_version=version,
+        policy_version=version, tenant_id=rule.tenant_id or tenant_id,
     ))
+
+
+def _scoped_input(rule_input: RuleInput, actor: Actor) -> RuleInput:
+    """A tenant role's rules belong to its tenant and cannot select other tenants."""
+    if not actor.scoped:
+        return rule_input
+    if rule_input.selector.source != "none":
+        raise ValidationError([FieldError(
+            "tenant_selector", "only admins and editors create rules that select tenants")])
+    if any(o.tenant for o in rule_input.origins):
+        raise ValidationError([FieldError("origins", "origins of your rule have no tenant")])
+    slug = db.session.scalar(sa.select(Tenant.slug).where(Tenant.id == actor.tenant_id))
+    rule_input.tenant = slug
+    return rule_input
+
+
+def _origin_tenant(rule: Rule, actor: Actor, tenant: str | None) -> int | None:
+    """Whose allowlist an origin change on *rule* is about (None: the rule's own list)."""
+    if actor.scoped:
+        if rule.tenant_id == actor.tenant_id:
+            return None
+        return actor.tenant_id  # a shared tenant-selecting rule: the actor's own list
+    if tenant is None:
+        return None
+    if rule.tenant_source == "none":
+        raise ValidationError([FieldError(
+            "tenant", f"rule {rule.path} does not select tenants; add the origin without a "
+                      "tenant")])
+    return _tenant_ids([tenant], field_name="tenant")[tenant]
+
+
+def _tenant_ids(slugs: list[str | None], *, field_name: str = "tenant") -> dict[str, int]:
+    wanted = {s for s in slugs if s}
+    if not wanted:
+        return {}
+    found = dict(db.session.execute(
+        sa.select(Tenant.slug, Tenant.id).where(Tenant.slug.in_(wanted))).all())
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise ValidationError([FieldError(field_name, f"there is no tenant {slug}; create it "
+                                                      "first") for slug in missing])
+    return found
+
+
+def _validate_tenant_list(tenants: Any) -> list[FieldError]:
+    from .validation import TENANT_SLUG
+
+    if not isinstance(tenants, list):
+        return [FieldError("tenants", 'tenants is a list of {"slug": ..., "name": ...}')]
+    errors = []
+    for index, item in enumerate(tenants):
+        if not isinstance(item, Mapping) or not isinstance(item.get("slug"), str) \
+                or not TENANT_SLUG.match(item["slug"]) or set(item) - {"slug", "name"}:
+            errors.append(FieldError(f"tenants[{index}]", 'a tenant is {"slug": "acme", '
+                                     '"name": "Acme"}; the slug is lowercase letters, digits '
+                                     "and hyphens"))
+    return errors
+
+
+def _ensure_tenants(document: Mapping[str, Any], inputs: list[RuleInput],
+                    result: ImportResult) -> None:
+    """Create the document's tenants that do not exist yet; refuse references to tenants
+    neither in the document nor in the database."""
+    declared = {t["slug"]: t.get("name", "") for t in document.get("tenants", [])}
+    existing = set(db.session.scalars(sa.select(Tenant.slug)))
+    for slug in sorted(set(declared) - existing):
+        db.session.add(Tenant(slug=slug, name=declared[slug] or slug))
+        result.tenants_added.append(slug)
+    db.session.flush()
+    known = existing | set(declared)
+    errors = []
+    for index, rule_input in enumerate(inputs):
+        if rule_input.tenant and rule_input.tenant not in known:
+            errors.append(FieldError(f"rules[{index}].tenant",
+                                     f"there is no tenant {rule_input.tenant}; list it under "
+                                     "tenants or create it first"))
+        for position, origin in enumerate(rule_input.origins):
+            if origin.tenant and origin.tenant not in known:
+                errors.append(FieldError(f"rules[{index}].origins[{position}].tenant",
+                                         f"there is no tenant {origin.tenant}; list it under "
+                                         "tenants or create it first"))
+    if errors:
+        raise ValidationError(errors)
 
 
 def _reserved() -> tuple[str, ...]:

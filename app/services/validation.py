@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cors.origins import OriginError, OriginKind, parse_origin
 from ..cors.paths import PathPattern, PatternError, parse_pattern
-from ..cors.snapshot import DEFAULT_METHODS, MODES
+from ..cors.snapshot import DEFAULT_METHODS, MODES, TENANT_SOURCES, UNKNOWN_TENANT
 from .errors import FieldError, ValidationError
 
 RULE_FIELDS = (
@@ -29,12 +29,17 @@ RULE_FIELDS = (
     "allow_private_network",
     "mode",
     "description",
+    "tenant",
+    "tenant_selector",
 )
+TENANT_SELECTOR_FIELDS = ("source", "key", "unknown")
 MAX_AGE_LIMIT = 86400
 MAX_DESCRIPTION = 2000
 MAX_NOTE = 500
 MAX_LIST = 100
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+TENANT_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,22 @@ class OriginInput:
     kind: str
     note: str = ""
     expires_at: datetime | None = None
+    tenant: str | None = None  # slug: whose allowlist on a tenant-selecting rule
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.tenant or "", self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSelector:
+    """Where a rule finds the request's tenant: ``view-arg`` (a URL variable of the Flask
+    route, named by ``key``), ``subdomain`` (the label in front of the domain ``key``) or
+    ``header`` (the header named ``key``); ``unknown`` is ``refuse`` or ``shared``."""
+
+    source: str = "none"
+    key: str = ""
+    unknown: str = "refuse"
 
 
 @dataclass(slots=True)
@@ -58,6 +79,8 @@ class RuleInput:
     allow_private_network: bool = False
     mode: str = "enforce"
     description: str = ""
+    tenant: str | None = None  # the owner's slug
+    selector: TenantSelector = field(default_factory=TenantSelector)
 
 
 def validate_rule(
@@ -105,9 +128,16 @@ def validate_rule(
         allow_private_network=_boolean(data, "allow_private_network", False, err),
         mode=_mode(data.get("mode", "enforce"), err),
         description=_text(data.get("description", ""), "description", MAX_DESCRIPTION, err),
+        tenant=_tenant_slug(data.get("tenant"), "tenant", err),
+        selector=_selector(data.get("tenant_selector"), err),
     )
     rule.origins = validate_origins(data.get("origins", []), credentials=credentials,
                                     where=f"{where}origins", errors=errors)
+    if rule.selector.source == "none":
+        for index, origin in enumerate(rule.origins):
+            if origin.tenant is not None:
+                err(f"origins[{index}].tenant", "only a rule with a tenant_selector keeps "
+                    "allowlists per tenant; remove the tenant or add a tenant_selector")
     if errors:
         raise ValidationError(errors)
     return rule
@@ -124,7 +154,7 @@ def validate_origins(
     if not isinstance(values, list):
         errors.append(FieldError(where, 'origins must be a list, such as ["https://app.example.com"]'))
     else:
-        seen: dict[str, int] = {}
+        seen: dict[tuple[str, str], int] = {}
         for index, item in enumerate(values):
             name = f"{where}[{index}]"
             try:
@@ -133,11 +163,11 @@ def validate_origins(
                 errors.extend(FieldError(name + e.field.removeprefix("origin"), e.message)
                               for e in exc.errors)
                 continue
-            if origin.value in seen:
+            if origin.key in seen:
                 errors.append(FieldError(name, f"{origin.value} is already listed at position "
-                                               f"{seen[origin.value]}; list it once"))
+                                               f"{seen[origin.key]}; list it once"))
                 continue
-            seen[origin.value] = index
+            seen[origin.key] = index
             result.append(origin)
     if own and errors:
         raise ValidationError(errors)
@@ -145,14 +175,17 @@ def validate_origins(
 
 
 def validate_origin(item: Any, *, credentials: bool) -> OriginInput:
-    """One allowlist entry, typed as text or given as an object with a note and expiry."""
-    note, expires_at = "", None
+    """One allowlist entry, typed as text or given as an object with a note, an expiry and,
+    on a tenant-selecting rule, the tenant whose allowlist it belongs to."""
+    note, expires_at, tenant = "", None, None
     errors: list[FieldError] = []
     if isinstance(item, Mapping):
-        unknown = [k for k in item if k not in ("value", "note", "expires_at")]
+        unknown = [k for k in item if k not in ("value", "note", "expires_at", "tenant")]
         if unknown:
             errors.append(FieldError("origin", f"unknown field {unknown[0]!r}; an origin entry "
-                                               "has value, note and expires_at"))
+                                               "has value, note, expires_at and tenant"))
+        tenant = _tenant_slug(item.get("tenant"), "tenant",
+                              lambda _f, m: errors.append(FieldError("origin.tenant", m)))
         value = item.get("value")
         note = _text(item.get("note", ""), "note", MAX_NOTE,
                      lambda _f, m: errors.append(FieldError("origin.note", m)))
@@ -172,12 +205,64 @@ def validate_origin(item: Any, *, credentials: bool) -> OriginInput:
                           "origins, or turn credentials off"))
     if errors:
         raise ValidationError(errors)
-    return OriginInput(spec.value, spec.kind.value, note, expires_at)
+    return OriginInput(spec.value, spec.kind.value, note, expires_at, tenant)
+
+
+def _tenant_slug(value: Any, name: str, err) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not TENANT_SLUG.match(value):
+        err(name, "a tenant is named by its slug: lowercase letters, digits and hyphens, "
+                  "such as acme")
+        return None
+    return value
+
+
+def _selector(value: Any, err) -> TenantSelector:
+    if value is None:
+        return TenantSelector()
+    if not isinstance(value, Mapping):
+        err("tenant_selector", 'tenant_selector is an object such as {"source": "view-arg", '
+                               '"key": "tenant"}')
+        return TenantSelector()
+    unknown = [k for k in value if k not in TENANT_SELECTOR_FIELDS]
+    if unknown:
+        err("tenant_selector", f"unknown field {unknown[0]!r}; a tenant_selector has "
+                               "source, key and unknown")
+    source = value.get("source", "none")
+    key = value.get("key", "")
+    behaviour = value.get("unknown", "refuse")
+    if source not in TENANT_SOURCES:
+        err("tenant_selector.source", f"source must be one of {', '.join(TENANT_SOURCES)}")
+        return TenantSelector()
+    if behaviour not in UNKNOWN_TENANT:
+        err("tenant_selector.unknown", "unknown must be refuse (an unknown tenant is refused) "
+                                       "or shared (it gets the rule's shared origins)")
+    if source == "none":
+        return TenantSelector()
+    if not isinstance(key, str) or not key:
+        hint = {"view-arg": "the URL variable, such as tenant for /api/t/<tenant>/orders",
+                "subdomain": "the domain under which tenants are subdomains, such as "
+                             "api.example.com",
+                "header": "the header name, such as X-Tenant"}[source]
+        err("tenant_selector.key", f"key names {hint}")
+        return TenantSelector(source, "", behaviour)
+    if source == "view-arg" and not _IDENTIFIER.match(key):
+        err("tenant_selector.key", "a URL variable name is letters, digits and underscores")
+    elif source == "header" and not _TOKEN.match(key):
+        err("tenant_selector.key", "a header name is letters, digits and hyphens")
+    elif source == "subdomain":
+        try:
+            key = parse_origin(f"https://{key}").host
+        except OriginError:
+            err("tenant_selector.key", "the domain must be a host name such as "
+                                       "api.example.com")
+    return TenantSelector(source, key, behaviour)
 
 
 def _under(path: str, prefix: str) -> bool:
-    return path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/") \
-        or path.startswith(prefix)
+    root = prefix.rstrip("/")
+    return path == root or path.startswith(root + "/")
 
 
 def _boolean(data: Mapping, name: str, default: bool, err) -> bool:

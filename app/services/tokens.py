@@ -1,0 +1,134 @@
+"""API tokens: shown once, stored as a SHA-256 hash, with a role, an optional tenant scope,
+an optional expiry, revocable, and a last-used time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models import ROLES, TENANT_ROLES, ApiToken, AuditEntry, Tenant
+from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
+from .policy import Actor, policy_version
+
+TOKEN_PREFIX = "cc_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@/-]{0,99}$")
+# Updating last_used_at on every call would write once per API request; once a minute is
+# enough to show whether a token is in use.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str  # shown once, never stored
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(name: str, role: str, *, actor: Actor, tenant: str | None = None,
+                 expires_at: datetime | None = None) -> IssuedToken:
+    if actor.role != "admin":
+        raise Forbidden("only admins create API tokens")
+    errors = []
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        errors.append(FieldError("name", "name the token after its use, such as deploy-bot "
+                                         "(letters, digits, spaces, . _ : @ / -)"))
+    if role not in ROLES:
+        errors.append(FieldError("role", f"role must be one of {', '.join(ROLES)}"))
+    tenant_id = None
+    if role in TENANT_ROLES:
+        if not tenant:
+            errors.append(FieldError("tenant", f"a {role} token needs a tenant"))
+        else:
+            tenant_id = db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == tenant))
+            if tenant_id is None:
+                errors.append(FieldError("tenant", f"there is no tenant {tenant}"))
+    elif tenant:
+        errors.append(FieldError("tenant", f"a {role} token is not scoped to a tenant; use "
+                                           "tenant-editor or tenant-viewer"))
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= datetime.now(UTC):
+            errors.append(FieldError("expires_at", "the expiry is in the past"))
+    if errors:
+        raise ValidationError(errors)
+    if db.session.scalar(sa.select(ApiToken.id).where(ApiToken.name == name)) is not None:
+        raise Conflict(f"a token named {name} already exists; revoke it or choose another name")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(name=name, token_hash=hash_secret(secret), prefix=secret[:10], role=role,
+                     tenant_id=tenant_id, created_by=actor.name, expires_at=expires_at)
+    db.session.add(token)
+    db.session.flush()
+    _audit(actor, "token.create", f"created API token {name} ({role}"
+           + (f", tenant {tenant}" if tenant else "") + ")", tenant_id)
+    db.session.commit()
+    return IssuedToken(token, secret)
+
+
+def authenticate_token(secret: str) -> ApiToken | None:
+    """The live token for *secret*, or None (unknown, revoked or expired)."""
+    if not secret or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        return None
+    digest = hash_secret(secret)
+    token = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == digest))
+    if token is None or not hmac.compare_digest(token.token_hash, digest):
+        return None
+    now = datetime.now(UTC)
+    if token.revoked_at is not None or (token.expires_at is not None
+                                        and _aware(token.expires_at) <= now):
+        return None
+    if token.last_used_at is None or now - _aware(token.last_used_at) >= LAST_USED_RESOLUTION:
+        token.last_used_at = now
+        db.session.commit()
+    return token
+
+
+def list_tokens() -> list[ApiToken]:
+    return list(db.session.scalars(sa.select(ApiToken).order_by(ApiToken.created_at.desc())))
+
+
+def revoke_token(name: str, *, actor: Actor) -> ApiToken:
+    if actor.role != "admin":
+        raise Forbidden("only admins revoke API tokens")
+    token = db.session.scalar(sa.select(ApiToken).where(ApiToken.name == name))
+    if token is None:
+        raise NotFound(f"there is no token named {name}")
+    if token.revoked_at is None:
+        token.revoked_at = datetime.now(UTC)
+        _audit(actor, "token.revoke", f"revoked API token {name}", token.tenant_id)
+        db.session.commit()
+    return token
+
+
+def token_actor(token: ApiToken) -> Actor:
+    return Actor(f"token:{token.name}", "api", token.role, token.tenant_id)
+
+
+def token_state(token: ApiToken) -> str:
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and _aware(token.expires_at) <= datetime.now(UTC):
+        return "expired"
+    return "active"
+
+
+def _audit(actor: Actor, action: str, summary: str, tenant_id: int | None) -> None:
+    db.session.add(AuditEntry(actor=actor.name, channel=actor.channel, action=action,
+                              rule_id=None, rule_path="", summary=summary, before=None,
+                              after=None, policy_version=policy_version(),
+                              tenant_id=tenant_id))
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
