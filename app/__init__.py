@@ -14,6 +14,7 @@ from .config import ROOT, Config, default_database_url
 from .cors import CorsControl
 from .extensions import db, login_manager, migrate
 from .heartbeat import ProcessHeartbeat
+from .housekeeping import Housekeeping
 from .request_log import RequestLog
 from .source import create_source_engine
 
@@ -41,8 +42,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     control = CorsControl(app)
     RequestLog(app, control)
-    control.cache.on_check = ProcessHeartbeat(create_source_engine(
-        app.config.get("CORS_DATABASE_URL") or app.config["SQLALCHEMY_DATABASE_URI"]))
+    control.cache.on_check = Housekeeping(app, ProcessHeartbeat(create_source_engine(
+        app.config.get("CORS_DATABASE_URL") or app.config["SQLALCHEMY_DATABASE_URI"])))
 
     from . import cli
     from .admin import bp as admin_bp

@@ -14,7 +14,7 @@ from .cors import get_control
 from .cors.text import printable
 from .services import demo
 from .services.errors import ServiceError, ValidationError
-from .services.policy import Actor, export_policy, import_policy
+from .services.policy import Actor, export_policy, import_policy, purge_expired_origins
 from .services.request_log import (
     MAX_PAGE_SIZE,
     entry_to_dict,
@@ -177,6 +177,21 @@ def prune_log_command(days: float | None) -> None:
         click.echo("Error: --days must be 0 or more.", err=True)
         sys.exit(1)
     click.echo(f"deleted {prune_log(days)} request log rows")
+
+
+@cors_group.command("purge-expired")
+@click.option("--days", type=float, default=None,
+              help="Keep expired origins this many days (default "
+                   "EXPIRED_ORIGIN_RETENTION_DAYS).")
+def purge_expired_command(days: float | None) -> None:
+    """Delete origins that expired longer ago than the retention period (they already stopped
+    matching at their expiry)."""
+    if days is not None and days < 0:
+        click.echo("Error: --days must be 0 or more.", err=True)
+        sys.exit(1)
+    keep = days if days is not None else float(
+        current_app.config["EXPIRED_ORIGIN_RETENTION_DAYS"])
+    click.echo(f"deleted {purge_expired_origins(keep, actor=_actor())} expired origins")
 
 
 @users_group.command("create")

@@ -27,7 +27,7 @@ os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-tes
 
 TABLES_TO_EMPTY = (
     "allowed_origins", "rules", "audit_entries", "users", "request_log", "sign_in_throttle",
-    "engine_processes",
+    "engine_processes", "api_tokens", "tenants",
 )
 
 

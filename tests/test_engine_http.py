@@ -437,7 +437,8 @@ def test_refused_preflight_is_403_without_cors_headers_and_names_the_reason(
     assert vary(response) == PREFLIGHT_VARY
     assert response.mimetype == "text/plain"
     explanation = EXPLANATIONS[reason] + (f": {detail}" if detail else "")
-    assert response.get_data(as_text=True) == f"CORS preflight refused: {explanation}\n"
+    assert response.get_data(as_text=True) == (
+        f"CORS preflight refused ({reason}): {explanation}\n")
 
 
 @pytest.mark.parametrize(

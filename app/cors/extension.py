@@ -110,7 +110,8 @@ class CorsControl:
             if decision.allowed:
                 return Response(status=204)
             return Response(
-                f"CORS preflight refused: {printable(decision.explanation)}\n",
+                f"CORS preflight refused ({decision.reason}): "
+                f"{printable(decision.explanation)}\n",
                 status=403,
                 mimetype="text/plain",
             )

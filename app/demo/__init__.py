@@ -40,3 +40,9 @@ def public_status():
 def fail():
     """An error on a governed route: its 500 carries the same CORS headers as a 200."""
     raise RuntimeError("demo failure")
+
+
+@bp.get("/t/<tenant>/orders")
+def tenant_orders(tenant: str):
+    """A multi-tenant route: a rule can pick the allowlist of <tenant> for it."""
+    return jsonify(tenant=tenant, orders=[{"id": 1, "item": "coffee"}])

@@ -87,7 +87,6 @@ class RequestLogRecorder:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
-        self._last_prune = 0.0
         self.flush_failures = 0
         self.overflow_total = 0
         self.rows_written = 0
@@ -170,7 +169,6 @@ class RequestLogRecorder:
     def _run(self) -> None:
         while not self._stopped.wait(self.settings.flush_interval):
             self.flush()
-            self._maybe_prune()
 
     def flush(self) -> int:
         """Write what is pending in one transaction; returns the number of rows upserted.
@@ -229,16 +227,6 @@ class RequestLogRecorder:
     def _forget_old_log_keys(self) -> None:
         cutoff = time.time() - self.settings.log_interval
         self._logged = {k: t for k, t in self._logged.items() if t >= cutoff}
-
-    def _maybe_prune(self) -> None:
-        now = time.time()
-        if now - self._last_prune < 3600:
-            return
-        self._last_prune = now
-        try:
-            prune(self.engine, self.settings.retention_days)
-        except Exception as exc:
-            logger.warning("request log pruning failed: %s", printable(str(exc)[:200]))
 
     @property
     def pending_keys(self) -> int:

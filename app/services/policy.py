@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -354,6 +354,30 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
     except _Unchanged as unchanged:
         return unchanged.obj  # type: ignore[return-value]
     return rule
+
+
+def purge_expired_origins(retention_days: float, *, actor: Actor = SYSTEM) -> int:
+    """Delete origins that expired more than *retention_days* ago (they stopped matching at
+    their expiry already; this only tidies the lists). Audited per rule."""
+    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+    stale = db.session.scalars(
+        sa.select(AllowedOrigin).where(AllowedOrigin.expires_at < cutoff)).all()
+    if not stale:
+        return 0
+    by_rule: dict[int, list[AllowedOrigin]] = {}
+    for origin in stale:
+        by_rule.setdefault(origin.rule_id, []).append(origin)
+    with _change() as version:
+        for rule_id, origins in by_rule.items():
+            rule = db.session.get(Rule, rule_id)
+            before = rule_to_dict(rule)
+            for origin in origins:
+                rule.origins.remove(db.session.merge(origin))
+            db.session.flush()
+            _audit(actor, "origin.expire", rule, before, rule_to_dict(rule), version,
+                   f"removed {len(origins)} origin(s) of {rule.path} that expired before "
+                   f"{_iso(cutoff)}")
+    return len(stale)
 
 
 # -- import ------------------------------------------------------------------------------------

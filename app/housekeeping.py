@@ -1,0 +1,47 @@
+"""Work each process does off the request path, after the engine's policy checks: report its
+loaded version (heartbeat) and, hourly, prune the request log and purge long-expired origins.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask
+
+from .cors.cache import PolicyCache
+from .heartbeat import ProcessHeartbeat
+
+logger = logging.getLogger("app.cors")
+
+
+class Housekeeping:
+    def __init__(self, app: Flask, heartbeat: ProcessHeartbeat, *,
+                 every: float = 3600.0) -> None:
+        self.app = app
+        self.heartbeat = heartbeat
+        self.every = every
+        self._last = time.time()  # not at start-up: many workers start at once
+
+    def __call__(self, cache: PolicyCache) -> None:
+        self.heartbeat(cache)
+        now = time.time()
+        if now - self._last < self.every or cache.last_error:
+            return
+        self._last = now
+        self.run()
+
+    def run(self) -> tuple[int, int]:
+        """Prune the request log and purge origins expired beyond the retention period."""
+        from .services.policy import purge_expired_origins
+        from .services.request_log import prune_log
+
+        with self.app.app_context():
+            try:
+                rows = prune_log()
+                origins = purge_expired_origins(
+                    float(self.app.config.get("EXPIRED_ORIGIN_RETENTION_DAYS", 30)))
+            except Exception as exc:
+                logger.warning("housekeeping failed: %s", type(exc).__name__)
+                return 0, 0
+        return rows, origins
