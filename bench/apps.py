@@ -1,0 +1,139 @@
+"""The apps under test: one minimal Flask view, bare, under flask-cors, or under the engine.
+
+Requests go straight to ``app.wsgi_app`` with a prebuilt WSGI environ, the way a WSGI server
+calls it, so the figures carry no test-client overhead; every variant is called the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import flask_cors
+from flask import Flask, Response
+from werkzeug.test import EnvironBuilder
+
+from app.cors import CorsControl, OriginEntry, RuleSpec
+
+PATH = "/api/orders"
+RULE_PATH = "/api/*"
+REFUSED_ORIGIN = "https://evil.example.net"
+
+Environ = dict[str, object]
+StatusAndHeaders = tuple[int, dict[str, str]]
+
+
+def allowed_origins(count: int) -> list[str]:
+    """*count* distinct https origins spread over 97 registrable domains."""
+    return [f"https://app{i}.example{i % 97}.com" for i in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class StaticSource:
+    """A policy source held in memory: one rule, one version, never changing."""
+
+    rules: tuple[RuleSpec, ...]
+    version: int = 1
+
+    @classmethod
+    def for_origins(cls, origins: Sequence[str]) -> StaticSource:
+        rule = RuleSpec(path=RULE_PATH, origins=tuple(OriginEntry(v) for v in origins))
+        return cls(rules=(rule,))
+
+    def current_version(self) -> int:
+        return self.version
+
+    def load(self) -> tuple[int, list[RuleSpec]]:
+        return self.version, list(self.rules)
+
+
+def bare_app() -> Flask:
+    """The view alone; the baseline every variant is compared to."""
+    app = Flask(__name__)
+
+    @app.route(PATH, methods=["GET", "PUT"])
+    def orders() -> dict[str, object]:
+        return {"orders": [{"id": 1, "item": "coffee"}, {"id": 2, "item": "tea"}]}
+
+    return app
+
+
+def hook_floor_app(origin: str) -> Flask:
+    """The least any CORS layer built on Flask hooks can cost: a before_request hook that does
+    nothing and an after_request hook that adds the two headers an allowed GET gets."""
+    app = bare_app()
+
+    @app.before_request
+    def nothing() -> None:
+        return None
+
+    @app.after_request
+    def add_headers(response: Response) -> Response:
+        response.headers.add("Access-Control-Allow-Origin", origin)
+        response.headers.add("Vary", "Origin")
+        return response
+
+    return app
+
+
+def flask_cors_app(origins: Sequence[str]) -> Flask:
+    app = bare_app()
+    flask_cors.CORS(app, resources={RULE_PATH: {"origins": list(origins)}})
+    return app
+
+
+def engine_app(origins: Sequence[str]) -> tuple[Flask, CorsControl]:
+    """The view under the engine, its snapshot already loaded; stop ``control.cache`` after."""
+    app = bare_app()
+    control = CorsControl(app, source=StaticSource.for_origins(origins))
+    control.cache.get()
+    return app, control
+
+
+def get_environ(origin: str) -> Environ:
+    return EnvironBuilder(path=PATH, method="GET", headers={"Origin": origin}).get_environ()
+
+
+def preflight_environ(origin: str) -> Environ:
+    return EnvironBuilder(
+        path=PATH,
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    ).get_environ()
+
+
+def request_call(app: Flask, environ: Environ) -> Callable[[], None]:
+    """One request as a WSGI server makes it: call, drain the body, close."""
+    wsgi_app = app.wsgi_app
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info=None) -> None:
+        return None
+
+    def call() -> None:
+        body = wsgi_app(dict(environ), start_response)
+        try:
+            for _ in body:
+                pass
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    return call
+
+
+def probe(app: Flask, environ: Environ) -> StatusAndHeaders:
+    """The status and headers *app* answers *environ* with (to check a variant before timing)."""
+    seen: list[StatusAndHeaders] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info=None) -> None:
+        seen.append((int(status.split(" ", 1)[0]), dict(headers)))
+
+    body = app.wsgi_app(dict(environ), start_response)
+    b"".join(body)
+    getattr(body, "close", lambda: None)()
+    return seen[0]
