@@ -277,3 +277,21 @@ def test_a_plain_https_rule_has_no_warnings():
 
     assert rule_warnings(validate_rule({"path": "/api/*",
                                         "origins": ["https://app.example.com"]})) == []
+
+
+def test_restoring_a_deleted_rule_never_overwrites_a_newer_rule_with_its_old_id(ctx):
+    from app.services.policy import restore_rule
+
+    old = create_rule({"path": "/api/x/*", "max_age": 1}, actor=ALICE)
+    old_id = old.id
+    delete_rule(old_id, actor=ALICE)
+    newer = create_rule({"path": "/api/other/*", "max_age": 2}, actor=ALICE)
+    newer_id = newer.id  # SQLite hands out the deleted id again
+    deletion = db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.action == "rule.delete")).one()
+    restore_rule(deletion.id, actor=ALICE)
+    db.session.expire_all()
+    assert db.session.get(Rule, newer_id).path == "/api/other/*"
+    assert sorted(r.path for r in db.session.scalars(sa.select(Rule))) == [
+        "/api/other/*", "/api/x/*"]
+    assert old_id is not None

@@ -54,6 +54,9 @@ EXPLANATIONS = {
 VARY_ACTUAL = "Origin"
 VARY_PREFLIGHT = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 
+# At most this many remembered decisions per rule (keys include request values).
+MEMO_LIMIT = 4096
+
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 
 Headers = tuple[tuple[str, str], ...]
@@ -139,8 +142,11 @@ def decide(
     if rule is None:
         return UNGOVERNED if origin is not None else NOT_CORS
     if origin is None:
-        return Decision(allowed=False, reason=NO_ORIGIN, rule=rule,
-                        headers=(("Vary", VARY_ACTUAL),))
+        decision = rule.memo.get(NO_ORIGIN)
+        if decision is None:
+            decision = rule.memo[NO_ORIGIN] = Decision(
+                allowed=False, reason=NO_ORIGIN, rule=rule, headers=(("Vary", VARY_ACTUAL),))
+        return decision
     allowlist = rule.allowlist
     if rule.tenant_source != "none":
         allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
@@ -228,13 +234,27 @@ def _decide_actual(
     elif credentialed and not rule.supports_credentials:
         reason, detail = CREDENTIALS_NOT_ALLOWED, ""
     else:
-        return Decision(allowed=True, reason=ALLOWED, rule=rule, tenant=tenant,
-                        headers=_actual_headers(rule, grant))
+        memo = rule.memo
+        key = (grant, tenant)
+        decision = memo.get(key)
+        if decision is None:
+            decision = Decision(allowed=True, reason=ALLOWED, rule=rule, tenant=tenant,
+                                headers=_actual_headers(rule, grant))
+            if len(memo) < MEMO_LIMIT:
+                memo[key] = decision
+        return decision
     if rule.report_only:
         return Decision(allowed=True, reason=reason, rule=rule, detail=detail, report_only=True,
                         tenant=tenant, headers=_actual_headers(rule, grant or origin))
-    return Decision(allowed=False, reason=reason, rule=rule, detail=detail, tenant=tenant,
-                    headers=(("Vary", VARY_ACTUAL),))
+    memo = rule.memo
+    key = (reason, detail, tenant)
+    decision = memo.get(key)
+    if decision is None:
+        decision = Decision(allowed=False, reason=reason, rule=rule, detail=detail,
+                            tenant=tenant, headers=(("Vary", VARY_ACTUAL),))
+        if len(memo) < MEMO_LIMIT:
+            memo[key] = decision
+    return decision
 
 
 def _actual_headers(rule: CompiledRule, grant: str) -> Headers:

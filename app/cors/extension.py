@@ -1,32 +1,48 @@
 """Attach the engine to a Flask app: ``CorsControl(app)`` or ``control.init_app(app)``.
 
-The hooks are the thinnest possible layer over :func:`~app.cors.decision.decide`:
+The engine wraps ``app.wsgi_app``, so it sits outside everything Flask does:
 
-* the first ``before_request`` function answers preflights itself (204 or 403), so neither
-  the view nor an authentication hook ever sees them;
-* the last ``after_request`` function removes any ``Access-Control-*`` header that something
-  else (flask-cors, a view) put on a governed response and writes the engine's own, on
-  successes and on 404/405/500 responses alike. Routes no rule governs are left alone, so
-  flask-cors can keep serving them.
+* preflights are answered before Flask runs (204 or 403), so no view, authentication hook or
+  other extension ever sees them;
+* on every other response of a governed route (successes and 404/405/500 alike) it removes
+  any ``Access-Control-*`` header that something else (flask-cors, a view) set and writes
+  its own, as the response's headers pass through ``start_response``;
+* routes no rule governs are passed through untouched, so flask-cors can keep serving them.
+
+Working on the WSGI environ keeps the request path cheap: no request context, no
+``LocalProxy`` lookups. The URL variables of the Flask route are matched only for rules that
+select a tenant by one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.exceptions import HTTPException
 
 from .cache import PolicyCache, PolicySource
 from .decision import NO_ORIGIN, POLICY_UNAVAILABLE, Decision, decide
 from .text import printable
 
-DecisionListener = Callable[[Decision, object], None]
+DecisionListener = Callable[[Decision, "RequestView"], None]
 
 logger = logging.getLogger("app.cors")
 
-_PREFIX = "access-control-"
 _EXTENSION_KEY = "cors_control"
+_STATUS = {204: "204 No Content", 403: "403 Forbidden"}
+# Header names as WSGI spells them, for the headers the engine reads on every request.
+_ENVIRON_KEYS = {
+    "Origin": "HTTP_ORIGIN",
+    "Access-Control-Request-Method": "HTTP_ACCESS_CONTROL_REQUEST_METHOD",
+    "Access-Control-Request-Headers": "HTTP_ACCESS_CONTROL_REQUEST_HEADERS",
+    "Access-Control-Request-Private-Network": "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK",
+    "Cookie": "HTTP_COOKIE",
+    "Host": "HTTP_HOST",
+}
 
 
 class CorsControl:
@@ -75,73 +91,185 @@ class CorsControl:
             if self._api_prefixes is not None
             else app.config.get("CORS_API_PREFIXES", ("/api/",))
         )
+        self.app = app
         app.extensions[_EXTENSION_KEY] = self
-        # First before_request and last after_request (after_request runs in reverse).
-        app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
-        app.after_request_funcs.setdefault(None, []).insert(0, self._after_request)
+        app.wsgi_app = _CorsMiddleware(app.wsgi_app, self)  # type: ignore[method-assign]
 
     def add_listener(self, listener: DecisionListener) -> None:
-        """Call *listener(decision, request)* for every decision on a governed path, and for
-        CORS requests (with an Origin) that no rule governs. Listeners must be fast and must
-        not raise; an exception is logged and the request goes on."""
+        """Call *listener(decision, request_view)* for every decision on a governed path, and
+        for CORS requests (with an Origin) that no rule governs. Listeners must be fast and
+        must not raise; an exception is logged and the request goes on."""
         self.listeners.append(listener)
 
     def decide(self, method: str, path: str, headers) -> Decision:
         """Decide with this process's current snapshot, as a request would be."""
         return decide(self.cache.get(), method, path, headers)
 
-    def _before_request(self) -> Response | None:
-        path = request.path
-        if path in self._excluded_exact or path.startswith(self._excluded_trees):
-            return None
-        snapshot = self.cache.get()
-        if snapshot is None and not path.startswith(self.api_prefixes):
-            return None
-        decision = decide(snapshot, request.method, path, request.headers,
-                          route_args=request.view_args)
-        if decision.rule is None and decision.reason != POLICY_UNAVAILABLE:
-            if decision.reason != NO_ORIGIN and self.listeners:
-                self._notify(decision)
-            return None
-        g._cors_decision = decision
-        if self.listeners:
-            self._notify(decision)
-        if decision.preflight:
-            if decision.allowed:
-                return Response(status=204)
-            return Response(
-                f"CORS preflight refused ({decision.reason}): "
-                f"{printable(decision.explanation)}\n",
-                status=403,
-                mimetype="text/plain",
-            )
-        return None
+    def is_excluded(self, path: str) -> bool:
+        return path in self._excluded_exact or path.startswith(self._excluded_trees)
 
-    def _after_request(self, response: Response) -> Response:
-        decision: Decision | None = g.pop("_cors_decision", None)
-        if decision is None:
-            return response
-        headers = response.headers
-        stale = [name for name, _ in headers if name[:15].lower() == _PREFIX]
-        for name in stale:
-            del headers[name]
-        for name, value in decision.headers:
-            if name == "Vary":
-                _merge_vary(headers, value)
-            else:
-                headers[name] = value
-        # flask-cors wraps app.handle_exception and runs its hook again on the 500 response
-        # after every after_request function, adding its headers to a refusal. This is the
-        # marker its own @cross_origin sets so that the extension leaves a response alone.
-        response._FLASK_CORS_EVALUATED = True  # type: ignore[attr-defined]
-        return response
-
-    def _notify(self, decision: Decision) -> None:
+    def _notify(self, decision: Decision, view: RequestView) -> None:
         for listener in self.listeners:
             try:
-                listener(decision, request)
+                listener(decision, view)
             except Exception:  # a listener never breaks a request
                 logger.exception("CORS decision listener failed")
+
+
+class RequestView:
+    """What listeners may read of a request: its path, method and headers."""
+
+    __slots__ = ("environ", "path", "method", "_headers")
+
+    def __init__(self, environ: dict[str, Any], path: str, method: str) -> None:
+        self.environ = environ
+        self.path = path
+        self.method = method
+        self._headers: EnvironHeaders | None = None
+
+    @property
+    def headers(self) -> EnvironHeaders:
+        if self._headers is None:
+            self._headers = EnvironHeaders(self.environ)
+        return self._headers
+
+
+class _EnvironHeaderView:
+    """The few request headers :func:`decide` reads, straight from the environ (werkzeug's
+    ``EnvironHeaders`` raises and catches an exception for every absent header)."""
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = _ENVIRON_KEYS.get(name)
+        if key is None:
+            key = "HTTP_" + name.upper().replace("-", "_")
+        value = self.environ.get(key)
+        return default if value is None else value
+
+
+class _RouteArgs:
+    """The URL variables of the Flask route, matched only when a tenant rule asks."""
+
+    __slots__ = ("app", "environ", "_args")
+
+    def __init__(self, app: Flask, environ: dict[str, Any]) -> None:
+        self.app = app
+        self.environ = environ
+        self._args: dict[str, Any] | None = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if self._args is None:
+            try:
+                adapter = self.app.url_map.bind_to_environ(
+                    self.environ, server_name=self.app.config.get("SERVER_NAME"))
+                _endpoint, self._args = adapter.match()
+            except HTTPException:
+                self._args = {}
+        return self._args.get(name, default)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class _CorsMiddleware:
+    def __init__(self, wsgi_app: Callable, control: CorsControl) -> None:
+        self.wsgi_app = wsgi_app
+        self.control = control
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        control = self.control
+        path = _request_path(environ)
+        if path in control._excluded_exact or path.startswith(control._excluded_trees):
+            return self.wsgi_app(environ, start_response)
+        snapshot = control.cache.get()
+        if snapshot is None and not path.startswith(control.api_prefixes):
+            return self.wsgi_app(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "GET")
+        decision = decide(snapshot, method, path, _EnvironHeaderView(environ),
+                          route_args=_RouteArgs(control.app, environ))
+        if control.listeners and (decision.rule is not None or decision.reason != NO_ORIGIN):
+            control._notify(decision, RequestView(environ, path, method))
+        if decision.rule is None and decision.reason != POLICY_UNAVAILABLE:
+            return self.wsgi_app(environ, start_response)
+        if decision.preflight:
+            return _answer_preflight(decision, start_response)
+        grant = decision.headers
+
+        def start_with_cors(status: str, headers: list[tuple[str, str]], exc_info=None):
+            _apply(headers, grant)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start_with_cors)
+
+
+def _request_path(environ: dict[str, Any]) -> str:
+    """The path as Flask routes it (werkzeug decodes PATH_INFO from latin-1 as UTF-8)."""
+    raw = environ.get("PATH_INFO") or ""
+    if not raw.isascii():
+        raw = raw.encode("latin-1", "replace").decode("utf-8", "replace")
+    return "/" + raw.lstrip("/")
+
+
+def _apply(headers: list[tuple[str, str]], grant: tuple[tuple[str, str], ...]) -> None:
+    """Make the engine's CORS headers the only ones: drop any other ``Access-Control-*``,
+    merge ``Vary``, add the grant. Edits the WSGI header list in place."""
+    vary_at = -1
+    vary_lines = 0
+    index = 0
+    while index < len(headers):
+        name = headers[index][0].lower()
+        if name[:15] == "access-control-":
+            del headers[index]
+            continue
+        if name == "vary":
+            vary_at = index
+            vary_lines += 1
+        index += 1
+    for name, value in grant:
+        if name != "Vary" or vary_at == -1:
+            headers.append((name, value))
+        elif vary_lines == 1:
+            # The usual case: one Vary line (Flask's "Cookie"); add the missing fields to it.
+            existing = headers[vary_at][1]
+            merged = _merged_vary([existing], value)
+            if merged is not existing:
+                headers[vary_at] = ("Vary", merged)
+        else:
+            lines = [v for n, v in headers if n.lower() == "vary"]
+            merged = _merged_vary(lines, value)
+            headers[:] = [(n, v) for n, v in headers if n.lower() != "vary"]
+            headers.append(("Vary", merged))
+
+
+def _merged_vary(lines: list[str], value: str) -> str:
+    """Every field of *lines* once, plus those of *value* that are missing."""
+    present = {part.strip().lower() for line in lines for part in line.split(",")}
+    kept = ", ".join(line for line in lines if line.strip())
+    if "*" in present:
+        return kept
+    missing = [part for part in value.split(", ") if part.lower() not in present]
+    if not missing:
+        return lines[0] if len(lines) == 1 else kept
+    return ", ".join([kept, *missing]) if kept else ", ".join(missing)
+
+
+def _answer_preflight(decision: Decision, start_response: Callable) -> list[bytes]:
+    if decision.allowed:
+        start_response(_STATUS[204], list(decision.headers))
+        return [b""]
+    body = (f"CORS preflight refused ({decision.reason}): "
+            f"{printable(decision.explanation)}\n").encode()
+    start_response(_STATUS[403], [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("X-Content-Type-Options", "nosniff"),
+        *decision.headers,
+    ])
+    return [body]
 
 
 def get_control(app: Flask) -> CorsControl:
@@ -149,25 +277,9 @@ def get_control(app: Flask) -> CorsControl:
     try:
         return app.extensions[_EXTENSION_KEY]
     except KeyError:
-        raise RuntimeError("CorsControl is not attached to this app; call CorsControl(app)") \
-            from None
-
-
-def _merge_vary(headers, value: str) -> None:
-    # A response may carry several Vary lines; setting the header replaces all of them, so
-    # every line is read and kept, not only the first.
-    existing = [line for line in headers.getlist("Vary") if line.strip()]
-    if not existing:
-        headers["Vary"] = value
-        return
-    present = {part.strip().lower() for line in existing for part in line.split(",")}
-    if "*" in present:
-        return
-    missing = [part for part in value.split(", ") if part.lower() not in present]
-    if missing:
-        headers["Vary"] = ", ".join([*existing, *missing])
-
-
+        raise RuntimeError(
+            "CorsControl is not attached to this app; call CorsControl(app)"
+        ) from None
 
 
 def _database_source(app: Flask) -> PolicySource:

@@ -27,6 +27,8 @@ _REQUEST_ORIGIN = re.compile(
     r"(https?)://([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*)"
     r"(?::([0-9]{1,5}))?"
 )
+PATH_MEMO_LIMIT = 10_000
+_MISSING = object()
 # A DNS name has at most 253 characters; a longer Origin is no browser's, and scanning its
 # dots would cost time quadratic in the header's length.
 MAX_HOST_LENGTH = 253
@@ -187,6 +189,9 @@ class CompiledRule:
     unknown_tenant: str = "refuse"
     tenant_origins: dict[str, OriginSet] = field(default_factory=dict)
     allowlist: Allowlist = field(init=False, repr=False)
+    # Decisions that depend only on this rule and a few request values, kept by decide() so
+    # the common cases build no new object; bounded (see decision.MEMO_LIMIT).
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The allowlist of a rule that does not select tenants, built once, not per request.
@@ -247,14 +252,26 @@ class PolicySnapshot:
     tenants: frozenset[str] = frozenset()
     loaded_at: float = field(default_factory=time.time)
     _index: PatternIndex = field(init=False, repr=False, compare=False)
+    _paths: dict[str, CompiledRule | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = PatternIndex([(rule.pattern, rule) for rule in self.rules])
         object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_paths", {})
 
     def rule_for(self, path: str) -> CompiledRule | None:
-        """The most specific enabled rule governing *path*, or None."""
-        return self._index.lookup(path)  # type: ignore[return-value]
+        """The most specific enabled rule governing *path*, or None.
+
+        Answers are remembered for up to PATH_MEMO_LIMIT distinct paths; clients choose paths,
+        so past that the index answers each time (it is fast, only not free).
+        """
+        paths = self._paths
+        rule = paths.get(path, _MISSING)
+        if rule is _MISSING:
+            rule = self._index.lookup(path)
+            if len(paths) < PATH_MEMO_LIMIT:
+                paths[path] = rule
+        return rule  # type: ignore[return-value]
 
     @property
     def origin_count(self) -> int:

@@ -335,7 +335,10 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
         with _change() as version:
             rule_input = _scoped_input(validate_rule(recorded, reserved_prefixes=_reserved()),
                                        actor)
-            rule = db.session.get(Rule, entry.rule_id) or db.session.scalar(
+            rule = db.session.get(Rule, entry.rule_id)
+            if rule is not None and _aware(rule.created_at) > _aware(entry.at):
+                rule = None  # SQLite reuses the ids of deleted rows: that is another rule
+            rule = rule or db.session.scalar(
                 sa.select(Rule).where(Rule.path == rule_input.path))
             if rule is not None and not _owns(actor, rule):
                 raise NotFound(f"there is no audit entry {entry_id}")
@@ -790,6 +793,10 @@ def _ensure_tenants(document: Mapping[str, Any], inputs: list[RuleInput],
 
 def _reserved() -> tuple[str, ...]:
     return tuple(current_app.config.get("CORS_EXCLUDED_PREFIXES", ()))
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _iso(value: datetime) -> str:
