@@ -1,13 +1,79 @@
-"""audit: placeholder until built."""
+"""Audit trail: every change from every channel, filtered and paged; restore a rule state."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from flask import abort, flash, redirect, request, url_for
+from flask_login import current_user
+
+from ..services.audit import (
+    DEFAULT_PAGE_SIZE,
+    AuditFilter,
+    describe_changes,
+    query_audit,
+    restorable_states,
+)
+from ..services.errors import Conflict, NotFound, ValidationError
+from ..services.policy import Actor, policy_version, restore_rule
 from . import bp
 from .access import requires
-from .rendering import render
+from .rendering import is_htmx, render
 
 
 @bp.get("/audit")
 @requires("viewer")
 def audit():
-    return render("admin/placeholder.html")
+    return render("admin/audit.html", "admin/_audit_list.html", **_page_context(request.args))
+
+
+@bp.post("/audit/<int:entry_id>/restore")
+@requires("editor")
+def audit_restore(entry_id: int):
+    """Bring the entry's rule back to its recorded ``before`` or ``after`` state."""
+    state = request.form.get("state", "")
+    version = policy_version()
+    try:
+        rule = restore_rule(entry_id, actor=Actor(current_user.email, "dashboard"), state=state)
+    except NotFound:
+        abort(404)
+    except (ValidationError, Conflict) as error:
+        message, category = f"Nothing was restored: {error}", "error"
+    else:
+        where = f"its state {state} change #{entry_id}"
+        if policy_version() == version:
+            message = f"Rule {rule.path} already is in {where}; nothing changed."
+        else:
+            message = f"Restored rule {rule.path} to {where}."
+        category = "message"
+    if is_htmx():
+        return render("admin/audit.html", "admin/_audit_list.html",
+                      notice=message, notice_category=category, **_page_context(request.form))
+    flash(message, category)
+    filters = AuditFilter.from_args(request.form)
+    return redirect(url_for("admin.audit", **_paging_args(request.form), **filters.as_args()))
+
+
+def _page_context(args) -> dict[str, Any]:
+    """Everything the page and its fragment show, from the query (or the restore form)."""
+    filters = AuditFilter.from_args(args)
+    paging = _paging_args(args)
+    page = query_audit(filters, page=paging.get("page", 1),
+                       per_page=paging.get("per_page", DEFAULT_PAGE_SIZE))
+    entries = [(entry, describe_changes(entry), restorable_states(entry))
+               for entry in page.items]
+    return {"filters": filters, "pagination": page, "entries": entries,
+            "link_args": {**filters.as_args(), **_per_page_arg(page.per_page)}}
+
+
+def _paging_args(args) -> dict[str, int]:
+    paging = {}
+    for name in ("page", "per_page"):
+        value = args.get(name, type=int)
+        if value is not None and value > 0:
+            paging[name] = value
+    return paging
+
+
+def _per_page_arg(per_page: int) -> dict[str, int]:
+    return {} if per_page == DEFAULT_PAGE_SIZE else {"per_page": per_page}

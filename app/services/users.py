@@ -1,29 +1,51 @@
-"""Users: creation with validated input, and the first admin of a new installation."""
+"""Users: creation with validated input, the first admin of a new installation, and the
+changes admins make to accounts (disable, enable, role, password).
+
+Every change made on behalf of someone (an :class:`~app.services.policy.Actor`) is recorded in
+the audit trail. User changes do not move the policy version: the engine does not depend on
+users. The audit entry carries the current version so it sorts among the policy changes.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
+from typing import Any
 
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models import ROLES, User
-from .errors import Conflict, FieldError, ValidationError
+from ..models import AuditEntry, User
+from .errors import Conflict, FieldError, NotFound, ValidationError
+from .policy import Actor, policy_version
 
 MIN_PASSWORD = 10
+# Roles of the people who run the platform: admin (everything), editor (rules and origins),
+# viewer (read-only).
+PLATFORM_ROLES = ("admin", "editor", "viewer")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
-def create_user(email: str, password: str, *, role: str = "viewer") -> User:
+def list_users() -> list[User]:
+    return list(db.session.scalars(sa.select(User).order_by(User.email)))
+
+
+def get_user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"there is no user with id {user_id}")
+    return user
+
+
+def create_user(email: str, password: str, *, role: str = "viewer",
+                actor: Actor | None = None) -> User:
+    """Create an active user; with *actor*, the creation is recorded in the audit trail."""
     errors: list[FieldError] = []
     email = (email or "").strip().lower()
     if not _EMAIL.match(email) or len(email) > 254:
         errors.append(FieldError("email", "enter an email address such as ops@example.com"))
-    if len(password or "") < MIN_PASSWORD:
-        errors.append(FieldError("password", f"use at least {MIN_PASSWORD} characters"))
-    if role not in ROLES:
-        errors.append(FieldError("role", f"role must be one of {', '.join(ROLES)}"))
+    errors.extend(_password_errors(password))
+    errors.extend(_role_errors(role))
     if errors:
         raise ValidationError(errors)
     if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
@@ -31,7 +53,64 @@ def create_user(email: str, password: str, *, role: str = "viewer") -> User:
     user = User(email=email, role=role, active=True)
     user.set_password(password)
     db.session.add(user)
-    db.session.commit()
+    if actor is not None:
+        db.session.flush()
+        _audit(actor, "user.create", user, None, _state(user),
+               f"created {role} {email}")
+    _commit()
+    return user
+
+
+def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
+    """Disable or re-enable an account. A disabled user cannot sign in and is signed out.
+
+    Refused when it would leave no active admin.
+    """
+    user = get_user(user_id)
+    if user.active == active:
+        return user
+    before = _state(user)
+    _lock_active_admins()
+    user.active = active
+    _refuse_without_admin(user, actor, "", "disabling")
+    verb = "enabled" if active else "disabled"
+    _audit(actor, "user.enable" if active else "user.disable", user, before, _state(user),
+           f"{verb} {user.email}")
+    _commit()
+    return user
+
+
+def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
+    """Change a user's role. Refused when it would leave no active admin."""
+    errors = _role_errors(role)
+    if errors:
+        raise ValidationError(errors)
+    user = get_user(user_id)
+    if user.role == role:
+        return user
+    if user.tenant_id is not None:
+        raise ValidationError([FieldError("role", (
+            f"{user.email} belongs to a tenant and keeps a tenant role; create a separate "
+            "account for work on the whole platform"))])
+    before = _state(user)
+    _lock_active_admins()
+    user.role = role
+    _refuse_without_admin(user, actor, "role", "demoting")
+    _audit(actor, "user.role", user, before, _state(user),
+           f"changed the role of {user.email} from {before['role']} to {role}")
+    _commit()
+    return user
+
+
+def reset_password(user_id: int, password: str, *, actor: Actor) -> User:
+    """Set a new password; the audit entry records that it changed, never the password."""
+    errors = _password_errors(password)
+    if errors:
+        raise ValidationError(errors)
+    user = get_user(user_id)
+    user.set_password(password)
+    _audit(actor, "user.password", user, None, None, f"reset the password of {user.email}")
+    _commit()
     return user
 
 
@@ -47,3 +126,66 @@ def ensure_first_admin(email: str, password: str | None) -> tuple[User | None, s
     if not password:
         generated = password = secrets.token_urlsafe(15)
     return create_user(email, password, role="admin"), generated
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+
+def _password_errors(password: str) -> list[FieldError]:
+    if len(password or "") < MIN_PASSWORD:
+        return [FieldError("password", f"use at least {MIN_PASSWORD} characters")]
+    return []
+
+
+def _role_errors(role: str) -> list[FieldError]:
+    if role not in PLATFORM_ROLES:
+        return [FieldError("role", f"role must be one of {', '.join(PLATFORM_ROLES)}")]
+    return []
+
+
+def _state(user: User) -> dict[str, Any]:
+    return {"email": user.email, "role": user.role, "active": user.active}
+
+
+def _lock_active_admins() -> None:
+    """Lock the active admins' rows (PostgreSQL) so two admins demoting or disabling each
+    other at the same moment cannot both succeed; SQLite serialises writers by itself."""
+    db.session.execute(
+        sa.select(User.id).where(User.role == "admin", User.active.is_(True))
+        .order_by(User.id).with_for_update()
+    ).all()
+
+
+def _refuse_without_admin(user: User, actor: Actor, field: str, doing: str) -> None:
+    """Refuse a change that leaves no active admin. Counted after the change is flushed, so
+    the count includes concurrent writers that committed first (their locks were waited for).
+    """
+    db.session.flush()
+    admins = db.session.scalar(sa.select(sa.func.count(User.id)).where(
+        User.role == "admin", User.active.is_(True)))
+    if admins:
+        return
+    email = user.email
+    db.session.rollback()
+    who, whom = ("you are", "yourself") if actor.name == email else (f"{email} is", "them")
+    raise ValidationError([FieldError(field, (
+        f"{who} the last active admin; {doing} {whom} would leave nobody able to manage "
+        "users. Make another user an admin first."))])
+
+
+def _audit(actor: Actor, action: str, user: User, before: dict | None, after: dict | None,
+           summary: str) -> None:
+    db.session.add(AuditEntry(
+        actor=actor.name, channel=actor.channel, action=action, rule_id=None, rule_path="",
+        summary=summary, before=before, after=after, policy_version=policy_version(),
+    ))
+
+
+def _commit() -> None:
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        db.session.rollback()
+        raise Conflict("the change conflicts with a change made meanwhile (for example, a "
+                       "user created with the same email); reload the page and try again"
+                       ) from None

@@ -1,0 +1,180 @@
+"""Reading the audit trail: filters, pagination and a readable field-level difference."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from flask_sqlalchemy.pagination import Pagination
+
+from ..extensions import db
+from ..models import AuditEntry
+from .validation import RULE_FIELDS
+
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    rule: str = ""  # text contained in the rule path, case-insensitive
+    actor: str = ""  # text contained in the actor's name, case-insensitive
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> AuditFilter:
+        return cls(rule=(args.get("rule") or "").strip()[:500],
+                   actor=(args.get("actor") or "").strip()[:200])
+
+    def as_args(self) -> dict[str, str]:
+        """The non-empty filters, as query-string arguments for links."""
+        return {k: v for k, v in (("rule", self.rule), ("actor", self.actor)) if v}
+
+
+def query_audit(filters: AuditFilter, *, page: int = 1,
+                per_page: int = DEFAULT_PAGE_SIZE) -> Pagination:
+    """One page of entries, newest first. The page size is capped at :data:`MAX_PAGE_SIZE`."""
+    query = sa.select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+    if filters.rule:
+        query = query.where(sa.func.lower(AuditEntry.rule_path).like(
+            _contains(filters.rule.lower()), escape="\\"))
+    if filters.actor:
+        query = query.where(
+            sa.func.lower(AuditEntry.actor).like(_contains(filters.actor.lower()), escape="\\"))
+    return db.paginate(query, page=max(1, page), per_page=max(1, per_page),
+                       max_per_page=MAX_PAGE_SIZE, error_out=False)
+
+
+def restorable_states(entry: AuditEntry) -> list[str]:
+    """The recorded rule states ``restore_rule`` can bring back: ``before`` for updates and
+    deletions, ``after`` for creations and updates. Imports and user changes have none."""
+    if entry.rule_id is None:
+        return []
+    return [state for state, recorded in (("before", entry.before), ("after", entry.after))
+            if isinstance(recorded, Mapping) and recorded.get("path")]
+
+
+# -- the difference between two recorded states ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field that differs: ``old → new`` as text ("" for a side without the field), or
+    origins added and removed."""
+
+    name: str
+    old: str = ""
+    new: str = ""
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # origins whose note or expiry changed
+
+    @property
+    def is_list(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """The fields that differ for one object; ``label`` names it when an entry covers several
+    (a policy import covers every rule it touched)."""
+
+    label: str
+    fields: list[FieldChange]
+
+
+def describe_changes(entry: AuditEntry) -> list[StateChange]:
+    before, after = entry.before, entry.after
+    if _is_import(before) or _is_import(after):
+        rules_before = (before or {}).get("rules") or {}
+        rules_after = (after or {}).get("rules") or {}
+        paths = sorted(set(rules_before) | set(rules_after))
+        return [StateChange(path, field_changes(rules_before.get(path), rules_after.get(path)))
+                for path in paths]
+    changes = field_changes(before, after)
+    return [StateChange("", changes)] if changes else []
+
+
+def field_changes(before: Mapping[str, Any] | None,
+                  after: Mapping[str, Any] | None) -> list[FieldChange]:
+    """For each key whose value differs, the old and new value; origins as added/removed.
+
+    A creation (no *before*) or a deletion (no *after*) lists only the fields that have a
+    value, so an empty description or a false option does not read as a change.
+    """
+    one_sided = not before or not after
+    before, after = before or {}, after or {}
+    known = [name for name in RULE_FIELDS if name in before or name in after]
+    others = sorted(k for k in {*before, *after} if k not in RULE_FIELDS)
+    changes = []
+    for name in [*known, *others]:
+        old, new = before.get(name), after.get(name)
+        if old == new or (one_sided and _is_empty(old) and _is_empty(new)):
+            continue
+        if name == "origins":
+            change = _origin_change(old or [], new or [])
+            if change.is_list:
+                changes.append(change)
+        else:
+            changes.append(FieldChange(name, old=_text(old, name in before),
+                                       new=_text(new, name in after)))
+    return changes
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value is False or value in ("", [], {})  # 0 is a value
+
+
+def _origin_change(old: list, new: list) -> FieldChange:
+    old_by_value = {_origin_value(o): o for o in old}
+    new_by_value = {_origin_value(o): o for o in new}
+    return FieldChange(
+        "origins",
+        added=[_origin_text(new_by_value[v]) for v in sorted(new_by_value.keys() - old_by_value)],
+        removed=[_origin_text(old_by_value[v])
+                 for v in sorted(old_by_value.keys() - new_by_value)],
+        changed=[f"{_origin_text(old_by_value[v])} → {_origin_text(new_by_value[v])}"
+                 for v in sorted(old_by_value.keys() & new_by_value)
+                 if old_by_value[v] != new_by_value[v]],
+    )
+
+
+def _origin_value(origin: Any) -> str:
+    return str(origin.get("value", "")) if isinstance(origin, Mapping) else str(origin)
+
+
+def _origin_text(origin: Any) -> str:
+    if not isinstance(origin, Mapping):
+        return str(origin)
+    extras = [f"note: {origin['note']}" if origin.get("note") else "",
+              f"expires {origin['expires_at']}" if origin.get("expires_at") else ""]
+    extra = "; ".join(e for e in extras if e)
+    return f"{origin.get('value', '')} ({extra})" if extra else str(origin.get("value", ""))
+
+
+def _text(value: Any, present: bool) -> str:
+    if not present:
+        return ""  # the state has no such field (a creation has no before)
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "(empty)"
+    if isinstance(value, str):
+        return value if value else "(empty)"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _is_import(state: Any) -> bool:
+    return isinstance(state, Mapping) and set(state) == {"rules"} \
+        and isinstance(state["rules"], Mapping)
+
+
+def _contains(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

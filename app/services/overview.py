@@ -1,0 +1,236 @@
+"""The overview's figures, each read with one aggregate query (never one query per row).
+
+Counts of rules and origins, the policy version, the processes that report which version they
+serve, refusals per hour over the last day and the most refused origins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models import (
+    MODES,
+    AllowedOrigin,
+    EngineProcess,
+    PolicyState,
+    RequestLogEntry,
+    Rule,
+    Tenant,
+)
+from ..request_log.recorder import OVERFLOW
+
+STALE_AFTER = timedelta(seconds=30)  # a process that has not checked for this long is stale
+PROCESS_HORIZON = timedelta(days=1)  # processes silent for longer are gone: not listed
+MAX_PROCESSES = 200
+CHART_HOURS = 24
+TOP_ORIGINS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStatus:
+    """A process as it last reported, and why it is stale (empty when it is current)."""
+
+    id: str
+    host: str
+    pid: int
+    policy_version: int | None
+    last_check: datetime
+    started_at: datetime
+    last_error: str
+    seconds_since_check: int
+    stale_reasons: tuple[str, ...]
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.stale_reasons)
+
+    @property
+    def since_check(self) -> str:
+        return duration_text(self.seconds_since_check)
+
+
+@dataclass(frozen=True, slots=True)
+class HourOfRefusals:
+    start: datetime
+    enforce: int = 0
+    report_only: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.enforce + self.report_only
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalChart:
+    """Refused requests per hour, oldest hour first; the last hour is the current one."""
+
+    hours: list[HourOfRefusals]
+
+    @property
+    def total(self) -> int:
+        return sum(hour.total for hour in self.hours)
+
+    @property
+    def peak(self) -> HourOfRefusals:
+        return max(self.hours, key=lambda hour: hour.total)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedOrigin:
+    origin: str
+    rule_path: str  # "" when no rule governed the request
+    reason: str
+    mode: str
+    count: int
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    rules_by_mode: dict[str, int]
+    origins_total: int
+    origins_expired: int
+    tenants: int
+    policy_version: int
+    processes: list[ProcessStatus]
+    chart: RefusalChart
+    top_origins: list[RefusedOrigin]
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def rules_total(self) -> int:
+        return sum(self.rules_by_mode.values())
+
+    @property
+    def stale_processes(self) -> int:
+        return sum(1 for process in self.processes if process.stale)
+
+
+def load_overview(*, now: datetime | None = None) -> Overview:
+    now = now or datetime.now(UTC)
+    counts = _counts(now)
+    version = counts.policy_version or 0
+    return Overview(
+        rules_by_mode={mode: getattr(counts, _mode_label(mode)) or 0 for mode in MODES},
+        origins_total=counts.origins or 0,
+        origins_expired=counts.expired or 0,
+        tenants=counts.tenants or 0,
+        policy_version=version,
+        processes=processes(version, now=now),
+        chart=refusal_chart(now=now),
+        top_origins=top_refused_origins(now=now),
+        at=now,
+    )
+
+
+def processes(current_version: int, *, now: datetime) -> list[ProcessStatus]:
+    """Processes that checked within :data:`PROCESS_HORIZON`, stale ones first."""
+    rows = db.session.scalars(
+        sa.select(EngineProcess)
+        .where(EngineProcess.last_check >= now - PROCESS_HORIZON)
+        .order_by(EngineProcess.last_check.desc())
+        .limit(MAX_PROCESSES)
+    ).all()
+    statuses = [_status(row, current_version, now) for row in rows]
+    return sorted(statuses, key=lambda p: (not p.stale, p.host, p.pid))
+
+
+def refusal_chart(*, now: datetime) -> RefusalChart:
+    """Summed counts per hour and mode over the last :data:`CHART_HOURS` hours."""
+    first_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) \
+        - timedelta(hours=CHART_HOURS - 1)
+    table = RequestLogEntry
+    rows = db.session.execute(
+        sa.select(table.bucket_start, table.mode, sa.func.sum(table.count))
+        # A row's last_seen is never before its bucket starts: the second condition changes
+        # nothing but lets the database use the last_seen index.
+        .where(table.bucket_start >= first_hour, table.last_seen >= first_hour)
+        .group_by(table.bucket_start, table.mode)
+    ).all()
+    enforce = [0] * CHART_HOURS
+    report_only = [0] * CHART_HOURS
+    for bucket_start, mode, count in rows:
+        index = int((_utc(bucket_start) - first_hour).total_seconds() // 3600)
+        if 0 <= index < CHART_HOURS:
+            (report_only if mode == "report-only" else enforce)[index] += int(count or 0)
+    return RefusalChart([
+        HourOfRefusals(first_hour + timedelta(hours=i), enforce[i], report_only[i])
+        for i in range(CHART_HOURS)
+    ])
+
+
+def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS) -> list[RefusedOrigin]:
+    """The origins refused most often in the last 24 hours, by rule, reason and mode."""
+    table = RequestLogEntry
+    total = sa.func.sum(table.count).label("total")
+    rows = db.session.execute(
+        sa.select(table.origin, table.rule_path, table.reason, table.mode, total,
+                  sa.func.max(table.last_seen))
+        .where(table.last_seen >= now - timedelta(hours=24), table.reason != OVERFLOW,
+               table.origin != "")
+        .group_by(table.origin, table.rule_path, table.reason, table.mode)
+        .order_by(total.desc(), table.origin)
+        .limit(limit)
+    ).all()
+    return [RefusedOrigin(origin, rule_path, reason, mode, int(count), _utc(last_seen))
+            for origin, rule_path, reason, mode, count, last_seen in rows]
+
+
+def duration_text(seconds: int) -> str:
+    """``45 s``, ``12 min``, ``5 h``: precise enough to see that a process is behind."""
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+
+def _counts(now: datetime) -> sa.Row:
+    """Rules per mode, origins, expired origins, tenants and the policy version in one
+    round trip."""
+    def count(model, *conditions) -> sa.ScalarSelect:
+        return sa.select(sa.func.count()).select_from(model).where(*conditions) \
+            .scalar_subquery()
+
+    return db.session.execute(sa.select(
+        *[count(Rule, Rule.mode == mode).label(_mode_label(mode)) for mode in MODES],
+        count(AllowedOrigin).label("origins"),
+        count(AllowedOrigin, AllowedOrigin.expires_at <= now).label("expired"),
+        count(Tenant).label("tenants"),
+        sa.select(PolicyState.version).where(PolicyState.id == 1).scalar_subquery()
+        .label("policy_version"),
+    )).one()
+
+
+def _mode_label(mode: str) -> str:
+    return "mode_" + mode.replace("-", "_")
+
+
+def _status(row: EngineProcess, current_version: int, now: datetime) -> ProcessStatus:
+    age = max(0, int((now - _utc(row.last_check)).total_seconds()))
+    reasons = []
+    if row.policy_version is None:
+        reasons.append("no policy loaded")
+    elif row.policy_version < current_version:
+        reasons.append(f"serves version {row.policy_version}, the policy is at "
+                       f"{current_version}")
+    if age > STALE_AFTER.total_seconds():
+        reasons.append(f"last checked {duration_text(age)} ago")
+    return ProcessStatus(
+        id=row.id, host=row.host, pid=row.pid, policy_version=row.policy_version,
+        last_check=_utc(row.last_check), started_at=_utc(row.started_at),
+        last_error=row.last_error or "", seconds_since_check=age,
+        stale_reasons=tuple(reasons),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes (stored in UTC); PostgreSQL returns aware ones."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
