@@ -1,0 +1,263 @@
+"""Reading rules for the dashboard: search, filters, pages, origin counts, route coverage.
+
+Writes go through :mod:`.policy`; this module only reads, with a bounded number of queries
+per page whatever the size of the policy (10,000 rules, 100,000 origins): one for a page of
+rules, one for the total, one grouped count of their origins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask_sqlalchemy.pagination import Pagination
+
+from ..cors.paths import PatternIndex, parse_pattern
+from ..extensions import db
+from ..models import MODES, AllowedOrigin, Rule
+from .validation import OriginInput, RuleInput
+from .warnings import rule_warnings
+
+RULES_PER_PAGE = 50
+MAX_RULES_PER_PAGE = 100
+ORIGINS_PER_PAGE = 500
+MAX_ORIGINS_PER_PAGE = 500
+
+
+# -- the list of rules ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFilter:
+    """What the rules list shows: *text* in the path or description, a mode, credentials."""
+
+    text: str = ""
+    mode: str | None = None
+    credentials: bool | None = None
+
+    @classmethod
+    def from_args(cls, args) -> RuleFilter:
+        """Read a filter from query arguments; unknown values mean "any", never an error."""
+        mode = args.get("mode") or None
+        credentials = {"yes": True, "no": False}.get(args.get("credentials", ""))
+        return cls(
+            text=(args.get("q") or "").strip()[:200],
+            mode=mode if mode in MODES else None,
+            credentials=credentials,
+        )
+
+    def as_args(self) -> dict[str, str]:
+        """The filter as query arguments, for links that keep it (pages, back links)."""
+        args: dict[str, str] = {}
+        if self.text:
+            args["q"] = self.text
+        if self.mode:
+            args["mode"] = self.mode
+        if self.credentials is not None:
+            args["credentials"] = "yes" if self.credentials else "no"
+        return args
+
+
+@dataclass(slots=True)
+class RulePage:
+    """One page of rules and the number of origins of each."""
+
+    pagination: Pagination
+    origin_counts: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return list(self.pagination.items)
+
+
+def search_rules(rule_filter: RuleFilter, *, page: int = 1,
+                 per_page: int = RULES_PER_PAGE) -> RulePage:
+    """A page of rules sorted by path; *per_page* is capped at :data:`MAX_RULES_PER_PAGE`."""
+    query = sa.select(Rule).order_by(Rule.path)
+    if rule_filter.text:
+        query = query.where(sa.or_(
+            Rule.path.icontains(rule_filter.text, autoescape=True),
+            Rule.description.icontains(rule_filter.text, autoescape=True),
+        ))
+    if rule_filter.mode:
+        query = query.where(Rule.mode == rule_filter.mode)
+    if rule_filter.credentials is not None:
+        query = query.where(Rule.supports_credentials.is_(rule_filter.credentials))
+    pagination = db.paginate(query, page=page, per_page=per_page,
+                             max_per_page=MAX_RULES_PER_PAGE, error_out=False)
+    return RulePage(pagination, origin_counts([rule.id for rule in pagination.items]))
+
+
+def origin_counts(rule_ids: Iterable[int]) -> dict[int, int]:
+    """How many origins each rule has, in one grouped query (0 for none)."""
+    ids = list(rule_ids)
+    counts = dict.fromkeys(ids, 0)
+    if ids:
+        rows = db.session.execute(
+            sa.select(AllowedOrigin.rule_id, sa.func.count(AllowedOrigin.id))
+            .where(AllowedOrigin.rule_id.in_(ids))
+            .group_by(AllowedOrigin.rule_id)
+        )
+        counts.update({rule_id: count for rule_id, count in rows})
+    return counts
+
+
+# -- the origins of one rule ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OriginRow:
+    """An allowed origin as the rule page shows it, with the advice that applies to it."""
+
+    origin: AllowedOrigin
+    expired: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class OriginPage:
+    pagination: Pagination
+    rows: list[OriginRow]
+    text: str = ""
+
+
+def rule_origins(rule: Rule, *, text: str = "", page: int = 1,
+                 per_page: int = ORIGINS_PER_PAGE, api_is_https: bool = False,
+                 now: datetime | None = None) -> OriginPage:
+    """A page of *rule*'s origins sorted by value, optionally those whose value or note
+    contains *text*; a rule with thousands of origins never loads them all."""
+    text = text.strip()[:200]
+    query = sa.select(AllowedOrigin).where(AllowedOrigin.rule_id == rule.id) \
+        .order_by(AllowedOrigin.value)
+    if text:
+        query = query.where(sa.or_(
+            AllowedOrigin.value.icontains(text, autoescape=True),
+            AllowedOrigin.note.icontains(text, autoescape=True),
+        ))
+    pagination = db.paginate(query, page=page, per_page=per_page,
+                             max_per_page=MAX_ORIGINS_PER_PAGE, error_out=False)
+    origins = list(pagination.items)
+    return OriginPage(pagination, origin_rows(rule, origins, api_is_https=api_is_https,
+                                              now=now), text)
+
+
+def has_origin(rule_id: int, value: str) -> bool:
+    """Whether *value* (as stored, canonical) is on the rule's allowlist."""
+    return db.session.scalar(sa.select(AllowedOrigin.id).where(
+        AllowedOrigin.rule_id == rule_id, AllowedOrigin.value == value)) is not None
+
+
+def origin_rows(rule: Rule, origins: list[AllowedOrigin], *, api_is_https: bool = False,
+                now: datetime | None = None) -> list[OriginRow]:
+    """Each origin with its expiry state and the advice it gets on this rule."""
+    now = now or datetime.now(UTC)
+    advice = origin_advice(
+        rule, [OriginInput(o.value, o.kind, o.note or "", o.expires_at) for o in origins],
+        api_is_https=api_is_https)
+    return [OriginRow(origin, _past(origin.expires_at, now), tuple(messages))
+            for origin, messages in zip(origins, advice, strict=True)]
+
+
+def origin_advice(rule: Rule, origins: list[OriginInput], *,
+                  api_is_https: bool = False) -> list[list[str]]:
+    """The warnings :func:`rule_warnings` gives each of *origins* on *rule* (local development
+    origins, plain http for an https API, subdomain wildcards with credentials)."""
+    rule_input = RuleInput(path=rule.path, pattern=parse_pattern(rule.path),
+                           origins=list(origins),
+                           supports_credentials=rule.supports_credentials, mode=rule.mode)
+    advice: list[list[str]] = [[] for _ in origins]
+    for warning in rule_warnings(rule_input, api_is_https=api_is_https):
+        match = re.fullmatch(r"origins\[(\d+)\]", warning.field)
+        if match:
+            advice[int(match.group(1))].append(warning.message)
+    return advice
+
+
+def _past(moment: datetime | None, now: datetime) -> bool:
+    if moment is None:
+        return False
+    if moment.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment <= now
+
+
+# -- coverage of the app's routes ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    id: int
+    path: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCoverage:
+    """A route of the app and the rule the engine applies to it.
+
+    ``route`` is the rule string Flask declares (``/api/items/<int:id>``); ``sample`` is the
+    path that was matched, each converter replaced by one sample segment. ``disabled`` is a
+    rule in mode ``off`` that would govern the route instead if it were enabled.
+    """
+
+    route: str
+    sample: str
+    methods: tuple[str, ...]
+    endpoints: tuple[str, ...]
+    rule: RuleRef | None
+    disabled: RuleRef | None = None
+
+
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?[^<>]+>")
+_IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+
+
+def sample_path(route: str) -> str:
+    """A concrete path for a Flask rule string: each ``<converter:name>`` becomes ``1``."""
+    return _CONVERTER.sub("1", route)
+
+
+def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
+        -> list[RouteCoverage]:
+    """Every route of *url_rules* (``app.url_map.iter_rules()``) outside the excluded
+    prefixes, with the rule that governs it, decided by the engine's own path index."""
+    routes: dict[str, tuple[set[str], set[str]]] = {}
+    for url_rule in url_rules:
+        route = url_rule.rule
+        if route.startswith(excluded_prefixes):
+            continue
+        methods, endpoints = routes.setdefault(route, (set(), set()))
+        methods.update((url_rule.methods or set()) - _IMPLICIT_METHODS)
+        endpoints.add(url_rule.endpoint)
+
+    stored = db.session.execute(sa.select(Rule.id, Rule.path, Rule.mode)).all()
+    patterns = [(parse_pattern(row.path), RuleRef(row.id, row.path, row.mode)) for row in stored]
+    # The engine's own index decides. Like compile_policy, the enabled index leaves rules in
+    # mode off out; a second index over those finds an off rule that would win if enabled.
+    enabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode != "off"])
+    disabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode == "off"])
+    rank = {id(ref): pattern.specificity for pattern, ref in patterns}
+
+    result = []
+    for route in sorted(routes):
+        sample = sample_path(route)
+        rule = enabled.lookup(sample)
+        off = disabled.lookup(sample)
+        if off is not None and rule is not None and rank[id(off)] < rank[id(rule)]:
+            off = None
+        methods, endpoints = routes[route]
+        result.append(RouteCoverage(route, sample, tuple(sorted(methods)),
+                                    tuple(sorted(endpoints)), rule, off))  # type: ignore[arg-type]
+    return result
+
+
+def utc_text(moment: datetime | None) -> str:
+    """A stored time as the dashboard shows it: ``2026-12-31 18:00 UTC``; "" for none."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
