@@ -215,6 +215,12 @@ def _parse_host(host_text: str, scheme: str) -> str:
         except ValueError:
             raise OriginError(f"{_shown(host_text)} is not a valid IPv6 address") from None
         return f"[{address.compressed}]"
+    if not host_text.isascii():
+        # Map international text first (fullwidth digits become ASCII), as browsers do, so a
+        # name that maps to a number is checked as an IPv4 address below.
+        host_text = _parse_name(host_text, scheme)
+        if not _looks_numeric(host_text):
+            return host_text
     if _looks_numeric(host_text):
         try:
             return str(ipaddress.IPv4Address(host_text))
@@ -228,7 +234,7 @@ def _parse_host(host_text: str, scheme: str) -> str:
 
 def _looks_numeric(host: str) -> bool:
     last = host.rstrip(".").rsplit(".", 1)[-1]
-    return last != "" and (last.isdigit() or last.lower().startswith("0x"))
+    return last != "" and ((last.isascii() and last.isdigit()) or last.lower().startswith("0x"))
 
 
 def _parse_name(name: str, scheme: str) -> str:

@@ -240,6 +240,9 @@ def _selector(value: Any, err) -> TenantSelector:
                                        "or shared (it gets the rule's shared origins)")
     if source == "none":
         return TenantSelector()
+    if isinstance(key, str) and len(key) > 200:
+        err("tenant_selector.key", "key is longer than 200 characters")
+        return TenantSelector(source, "", behaviour)
     if not isinstance(key, str) or not key:
         hint = {"view-arg": "the URL variable, such as tenant for /api/t/<tenant>/orders",
                 "subdomain": "the domain under which tenants are subdomains, such as "
@@ -346,6 +349,10 @@ def _text(value: Any, name: str, limit: int, err) -> str:
     if len(value) > limit:
         err(name, f"{name} is longer than {limit} characters")
         return value[:limit]
+    if "\x00" in value or not value.isprintable() and any(
+            ord(ch) < 0x20 and ch not in "\t\n\r" for ch in value):
+        err(name, f"{name} contains control characters; type it again as plain text")
+        return ""
     return value
 
 
