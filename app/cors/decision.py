@@ -164,10 +164,13 @@ def _tenant_allowlist(
     route_args: Mapping[str, object] | None,
 ) -> Allowlist:
     tenant = tenant_of(rule, headers, route_args)
-    if tenant is None or tenant not in snapshot.tenants:
-        # An unknown tenant gets the shared allowlist only, or nothing ("refuse").
-        return Allowlist(rule.origins, None, tenant, unknown_tenant=True)
-    return Allowlist(rule.origins, rule.tenant_origins.get(tenant), tenant)
+    if tenant is not None and tenant in snapshot.tenants:
+        allowlist = rule.tenant_allowlists.get(tenant)
+        if allowlist is not None:  # built at compile time for tenants with origins here
+            return allowlist
+        return Allowlist(rule.origins, None, tenant)
+    # An unknown tenant gets the shared allowlist only, or nothing ("refuse").
+    return Allowlist(rule.origins, None, tenant, unknown_tenant=True)
 
 
 def tenant_of(

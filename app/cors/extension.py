@@ -92,6 +92,7 @@ class CorsControl:
             else app.config.get("CORS_API_PREFIXES", ("/api/",))
         )
         self.app = app
+        self._adapters: dict[tuple, Any] = {}
         app.extensions[_EXTENSION_KEY] = self
         app.wsgi_app = _CorsMiddleware(app.wsgi_app, self)  # type: ignore[method-assign]
 
@@ -104,6 +105,19 @@ class CorsControl:
     def decide(self, method: str, path: str, headers) -> Decision:
         """Decide with this process's current snapshot, as a request would be."""
         return decide(self.cache.get(), method, path, headers)
+
+    def _url_adapter(self, environ: dict[str, Any]):
+        """The app's URL map bound to the request's host, script root and scheme; binding
+        costs more than matching, so adapters are kept per (host, root, scheme), bounded."""
+        key = (environ.get("HTTP_HOST"), environ.get("SCRIPT_NAME"),
+               environ.get("wsgi.url_scheme"))
+        adapter = self._adapters.get(key)
+        if adapter is None:
+            adapter = self.app.url_map.bind_to_environ(
+                environ, server_name=self.app.config.get("SERVER_NAME"))
+            if len(self._adapters) < 64:
+                self._adapters[key] = adapter
+        return adapter
 
     def is_excluded(self, path: str) -> bool:
         return path in self._excluded_exact or path.startswith(self._excluded_trees)
@@ -146,7 +160,10 @@ class _EnvironHeaderView:
     def get(self, name: str, default: str | None = None) -> str | None:
         key = _ENVIRON_KEYS.get(name)
         if key is None:
+            # Names come from code and from rules (a tenant header), never from requests.
             key = "HTTP_" + name.upper().replace("-", "_")
+            if len(_ENVIRON_KEYS) < 1000:
+                _ENVIRON_KEYS[name] = key
         value = self.environ.get(key)
         return default if value is None else value
 
@@ -154,19 +171,19 @@ class _EnvironHeaderView:
 class _RouteArgs:
     """The URL variables of the Flask route, matched only when a tenant rule asks."""
 
-    __slots__ = ("app", "environ", "_args")
+    __slots__ = ("control", "environ", "path", "_args")
 
-    def __init__(self, app: Flask, environ: dict[str, Any]) -> None:
-        self.app = app
+    def __init__(self, control: CorsControl, environ: dict[str, Any], path: str) -> None:
+        self.control = control
         self.environ = environ
+        self.path = path
         self._args: dict[str, Any] | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
         if self._args is None:
             try:
-                adapter = self.app.url_map.bind_to_environ(
-                    self.environ, server_name=self.app.config.get("SERVER_NAME"))
-                _endpoint, self._args = adapter.match()
+                _endpoint, self._args = self.control._url_adapter(self.environ).match(
+                    self.path, self.environ.get("REQUEST_METHOD", "GET"))
             except HTTPException:
                 self._args = {}
         return self._args.get(name, default)
@@ -190,7 +207,7 @@ class _CorsMiddleware:
             return self.wsgi_app(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         decision = decide(snapshot, method, path, _EnvironHeaderView(environ),
-                          route_args=_RouteArgs(control.app, environ))
+                          route_args=_RouteArgs(control, environ, path))
         if control.listeners and (decision.rule is not None or decision.reason != NO_ORIGIN):
             control._notify(decision, RequestView(environ, path, method))
         if decision.rule is None and decision.reason != POLICY_UNAVAILABLE:

@@ -193,9 +193,16 @@ class CompiledRule:
     # the common cases build no new object; bounded (see decision.MEMO_LIMIT).
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
+    tenant_allowlists: dict[str, Allowlist] = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
-        # The allowlist of a rule that does not select tenants, built once, not per request.
+        # Allowlists are built once here, not per request: the rule's own, and one per
+        # tenant that has origins on a tenant-selecting rule.
         object.__setattr__(self, "allowlist", Allowlist(self.origins))
+        object.__setattr__(self, "tenant_allowlists", {
+            tenant: Allowlist(self.origins, origins, tenant)
+            for tenant, origins in self.tenant_origins.items()
+        })
 
     @property
     def selects_tenant(self) -> bool:
