@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from . import engine
+from . import dashboard, engine, flood, tenants
 from .harness import Budget
 from .report import describe_environment, environment, write_json
 
@@ -18,6 +18,9 @@ Section = Callable[[Budget], dict[str, object]]
 
 SECTIONS: dict[str, Section] = {
     "engine": engine.run,
+    "flood": flood.run,
+    "dashboard": dashboard.run,
+    "tenants": tenants.run,
 }
 
 

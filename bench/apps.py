@@ -6,6 +6,7 @@ calls it, so the figures carry no test-client overhead; every variant is called 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -107,13 +108,24 @@ def preflight_environ(origin: str) -> Environ:
 
 
 def request_call(app: Flask, environ: Environ) -> Callable[[], None]:
-    """One request as a WSGI server makes it: call, drain the body, close."""
+    """The same request on every call."""
+    one = serve(app)
+
+    def call() -> None:
+        one(environ)
+
+    return call
+
+
+def serve(app: Flask) -> Callable[[Environ], None]:
+    """*app* as a WSGI server calls it (call, drain the body, close), for the environ given on
+    each call; the app gets a copy, as it may write into the environ it gets."""
     wsgi_app = app.wsgi_app
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info=None) -> None:
         return None
 
-    def call() -> None:
+    def call(environ: Environ) -> None:
         body = wsgi_app(dict(environ), start_response)
         try:
             for _ in body:
@@ -122,6 +134,18 @@ def request_call(app: Flask, environ: Environ) -> Callable[[], None]:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
+
+    return call
+
+
+def cycling_call(app: Flask, environs: Sequence[Environ]) -> Callable[[], None]:
+    """One request per call, each with the next of *environs*, round and round: a stream of
+    requests from many clients rather than one request repeated."""
+    one = serve(app)
+    upcoming = itertools.cycle(environs)
+
+    def call() -> None:
+        one(next(upcoming))
 
     return call
 

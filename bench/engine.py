@@ -7,7 +7,6 @@ refused origin). Then :func:`~app.cors.decide` alone, and compiling a 100,000-or
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,16 @@ from werkzeug.datastructures import EnvironHeaders
 from app.cors import CorsControl, PolicySnapshot, compile_policy, decide
 
 from . import apps
-from .harness import Budget, Case, Samples, measure, paired_difference, paired_ratio, time_once
+from .harness import (
+    Budget,
+    Case,
+    Samples,
+    frozen_heap,
+    measure,
+    paired_difference,
+    paired_ratio,
+    time_once,
+)
 from .report import count, ratio, signed_us, table, us, verdict
 
 SIZES = (3, 1_000, 10_000, 100_000)
@@ -65,15 +73,9 @@ def run(budget: Budget) -> dict[str, object]:
         request_cases = _request_cases(baseline, flask_cors, engines, origins)
         snapshots = {size: engines[size][1].cache.snapshot for size in DECIDE_SIZES}
         decide_cases = _decide_cases(snapshots, origins)
-        # Everything built so far lives as long as the run: keep it out of the collector's
-        # way so a full collection costs the same whichever case triggers it.
-        gc.collect()
-        gc.freeze()
-        try:
+        with frozen_heap():
             requests = measure(request_cases, budget)
             decisions = measure(decide_cases, budget)
-        finally:
-            gc.unfreeze()
     finally:
         for _, control in engines.values():
             control.cache.stop()

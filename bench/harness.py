@@ -13,10 +13,12 @@ happened to be running. Contention still shows (caches, memory bandwidth), only 
 
 from __future__ import annotations
 
+import gc
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 clock = time.thread_time
@@ -25,12 +27,15 @@ clock = time.thread_time
 @dataclass(frozen=True, slots=True)
 class Budget:
     """How long to measure: *rounds* rounds of *time_box* seconds per case, after *warmup*
-    seconds per case; slow one-off work (compiling a policy) is repeated *repeats* times."""
+    seconds per case; slow one-off work (compiling a policy) is repeated *repeats* times.
+    A *smoke* budget (``--quick``) only checks that a section runs: sections may also shrink
+    their data sets for it."""
 
     rounds: int
     time_box: float
     warmup: float
     repeats: int
+    smoke: bool = False
 
     @classmethod
     def full(cls) -> Budget:
@@ -38,7 +43,7 @@ class Budget:
 
     @classmethod
     def quick(cls) -> Budget:
-        return cls(rounds=3, time_box=0.003, warmup=0.003, repeats=1)
+        return cls(rounds=3, time_box=0.003, warmup=0.003, repeats=1, smoke=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,18 @@ def paired_ratio(case: Samples, baseline: Samples) -> float:
     """Median over rounds of case / baseline measured in the same round."""
     return statistics.median(a / b for a, b in zip(case.per_round, baseline.per_round,
                                                    strict=True))
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Everything built so far lives as long as the run: keep it out of the collector's way
+    (:func:`gc.freeze`), so a full collection costs the same whichever case triggers it."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def time_once(call: Callable[[], object]) -> float:
