@@ -246,6 +246,11 @@ class RequestLogEntry(db.Model):
                          "mode", name="uq_request_log_key"),
         Index("ix_request_log_last_seen", "last_seen"),
         Index("ix_request_log_rule_bucket", "rule_id", "bucket_start"),
+        # Covering indexes for the overview: the 24-hour chart and the top refused origins
+        # are answered from the index alone at a million rows.
+        Index("ix_request_log_chart", "bucket_start", "mode", "last_seen", "count"),
+        Index("ix_request_log_top", "last_seen", "origin", "rule_path", "reason", "mode",
+              "count"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
