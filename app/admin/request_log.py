@@ -1,13 +1,343 @@
-"""request log: placeholder until built."""
+"""Request log: refused origins and failed preflights, aggregated, filtered, exported.
+
+Filters are a GET form (htmx swaps only the results and pushes the URL); the CSV export takes
+the same query string. Reading goes through :mod:`app.services.request_log` on indexed
+columns, with a count that stops at :data:`COUNT_LIMIT`, so the page stays fast on a log of
+millions of rows. An ``origin-not-allowed`` row offers editors one click to allow the origin
+on its rule (audited by the policy service). Every value of a row came from a request, so it
+is attacker-controlled: templates only ever show it as escaped text.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import current_app, flash, redirect, request, stream_with_context, url_for
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response
+
+from ..cors import get_control
+from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
+from ..cors.snapshot import CompiledRule, PolicySnapshot
+from ..extensions import db
+from ..models import RequestLogEntry, Rule
+from ..services.errors import FieldError, ValidationError
+from ..services.policy import visible_log_rows, visible_rules
+from ..services.request_log import (
+    MAX_PAGE_SIZE,
+    REASONS,
+    LogFilter,
+    entry_to_dict,
+    iter_log,
+    query_log,
+    validate_filter,
+)
 from . import bp
-from .access import requires
-from .rendering import render
+from .access import current_actor, has_role, requires
+from .rendering import is_htmx, render
+from .simulator import allow_on_rule, one_click_refusal, rule_link
+
+SINCE_PRESETS = ("1h", "24h", "7d", "30d")
+CUSTOM = "custom"
+DEFAULT_SINCE = "24h"
+NO_RULE = "none"
+MODES = ("enforce", "report-only")
+PER_PAGE = 50
+# Counting stops past this many rows ("10,000+"): an exact count of a large period costs
+# as much as reading it, and nobody pages that far.
+COUNT_LIMIT = 10_000
+# Spreadsheets run a cell that starts with one of these as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+CSV_COLUMNS = (
+    "first_seen", "last_seen", "bucket_start", "rule", "rule_id", "tenant", "origin", "reason",
+    "detail", "mode", "count", "sample.method", "sample.path", "sample.preflight",
+    "sample.request_method", "sample.request_headers", "sample.user_agent", "sample.referer",
+)
+
+
+# -- the filters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """The filter form as submitted; ``rule`` is a rule id, ``none`` or a rule path."""
+
+    since: str = DEFAULT_SINCE
+    since_custom: str = ""
+    rule: str = ""
+    reason: str = ""
+    mode: str = ""
+    origin: str = ""
+    page: int = 1
+    per_page: int = PER_PAGE
+
+    @classmethod
+    def from_args(cls, args: MultiDict[str, str]) -> LogQuery:
+        since = args.get("since", DEFAULT_SINCE)
+        custom = args.get("since_custom", "")
+        if since not in SINCE_PRESETS and since != CUSTOM:
+            since, custom = CUSTOM, since  # a link may carry any duration: ?since=90m
+        per_page = args.get("per_page", PER_PAGE, type=int) or PER_PAGE
+        return cls(
+            since=since,
+            since_custom=custom.strip() if since == CUSTOM else "",
+            rule=args.get("rule", "").strip(),
+            reason=args.get("reason", ""),
+            mode=args.get("mode", ""),
+            origin=args.get("origin", ""),
+            page=max(1, args.get("page", 1, type=int) or 1),
+            per_page=max(1, min(per_page, MAX_PAGE_SIZE)),
+        )
+
+    def filters(self) -> LogFilter:
+        """The service's filter; its validation errors name the form's fields."""
+        rule_path: str | None = None
+        rule_id: int | None = None
+        if self.rule == NO_RULE:
+            rule_path = ""
+        elif self.rule.isdigit():
+            rule_id = int(self.rule)
+        elif self.rule.startswith("/"):
+            rule_path = self.rule
+        elif self.rule:
+            raise ValidationError([FieldError("rule", "choose a rule from the list")])
+        # An empty custom period means everything the log keeps.
+        since = self.since_custom if self.since == CUSTOM else self.since
+        return validate_filter(since=since, rule=rule_path, rule_id=rule_id,
+                               reason=self.reason, mode=self.mode, origin=self.origin)
+
+    def as_args(self, **changes: Any) -> dict[str, Any]:
+        """The query string of these filters (defaults left out), for links."""
+        query = replace(self, **changes)
+        args: dict[str, Any] = {}
+        if query.since != DEFAULT_SINCE:
+            args["since"] = query.since
+        if query.since == CUSTOM:
+            args["since_custom"] = query.since_custom
+        for name in ("rule", "reason", "mode", "origin"):
+            if getattr(query, name):
+                args[name] = getattr(query, name)
+        if query.page != 1:
+            args["page"] = query.page
+        if query.per_page != PER_PAGE:
+            args["per_page"] = query.per_page
+        return args
+
+
+# -- rows ----------------------------------------------------------------------------------
+
+
+class RuleNow(NamedTuple):
+    """A rule as it is today: the filter's choices, and what rows link to."""
+
+    path: str
+    selects_tenant: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One aggregated row and what the page says about it today."""
+
+    entry: RequestLogEntry
+    rule_href: str | None = None
+    rule_now: str | None = None  # the rule's path today, when it was renamed since
+    allowed_now: bool = False  # the origin has been allowed on the rule since
+    offer: bool = False  # one click may allow the origin on the rule
+    refusal: str | None = None  # why one click is not offered
+
+    @property
+    def explanation(self) -> str:
+        return EXPLANATIONS.get(self.entry.reason, "")
+
+
+def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
+             snapshot: PolicySnapshot | None) -> list[LogRow]:
+    """Rows for the table from data already loaded: no query per row."""
+    compiled = {rule.rule_id: rule for rule in snapshot.rules} if snapshot else {}
+    rows = []
+    for entry in entries:
+        now = rules.get(entry.rule_id) if entry.rule_id is not None else None
+        fields: dict[str, Any] = {}
+        if now is not None:
+            fields["rule_href"] = rule_link(entry.rule_id)
+            fields["rule_now"] = now.path if now.path != entry.rule_path else None
+        if entry.reason == ORIGIN_NOT_ALLOWED and now is not None:
+            refusal = one_click_refusal(entry.origin, selects_tenant=now.selects_tenant,
+                                        tenant=entry.tenant)
+            if _allows_now(compiled.get(entry.rule_id), entry.origin, entry.tenant):
+                fields["allowed_now"] = True
+            elif refusal is None:
+                fields["offer"] = True
+            else:
+                fields["refusal"] = refusal
+        rows.append(LogRow(entry, **fields))
+    return rows
+
+
+def _allows_now(rule: CompiledRule | None, origin: str, tenant: str) -> bool:
+    if rule is None:
+        return False
+    tenant_origins = rule.tenant_origins.get(tenant) if tenant else None
+    return rule.origins.allows(origin) or (
+        tenant_origins is not None and tenant_origins.allows(origin))
+
+
+# -- views ---------------------------------------------------------------------------------
 
 
 @bp.get("/log")
 @requires("viewer")
 def request_log():
-    return render("admin/placeholder.html")
+    return render("admin/request_log.html", "admin/_log_results.html",
+                  **_log_context(LogQuery.from_args(request.args)))
+
+
+@bp.get("/log.csv")
+@requires("viewer")
+def request_log_csv():
+    """The filtered rows (every page) as CSV, streamed."""
+    try:
+        filters = LogQuery.from_args(request.args).filters()
+    except ValidationError as error:
+        return Response(f"{error}\n", status=400, mimetype="text/plain")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Response(
+        stream_with_context(csv_lines(iter_log(filters, actor=current_actor()))),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="cors-request-log-{stamp}.csv"'},
+    )
+
+
+@bp.post("/log/<int:entry_id>/allow")
+@requires("editor")
+def request_log_allow(entry_id: int):
+    """Allow the origin of an ``origin-not-allowed`` row on the row's rule."""
+    entry = db.first_or_404(sa.select(RequestLogEntry).where(
+        RequestLogEntry.id == entry_id, visible_log_rows(current_actor())))
+    if entry.reason != ORIGIN_NOT_ALLOWED or entry.rule_id is None:
+        message, category = ("Only an origin that a rule's allowlist refused can be allowed "
+                             "from the log.", "error")
+    else:
+        message, category = allow_on_rule(entry.rule_id, entry.origin, tenant=entry.tenant)
+    if not is_htmx():
+        flash(message, category)
+        return redirect(_back_to_log(request.form.get("next", "")), code=303)
+    (row,) = log_rows([entry], _rules_now(), get_control(current_app).cache.get())
+    return render("admin/_log_row.html", row=row, message=message, message_category=category,
+                  can_edit=True, next_url=request.form.get("next", ""), utc=utc_text,
+                  utc_iso=utc_iso)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _log_context(query: LogQuery) -> dict[str, Any]:
+    """Everything request_log.html and its partials need, built in one place."""
+    errors: dict[str, str] = {}
+    entries: list[RequestLogEntry] = []
+    total = 0
+    try:
+        filters = query.filters()
+    except ValidationError as error:
+        errors = {e.field: e.message for e in error.errors}
+    else:
+        entries, total = query_log(filters, page=query.page, per_page=query.per_page,
+                                   count_limit=COUNT_LIMIT + 1, actor=current_actor())
+    rules = _rules_now()
+    more = total > COUNT_LIMIT
+    return {
+        "query": query,
+        "errors": errors,
+        "rows": log_rows(entries, rules, get_control(current_app).cache.get()),
+        "total_text": f"{COUNT_LIMIT:,}+" if more else f"{total:,}",
+        "total": total,
+        "has_previous": query.page > 1,
+        "has_next": len(entries) == query.per_page and (more or query.page * query.per_page
+                                                        < total),
+        "rule_paths": {rule_id: rule.path for rule_id, rule in rules.items()},
+        "since_presets": SINCE_PRESETS,
+        "custom": CUSTOM,
+        "no_rule": NO_RULE,
+        "reasons": REASONS,
+        "modes": MODES,
+        "can_edit": has_role("editor"),
+        "next_url": request.full_path.rstrip("?"),
+        "utc": utc_text,
+        "utc_iso": utc_iso,
+    }
+
+
+def _rules_now() -> dict[int, RuleNow]:
+    """Every rule the signed-in user may see, by id, in path order: one query for the whole
+    page."""
+    query = sa.select(Rule.id, Rule.path, Rule.tenant_source) \
+        .where(visible_rules(current_actor())).order_by(Rule.path)
+    return {rule_id: RuleNow(path, source != "none")
+            for rule_id, path, source in db.session.execute(query)}
+
+
+def _back_to_log(next_url: str) -> str:
+    """The log page the form was on, filters included; never another site or page."""
+    parts = urlsplit(next_url)
+    home = url_for("admin.request_log")
+    if parts.scheme or parts.netloc or parts.path != home:
+        return home
+    return f"{home}?{parts.query}" if parts.query else home
+
+
+def utc_text(value: datetime) -> str:
+    return _as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def utc_iso(value: datetime) -> str:
+    return _as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:  # SQLite returns naive datetimes; they are stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def csv_lines(entries: Iterable[RequestLogEntry], *, batch: int = 500) -> Iterator[str]:
+    """CSV text in chunks, header first; cells a spreadsheet would run are neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for index, entry in enumerate(entries, start=1):
+        # The service's representation has no tenant yet; the export carries it.
+        data = {**entry_to_dict(entry), "tenant": entry.tenant}
+        writer.writerow([_csv_cell(_lookup(data, column)) for column in CSV_COLUMNS])
+        if index % batch == 0:
+            yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from ..models import RequestLogEntry
 from ..request_log.recorder import OVERFLOW
 from ..request_log.recorder import prune as prune_rows
 from .errors import FieldError, ValidationError
+from .policy import Actor, visible_log_rows
 
 MAX_PAGE_SIZE = 500
 REASONS = (*REFUSAL_REASONS, OVERFLOW)
@@ -31,6 +33,7 @@ class LogFilter:
     reason: str | None = None
     mode: str | None = None
     origin: str | None = None  # text contained in the origin, case-insensitive
+    rule_id: int | None = None  # a rule's rows under every path it had (an indexed column)
 
 
 def parse_duration(text: str, *, field: str = "since") -> timedelta:
@@ -43,7 +46,7 @@ def parse_duration(text: str, *, field: str = "since") -> timedelta:
 
 def validate_filter(*, since: str | None = None, rule: str | None = None,
                     reason: str | None = None, mode: str | None = None,
-                    origin: str | None = None) -> LogFilter:
+                    origin: str | None = None, rule_id: int | None = None) -> LogFilter:
     errors: list[FieldError] = []
     since_at = None
     if since:
@@ -58,17 +61,25 @@ def validate_filter(*, since: str | None = None, rule: str | None = None,
     if errors:
         raise ValidationError(errors)
     return LogFilter(since=since_at, rule=rule, reason=reason or None, mode=mode or None,
-                     origin=origin or None)
+                     origin=origin or None, rule_id=rule_id)
 
 
-def _filtered(query: sa.Select, filters: LogFilter) -> sa.Select:
+def _filtered(query: sa.Select, filters: LogFilter, actor: Actor | None = None) -> sa.Select:
     table = RequestLogEntry
+    if actor is not None and actor.scoped:
+        query = query.where(visible_log_rows(actor))
     if filters.since is not None:
         query = query.where(table.last_seen >= filters.since)
     if filters.until is not None:
         query = query.where(table.first_seen <= filters.until)
     if filters.rule is not None:
         query = query.where(table.rule_path == filters.rule)
+        if filters.rule == "":
+            # Rows without a rule have no rule id either; saying so lets the database use
+            # the (rule_id, bucket_start) index instead of reading every row of the period.
+            query = query.where(table.rule_id.is_(None))
+    if filters.rule_id is not None:
+        query = query.where(table.rule_id == filters.rule_id)
     if filters.reason is not None:
         query = query.where(table.reason == filters.reason)
     if filters.mode is not None:
@@ -80,17 +91,63 @@ def _filtered(query: sa.Select, filters: LogFilter) -> sa.Select:
     return query
 
 
-def query_log(filters: LogFilter, *, page: int = 1, per_page: int = 50) -> tuple[list, int]:
-    """One page of rows, newest first, and the total count of matching rows."""
+NEWEST_FIRST = (RequestLogEntry.last_seen.desc(), RequestLogEntry.id.desc())
+
+
+def query_log(filters: LogFilter, *, page: int = 1, per_page: int = 50,
+              count_limit: int | None = None,
+              actor: Actor | None = None) -> tuple[list, int]:
+    """One page of the rows *actor* may see, newest first, and the total count of matching
+    rows.
+
+    With *count_limit* the count stops there (a total equal to it means "at least"), which
+    keeps the count cheap on a large log.
+    """
     per_page = max(1, min(per_page, MAX_PAGE_SIZE))
     page = max(1, page)
     rows = db.session.scalars(
-        _filtered(sa.select(RequestLogEntry), filters)
-        .order_by(RequestLogEntry.last_seen.desc(), RequestLogEntry.id.desc())
+        _filtered(sa.select(RequestLogEntry), filters, actor)
+        .order_by(*NEWEST_FIRST)
         .limit(per_page).offset((page - 1) * per_page)
     ).all()
-    total = db.session.scalar(_filtered(sa.select(sa.func.count(RequestLogEntry.id)), filters))
+    if len(rows) < per_page and (rows or page == 1):
+        # The last page: the rows say how many there are, without counting them again.
+        return list(rows), (page - 1) * per_page + len(rows)
+    if count_limit is None:
+        counted = _filtered(sa.select(sa.func.count(RequestLogEntry.id)), filters, actor)
+    else:
+        matching = _filtered(sa.select(RequestLogEntry.id), filters, actor).limit(count_limit)
+        counted = sa.select(sa.func.count()).select_from(matching.subquery())
+    total = db.session.scalar(counted)
     return list(rows), total or 0
+
+
+def iter_log(filters: LogFilter, *, batch_size: int = 1000,
+             actor: Actor | None = None) -> Iterator[RequestLogEntry]:
+    """Every matching row *actor* may see, newest first, for exports of any size.
+
+    Rows come in batches, each read in a transaction of its own that ends before the rows are
+    used: a long export never holds a read transaction open, which on SQLite would lock out
+    every writer (the recorder, policy changes) until the download ended. Each batch continues
+    after the last row of the previous one (keyset), so a batch costs the same at any depth.
+    Ending those transactions rolls the session back: call it with no pending changes.
+    """
+    after: tuple[datetime, int] | None = None
+    while True:
+        query = _filtered(sa.select(RequestLogEntry), filters, actor)
+        if after is not None:
+            # The first condition alone lets the database use the last_seen index.
+            query = query.where(RequestLogEntry.last_seen <= after[0],
+                                sa.tuple_(RequestLogEntry.last_seen, RequestLogEntry.id)
+                                < sa.tuple_(*after))
+        batch = db.session.scalars(query.order_by(*NEWEST_FIRST).limit(batch_size)).all()
+        for entry in batch:
+            db.session.expunge(entry)  # keeps its loaded values through the rollback
+        db.session.rollback()
+        yield from batch
+        if len(batch) < batch_size:
+            return
+        after = (batch[-1].last_seen, batch[-1].id)
 
 
 def entry_to_dict(entry: RequestLogEntry) -> dict[str, Any]:

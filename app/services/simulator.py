@@ -36,6 +36,24 @@ class Simulation:
         return "allowed" if self.decision.allowed else "refused"
 
 
+def visible_to(decision: Decision, actor) -> bool:
+    """Whether *actor* may see the rule that decided: a tenant role sees its tenant's rules
+    and the rules that select tenants, never another tenant's rule, the platform's, or what
+    the engine does on a path no rule governs."""
+    from .errors import NotFound
+    from .policy import get_rule
+
+    if actor is None or not actor.scoped:
+        return True
+    if decision.rule is None or decision.rule.rule_id is None:
+        return False
+    try:
+        get_rule(decision.rule.rule_id, actor)
+    except NotFound:
+        return False
+    return True
+
+
 def needs_preflight(method: str, header_names: Iterable[str], *,
                     simple_content_type: bool = False) -> bool:
     safe = SAFELISTED_HEADERS | ({"content-type"} if simple_content_type else set())

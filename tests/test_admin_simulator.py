@@ -1,0 +1,350 @@
+"""The simulator page: the engine's own answer for a request, and one click to allow an origin."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import AllowedOrigin, AuditEntry
+
+ORIGIN = "https://app.example.com"
+NEW = "https://new.example.com"
+HTMX = {"HX-Request": "true"}
+
+RULE = {
+    "path": "/api/*",
+    "origins": [ORIGIN],
+    "methods": ["GET", "HEAD", "POST", "PUT"],
+    "allow_headers": ["content-type"],
+    "expose_headers": ["X-Request-Id"],
+    "max_age": 600,
+}
+
+
+def simulate(client, http_headers=None, **question):
+    return client.get("/admin/simulator", query_string=question, headers=http_headers or {})
+
+
+def text_of(response) -> str:
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+def audit_entries(app) -> list[AuditEntry]:
+    with app.app_context():
+        entries = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)).all()
+        db.session.expunge_all()
+        return list(entries)
+
+
+def origins_of(app) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(sa.select(AllowedOrigin.value).order_by(
+            AllowedOrigin.value)))
+
+
+# -- page and fragment ---------------------------------------------------------------------
+
+
+def test_simulator_page_shows_the_form_and_no_answer_before_a_question(sign_in):
+    page = text_of(sign_in("viewer").get("/admin/simulator"))
+    assert '<form class="card" method="get" action="/admin/simulator"' in page
+    assert 'hx-get="/admin/simulator"' in page and 'hx-push-url="true"' in page
+    assert '<section id="simulation"' in page
+    assert "badge" not in page.split('<section id="simulation"')[1]
+
+
+def test_an_htmx_question_gets_only_the_answer_fragment(sign_in, policy):
+    policy(RULE)
+    response = simulate(sign_in("viewer"), HTMX, origin=ORIGIN, method="GET",
+                        path="/api/orders")
+    fragment = text_of(response)
+    assert "<html" not in fragment and "<form class=\"card\"" not in fragment
+    assert '<section id="simulation"' in fragment
+    assert "allowed" in fragment
+    assert "HX-Request" in response.headers["Vary"]
+
+
+def test_a_full_page_answer_keeps_the_question_in_the_form(sign_in, policy):
+    policy(RULE)
+    page = text_of(simulate(sign_in("viewer"), origin=ORIGIN, method="PROPFIND",
+                            path="/api/orders", headers="x-token", credentials="1"))
+    assert "<html" in page
+    assert f'name="origin" value="{ORIGIN}"' in page
+    assert '<option value="other" selected>' in page
+    assert 'name="custom_method" value="PROPFIND"' in page
+    assert 'name="headers" value="x-token"' in page
+    assert 'name="credentials" value="1" checked>' in page
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+def test_an_allowed_simple_request_shows_the_rule_the_reason_and_the_exact_headers(
+        app, sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=ORIGIN, method="GET",
+                              path="/api/orders"))
+    assert '<span class="badge allowed">allowed</span>' in answer
+    assert "/api/*" in answer
+    assert "<code>allowed</code>: the request is allowed" in answer
+    assert "no: GET with no headers of its own" in answer
+    assert ("Access-Control-Allow-Origin: https://app.example.com\nVary: Origin\n"
+            "Access-Control-Expose-Headers: X-Request-Id") in answer
+    with app.test_request_context():
+        if "admin.rule" in app.view_functions:
+            assert 'href="/admin/rules/' in answer
+        else:
+            assert "<code>/api/*</code>" in answer
+
+
+def test_an_origin_not_on_the_allowlist_is_refused_with_the_reason_in_plain_words(
+        sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=NEW, method="GET",
+                              path="/api/orders"))
+    assert '<span class="badge refused">refused</span>' in answer
+    assert "<code>origin-not-allowed</code>: the origin is not on the rule&#39;s allowlist" \
+        in answer
+    assert "No CORS headers: the view runs, but the browser withholds" in answer
+    assert "Vary: Origin" in answer and "Access-Control-Allow-Origin" not in answer
+    assert "An editor can allow this origin" in answer  # a viewer gets no button
+    assert "simulator/allow" not in answer
+
+
+def test_a_header_outside_allow_headers_refuses_the_preflight_and_names_the_header(
+        sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=ORIGIN, method="PUT",
+                              path="/api/orders", headers="Content-Type, X-Token"))
+    assert '<span class="badge refused">refused</span>' in answer
+    assert "<code>header-not-allowed</code>" in answer
+    assert "a requested header is not in the rule&#39;s allow_headers: x-token" in answer
+    assert "<code>403</code>, no CORS headers" in answer
+    assert ("Access-Control-Request-Method: PUT\n"
+            "Access-Control-Request-Headers: content-type,x-token") in answer
+    assert "PUT is not GET, HEAD or POST" in answer
+    assert "content-type, x-token are not CORS-safelisted request headers" in answer
+    assert "so a JSON body is preflighted" in answer
+
+
+def test_an_allowed_preflight_shows_its_204_and_the_actual_response_after_it(sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=ORIGIN, method="PUT",
+                              path="/api/orders", headers="content-type"))
+    assert "<code>204</code> No Content" in answer
+    assert ("Access-Control-Allow-Origin: https://app.example.com\n"
+            "Access-Control-Allow-Methods: GET, HEAD, POST, PUT\n"
+            "Access-Control-Allow-Headers: content-type\n"
+            "Access-Control-Max-Age: 600\n"
+            "Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers") \
+        in answer
+    assert "Then the PUT request itself" in answer
+    assert "Access-Control-Expose-Headers: X-Request-Id" in answer
+
+
+def test_credentials_are_refused_by_a_rule_without_them_and_granted_by_one_with_them(
+        sign_in, policy):
+    client = sign_in("viewer")
+    policy(RULE)
+    refused = text_of(simulate(client, HTMX, origin=ORIGIN, method="GET",
+                               path="/api/orders", credentials="1"))
+    assert "<code>credentials-not-allowed</code>" in refused
+    assert "Cookie: session=simulated" in refused
+    assert "The Cookie header stands for the page's cookies" in refused
+    policy({**RULE, "supports_credentials": True})
+    allowed = text_of(simulate(client, HTMX, origin=ORIGIN, method="GET",
+                               path="/api/orders", credentials="1"))
+    assert '<span class="badge allowed">allowed</span>' in allowed
+    assert "Access-Control-Allow-Credentials: true" in allowed
+
+
+def test_a_report_only_rule_allows_and_says_what_enforcement_would_refuse(sign_in, policy):
+    policy({**RULE, "mode": "report-only"})
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=NEW, method="GET",
+                              path="/api/orders"))
+    assert '<span class="badge report-only">allowed (a report-only rule would refuse)' \
+        in answer
+    assert "report-only rule would refuse (the origin is not on the rule&#39;s allowlist)" \
+        in answer
+    assert "Access-Control-Allow-Origin: https://new.example.com" in answer
+
+
+def test_a_path_no_rule_governs_gets_nothing_from_the_engine(sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=ORIGIN, method="GET",
+                              path="/elsewhere"))
+    assert "<code>no-rule</code>" in answer
+    assert "The engine adds nothing: no rule governs this path" in answer
+
+
+def test_a_malformed_origin_is_still_simulated_with_the_parser_message_as_a_hint(
+        sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("editor"), HTMX, origin="https://app.example.com/",
+                              method="GET", path="/api/orders"))
+    assert "an origin has no path; use https://app.example.com" in answer
+    assert '<span class="badge refused">refused</span>' in answer
+    assert "simulator/allow" not in answer
+    assert "Allowing it in one click is not offered" in answer
+
+
+def test_a_hostile_origin_is_shown_as_text(sign_in, policy):
+    policy(RULE)
+    hostile = 'https://x.example"><script>alert(1)</script>'
+    answer = text_of(simulate(sign_in("editor"), origin=hostile, method="GET",
+                              path="/api/orders"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in answer
+    assert "<script>alert(1)</script>" not in answer
+
+
+@pytest.mark.parametrize(("question", "message"), [
+    ({"origin": ORIGIN, "path": "api/orders"}, "Path: a path starts with /, as in /api/orders"),
+    ({"origin": "", "path": "/api/orders"}, "Origin: enter the Origin header to test"),
+    ({"origin": ORIGIN, "path": "/api/orders", "method": "other"},
+     "Method: type the method to test"),
+    ({"origin": ORIGIN, "path": "/api/orders", "method": "other", "custom_method": "GE T"},
+     "Method: a method is one word"),
+    ({"origin": "https://a.example\r\nX-Injected: 1", "path": "/api/orders"},
+     "Origin: no request can carry a line break"),
+    ({"origin": ORIGIN, "path": "/api/orders", "headers": "x-a\nx-b"},
+     "Request headers: header names cannot contain line breaks"),
+])
+def test_a_question_that_cannot_be_asked_says_which_field_to_fix(sign_in, policy, question,
+                                                                 message):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("viewer"), HTMX, **question))
+    assert message in answer
+    assert "badge" not in answer
+
+
+@pytest.mark.parametrize(("question", "hint"), [
+    ({"method": "delete"}, "browsers send delete as DELETE; simulated as DELETE"),
+    ({"method": "patch"}, "browsers send patch exactly as typed"),
+    ({"path": "https://api.example.com/api/orders?x=1"},
+     "only the path of the URL decides which rule applies: /api/orders"),
+    ({"headers": "cookie"}, "scripts cannot set cookie"),
+    ({"origin": "HTTPS://APP.EXAMPLE.COM"}, "browsers send this origin as https://app.example.com"),
+    ({"origin": "https://*.example.com"}, "is an allowlist pattern, not an origin"),
+])
+def test_hints_explain_what_a_browser_would_do_differently(sign_in, policy, question, hint):
+    policy(RULE)
+    full = {"origin": ORIGIN, "method": "GET", "path": "/api/orders", **question}
+    answer = text_of(simulate(sign_in("viewer"), HTMX, **full))
+    assert hint in answer
+    assert "badge" in answer  # a hint never blocks the simulation
+
+
+# -- one click allow -----------------------------------------------------------------------
+
+
+def allow(client, *, rule_id, origin=NEW, token=True, http_headers=None, **question):
+    data = {"rule_id": rule_id, "origin": origin, "method": "GET", "path": "/api/orders",
+            **question}
+    if token:
+        data["csrf_token"] = client.csrf
+    return client.post("/admin/simulator/allow", data=data, headers=http_headers or {})
+
+
+def rule_id_of(app, path="/api/*") -> int:
+    from app.services.policy import get_rule_by_path
+
+    with app.app_context():
+        return get_rule_by_path(path).id
+
+
+def test_an_editor_sees_the_allow_button_with_a_confirmation(app, sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("editor"), HTMX, origin=NEW, method="GET",
+                              path="/api/orders"))
+    assert 'hx-post="/admin/simulator/allow"' in answer
+    assert f'data-confirm="Allow {NEW} on /api/*?"' in answer
+    assert f'name="rule_id" value="{rule_id_of(app)}"' in answer
+    assert f'name="origin" value="{NEW}"' in answer
+
+
+def test_one_click_allow_audits_the_change_and_the_next_simulation_is_allowed(
+        app, sign_in, policy):
+    policy(RULE)
+    editor = sign_in("editor")
+    response = allow(editor, rule_id=rule_id_of(app), http_headers=HTMX)
+    fragment = text_of(response)
+    assert "<html" not in fragment
+    assert f"Allowed {NEW} on /api/*." in fragment
+    assert '<span class="badge allowed">allowed</span>' in fragment
+    assert f"Access-Control-Allow-Origin: {NEW}" in fragment
+    (entry,) = [e for e in audit_entries(app) if e.action == "origin.add"]
+    assert (entry.actor, entry.channel, entry.rule_path) == (editor.user_email, "dashboard",
+                                                             "/api/*")
+    assert NEW in entry.summary
+    assert NEW in origins_of(app)
+    again = text_of(simulate(editor, HTMX, origin=NEW, method="GET", path="/api/orders"))
+    assert '<span class="badge allowed">allowed</span>' in again
+
+
+def test_one_click_allow_without_javascript_redirects_to_the_simulation_with_a_message(
+        app, sign_in, policy):
+    policy(RULE)
+    editor = sign_in("editor")
+    response = allow(editor, rule_id=rule_id_of(app), method="PUT")
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("/admin/simulator?")
+    assert "origin=https://new.example.com" in response.headers["Location"]
+    assert "method=PUT" in response.headers["Location"]
+    page = text_of(editor.get(response.headers["Location"]))
+    assert f'<p class="flash " role="status">Allowed {NEW} on /api/*.</p>' in page
+    assert '<span class="badge allowed">allowed</span>' in page
+
+
+def test_allowing_an_origin_twice_changes_nothing_the_second_time(app, sign_in, policy):
+    policy(RULE)
+    editor = sign_in("editor")
+    allow(editor, rule_id=rule_id_of(app), http_headers=HTMX)
+    second = text_of(allow(editor, rule_id=rule_id_of(app), http_headers=HTMX))
+    assert "already allowed on /api/*; nothing changed" in second
+    assert len([e for e in audit_entries(app) if e.action == "origin.add"]) == 1
+
+
+def test_one_click_allow_refuses_an_origin_no_browser_sends(app, sign_in, policy):
+    policy(RULE)
+    answer = text_of(allow(sign_in("editor"), rule_id=rule_id_of(app),
+                           origin="HTTPS://NEW.EXAMPLE.COM", http_headers=HTMX))
+    assert "was not allowed: browsers send this origin as https://new.example.com" in answer
+    assert origins_of(app) == [ORIGIN]
+
+
+def test_one_click_allow_on_a_rule_that_is_gone_says_so(app, sign_in, policy):
+    policy(RULE)
+    answer = text_of(allow(sign_in("editor"), rule_id=rule_id_of(app) + 1000, http_headers=HTMX))
+    assert "was not allowed: there is no rule with id" in answer
+
+
+def test_viewers_cannot_allow_an_origin(app, sign_in, policy):
+    policy(RULE)
+    response = allow(sign_in("viewer"), rule_id=rule_id_of(app), http_headers=HTMX)
+    assert response.status_code == 403
+    assert origins_of(app) == [ORIGIN]
+
+
+def test_one_click_allow_without_the_csrf_token_is_refused(app, sign_in, policy):
+    policy(RULE)
+    response = allow(sign_in("editor"), rule_id=rule_id_of(app), token=False)
+    assert response.status_code == 400
+    assert origins_of(app) == [ORIGIN]
+    assert audit_entries(app)[-1].action != "origin.add"
+
+
+def test_a_rule_with_an_allowlist_per_tenant_is_explained_and_not_opened_to_all_tenants(
+        app, sign_in, policy):
+    policy({"path": "/api/*", "origins": [ORIGIN],
+            "tenant_selector": {"source": "header", "key": "X-Tenant", "unknown": "shared"}})
+    answer = text_of(simulate(sign_in("editor"), HTMX, origin=NEW, method="GET",
+                              path="/api/orders"))
+    assert "/api/* keeps an allowlist per tenant, named by the request header X-Tenant" \
+        in answer
+    assert "simulator/allow" not in answer
+    assert "this request named no tenant" in answer
+    refused = text_of(allow(sign_in("editor"), rule_id=rule_id_of(app), http_headers=HTMX))
+    assert "was not allowed: the rule keeps an allowlist per tenant" in refused
+    assert origins_of(app) == [ORIGIN]
