@@ -1,0 +1,614 @@
+"""The OpenAPI 3.1 description of the API, as Python data, served at ``openapi.json``.
+
+It is checked against the implementation by ``tests/test_api_schema.py`` (schemathesis): every
+documented status and body shape is what the views send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+
+from ..cors.snapshot import DEFAULT_METHODS, MODES, TENANT_SOURCES, UNKNOWN_TENANT
+from ..models import ORIGIN_KINDS, ROLES
+from ..services.audit import MAX_PAGE_SIZE as AUDIT_PAGE_SIZE
+from ..services.request_log import REASONS
+from ..services.validation import MAX_AGE_LIMIT, MAX_DESCRIPTION, MAX_NOTE
+from . import URL_PREFIX, bp
+from .inputs import MAX_PER_PAGE
+from .problems import PROBLEM_MEDIA_TYPE
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _strings(**extra: Any) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "string", **extra}}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "page", "per_page", "total"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "page": {"type": "integer", "minimum": 1},
+            "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
+            "total": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+TIME = {"type": "string", "format": "date-time"}
+
+TENANT_SELECTOR = {
+    "type": "object",
+    "description": "Where a rule finds the request's tenant, to use that tenant's allowlist.",
+    "properties": {
+        "source": {"enum": list(TENANT_SOURCES)},
+        "key": {"type": "string", "description": "the URL variable, the parent domain or "
+                                                 "the header name"},
+        "unknown": {"enum": list(UNKNOWN_TENANT)},
+    },
+    "additionalProperties": False,
+}
+
+ORIGIN_ENTRY = {
+    "description": "An allowed origin: its text, or an object with a note, an expiry and, on "
+                   "a tenant-selecting rule, the tenant whose allowlist it is on.",
+    "anyOf": [
+        {"type": "string", "examples": ["https://app.example.com"]},
+        {
+            "type": "object",
+            "required": ["value"],
+            "properties": {
+                "value": {"type": "string"},
+                "note": {"type": "string", "maxLength": MAX_NOTE},
+                "expires_at": _nullable(TIME),
+                "tenant": _nullable({"type": "string"}),
+            },
+            "additionalProperties": False,
+        },
+    ],
+}
+
+# The fields a client sends, in the policy file's vocabulary (flask-cors's option names).
+RULE_FIELDS: dict[str, Any] = {
+    "path": {"type": "string", "pattern": "^/", "maxLength": 500,
+             "examples": ["/api/*", "/api/t/*/orders"]},
+    "origins": {"type": "array", "items": ORIGIN_ENTRY},
+    "methods": _strings() | {"minItems": 1, "examples": [list(DEFAULT_METHODS)]},
+    "allow_headers": _strings(),
+    "expose_headers": _strings(),
+    "supports_credentials": {"type": "boolean"},
+    "max_age": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_AGE_LIMIT}),
+    "allow_private_network": {"type": "boolean"},
+    "mode": {"enum": list(MODES)},
+    "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+    "tenant": _nullable({"type": "string", "description": "the owning tenant's slug"}),
+    "tenant_selector": _nullable(_ref("TenantSelector")),
+}
+RULE_META: dict[str, Any] = {
+    "id": {"type": "integer", "readOnly": True},
+    "version": {"type": "integer", "readOnly": True,
+                "description": "changes with every write; sent as the ETag"},
+    "created_at": TIME | {"readOnly": True},
+    "updated_at": TIME | {"readOnly": True},
+    "updated_by": {"type": "string", "readOnly": True},
+}
+RULE_OUTPUT_FIELDS = {**RULE_FIELDS, "tenant": {"type": "string"},
+                      "tenant_selector": _ref("TenantSelector"),
+                      "path": {"type": "string"}}
+RULE_REQUIRED = ["id", "version", "path", "methods", "allow_headers", "expose_headers",
+                 "supports_credentials", "max_age", "allow_private_network", "mode",
+                 "description", "created_at", "updated_at", "updated_by"]
+
+SCHEMAS: dict[str, Any] = {
+    "TenantSelector": TENANT_SELECTOR,
+    "OriginEntry": ORIGIN_ENTRY,
+    "RuleInput": {
+        "type": "object",
+        "description": "A rule to create or to replace (PUT): fields left out take their "
+                       "defaults. Read-only fields of a Rule are ignored, so a rule read with "
+                       "GET can be sent back.",
+        "required": ["path"],
+        "properties": RULE_FIELDS,
+        "additionalProperties": False,
+    },
+    "RulePatch": {
+        "type": "object",
+        "description": "The fields to change (PATCH); the others keep their values.",
+        "properties": RULE_FIELDS,
+        "additionalProperties": False,
+    },
+    "Rule": {
+        "type": "object",
+        "description": "A rule in the policy file's form, with read-only fields. `tenant` "
+                       "and `tenant_selector` appear only when used.",
+        "required": [*RULE_REQUIRED, "origins"],
+        "properties": {**RULE_META, **RULE_OUTPUT_FIELDS},
+        "additionalProperties": False,
+    },
+    "RuleSummary": {
+        "type": "object",
+        "description": "A rule in a list: without its origins, with their count.",
+        "required": [*RULE_REQUIRED, "origin_count"],
+        "properties": {**RULE_META,
+                       **{k: v for k, v in RULE_OUTPUT_FIELDS.items() if k != "origins"},
+                       "origin_count": {"type": "integer", "minimum": 0}},
+        "additionalProperties": False,
+    },
+    "Origin": {
+        "type": "object",
+        "required": ["value", "kind", "note", "expires_at", "expired", "tenant", "added_by",
+                     "added_at"],
+        "properties": {
+            "value": {"type": "string", "description": "as browsers serialise it"},
+            "kind": {"enum": list(ORIGIN_KINDS)},
+            "note": {"type": "string"},
+            "expires_at": _nullable(TIME),
+            "expired": {"type": "boolean"},
+            "tenant": _nullable({"type": "string"}),
+            "added_by": {"type": "string"},
+            "added_at": _nullable(TIME),
+        },
+        "additionalProperties": False,
+    },
+    "OriginInput": {
+        "type": "object",
+        "description": "Optional body of PUT .../origins/{origin}.",
+        "properties": {
+            "note": {"type": "string", "maxLength": MAX_NOTE},
+            "expires_at": _nullable(TIME),
+            "tenant": _nullable({"type": "string", "description": "on a tenant-selecting "
+                                 "rule: whose allowlist (a tenant role always adds to its own)"}),
+        },
+        "additionalProperties": False,
+    },
+    "CheckRequest": {
+        "type": "object",
+        "required": ["origin", "path"],
+        "properties": {
+            "origin": {"type": "string", "minLength": 1,
+                       "examples": ["https://app.example.com"]},
+            "method": {"type": "string", "default": "GET"},
+            "path": {"type": "string", "pattern": "^/", "examples": ["/api/orders"]},
+            "headers": _strings() | {"description": "request header names the script sets"},
+            "credentials": {"type": "boolean", "default": False},
+            "preflight": _nullable({"type": "boolean"})
+            | {"description": "default: when the method or a header needs one"},
+        },
+        "additionalProperties": False,
+    },
+    "Header": {
+        "type": "object",
+        "required": ["name", "value"],
+        "properties": {"name": {"type": "string"}, "value": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "Decision": {
+        "type": "object",
+        "required": ["decision", "allowed", "reason", "detail", "explanation", "rule",
+                     "tenant", "preflight", "status", "headers", "request_headers",
+                     "policy_version"],
+        "properties": {
+            "decision": {"enum": ["allowed", "refused", "report-only"],
+                         "description": "report-only: allowed, but enforcement would refuse"},
+            "allowed": {"type": "boolean"},
+            "reason": {"type": "string", "description": "allowed, or a refusal reason code"},
+            "detail": {"type": "string"},
+            "explanation": {"type": "string"},
+            "rule": _nullable({
+                "type": "object",
+                "required": ["id", "path"],
+                "properties": {"id": _nullable({"type": "integer"}),
+                               "path": {"type": "string"}},
+                "additionalProperties": False,
+            }),
+            "tenant": _nullable({"type": "string"}),
+            "preflight": {"type": "boolean"},
+            "status": _nullable({"enum": [204, 403]}),
+            "headers": {"type": "array", "items": _ref("Header"),
+                        "description": "the CORS headers the engine sends"},
+            "request_headers": {"type": "array", "items": _ref("Header"),
+                                "description": "the request the simulation built"},
+            "policy_version": _nullable({"type": "integer"}),
+        },
+        "additionalProperties": False,
+    },
+    "LogEntry": {
+        "type": "object",
+        "required": ["id", "bucket_start", "rule", "rule_id", "origin", "reason", "detail",
+                     "mode", "count", "first_seen", "last_seen", "sample"],
+        "properties": {
+            "id": {"type": "integer"},
+            "bucket_start": TIME,
+            "rule": _nullable({"type": "string"}),
+            "rule_id": _nullable({"type": "integer"}),
+            "origin": {"type": "string"},
+            "reason": {"type": "string"},
+            "detail": {"type": "string"},
+            "mode": {"type": "string"},
+            "count": {"type": "integer"},
+            "first_seen": TIME,
+            "last_seen": TIME,
+            "sample": {
+                "type": "object",
+                "required": ["path", "method", "preflight", "request_method",
+                             "request_headers", "user_agent", "referer"],
+                "properties": {
+                    "path": {"type": "string"},
+                    "method": {"type": "string"},
+                    "preflight": {"type": "boolean"},
+                    "request_method": {"type": "string"},
+                    "request_headers": {"type": "string"},
+                    "user_agent": {"type": "string"},
+                    "referer": {"type": "string"},
+                },
+            },
+        },
+    },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["id", "at", "actor", "channel", "action", "rule_id", "rule_path",
+                     "summary", "before", "after", "policy_version"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": TIME,
+            "actor": {"type": "string", "description": "token:<name> for API tokens"},
+            "channel": {"type": "string", "examples": ["api", "dashboard", "cli"]},
+            "action": {"type": "string", "examples": ["rule.update", "origin.add"]},
+            "rule_id": _nullable({"type": "integer"}),
+            "rule_path": {"type": "string"},
+            "summary": {"type": "string"},
+            "before": _nullable({"type": "object"}),
+            "after": _nullable({"type": "object"}),
+            "policy_version": {"type": "integer"},
+        },
+    },
+    "TenantRef": {
+        "type": "object",
+        "required": ["slug"],
+        "properties": {"slug": {"type": "string"}, "name": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "Policy": {
+        "type": "object",
+        "description": "The policy file: the format of flask cors export and import.",
+        "required": ["rules"],
+        "properties": {
+            "rules": {"type": "array", "items": _ref("RuleInput")},
+            "tenants": {"type": "array", "items": _ref("TenantRef")},
+        },
+        "additionalProperties": False,
+    },
+    "ImportResult": {
+        "type": "object",
+        "required": ["dry_run", "added", "changed", "removed", "unchanged", "tenants_added",
+                     "policy_version"],
+        "properties": {
+            "dry_run": {"type": "boolean"},
+            "added": _strings(),
+            "changed": {"type": "object", "additionalProperties": _strings(),
+                        "description": "rule path: the fields that differ"},
+            "removed": _strings(),
+            "unchanged": _strings(),
+            "tenants_added": _strings(),
+            "policy_version": _nullable({"type": "integer"}),
+        },
+        "additionalProperties": False,
+    },
+    "Tenant": {
+        "type": "object",
+        "required": ["slug", "name", "created_at"],
+        "properties": {"slug": {"type": "string"}, "name": {"type": "string"},
+                       "created_at": _nullable(TIME)},
+        "additionalProperties": False,
+    },
+    "Token": {
+        "type": "object",
+        "required": ["name", "role", "tenant", "expires_at", "created_at", "last_used_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "role": {"enum": list(ROLES)},
+            "tenant": _nullable({"type": "string"}),
+            "expires_at": _nullable(TIME),
+            "created_at": _nullable(TIME),
+            "last_used_at": _nullable(TIME),
+        },
+        "additionalProperties": False,
+    },
+    "FieldError": {
+        "type": "object",
+        "required": ["field", "message"],
+        "properties": {
+            "field": {"type": "string", "description": "path, origins[0], rules[2].path..."},
+            "message": {"type": "string", "description": "the problem and how to fix it"},
+        },
+        "additionalProperties": False,
+    },
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details.",
+        "required": ["type", "title", "status", "detail", "errors"],
+        "properties": {
+            "type": {"type": "string", "format": "uri",
+                     "examples": ["urn:cors-control:problem:validation-error"]},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "errors": {"type": "array", "items": _ref("FieldError")},
+            "current_version": {"type": "integer",
+                                "description": "on 409 and 412: the rule's version now"},
+        },
+    },
+    "RulePage": _page("RuleSummary"),
+    "OriginPage": _page("Origin"),
+    "LogPage": _page("LogEntry"),
+    "AuditPage": _page("AuditEntry"),
+    "TenantPage": _page("Tenant"),
+}
+
+PROBLEMS = {
+    400: "Malformed JSON, or no body where one is needed.",
+    401: "No token, or an unknown, expired or revoked one (see WWW-Authenticate).",
+    403: "The token's role does not allow this.",
+    404: "No such object, or one the token's tenant cannot see.",
+    409: "The change conflicts with the stored policy or with a change made meanwhile.",
+    412: "If-Match names a version that is no longer current; nothing was changed.",
+    415: "The body is not application/json.",
+    422: "Invalid fields; `errors` names each one with the fix.",
+    428: "PUT needs If-Match.",
+}
+
+
+def _problem(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": PROBLEMS[status],
+                                "content": {PROBLEM_MEDIA_TYPE: {"schema": _ref("Problem")}}}
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return response
+
+
+def _ok(schema: str, description: str = "OK", **headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description,
+                                "content": {JSON: {"schema": _ref(schema)}}}
+    if headers:
+        response["headers"] = {name.replace("_", "-"): {"description": text,
+                                                         "schema": {"type": "string"}}
+                               for name, text in headers.items()}
+    return response
+
+
+def _responses(success: dict[int, Any], *problems: int) -> dict[str, Any]:
+    responses = {str(status): response for status, response in success.items()}
+    for status in sorted({401, *problems}):
+        responses[str(status)] = _problem(status)
+    return responses
+
+
+def _body(schema: str, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {JSON: {"schema": _ref(schema)}}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+PAGING = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/per_page"}]
+RULE_ID = {"$ref": "#/components/parameters/rule_id"}
+IF_MATCH = {"$ref": "#/components/parameters/if_match"}
+ORIGIN = {"name": "origin", "in": "path", "required": True,
+          "description": "The origin, URL-encoded: https%3A%2F%2Fapp.example.com",
+          "schema": {"type": "string", "minLength": 1}}
+DELETED = {"description": "Done (also when there was nothing to remove)."}
+RULE_ETAG = {"ETag": 'the rule\'s version, "<version>"'}
+
+PATHS: dict[str, Any] = {
+    "/rules": {
+        "get": {
+            "operationId": "listRules",
+            "summary": "Rules, sorted by path",
+            "parameters": [
+                _query("q", "text in the path or the description"),
+                _query("mode", "only rules in this mode", {"enum": list(MODES)}),
+                _query("tenant", "only rules owned by this tenant (slug)"),
+                *PAGING,
+            ],
+            "responses": _responses({200: _ok("RulePage")}, 422),
+        },
+        "post": {
+            "operationId": "createRule",
+            "summary": "Create a rule",
+            "requestBody": _body("RuleInput"),
+            "responses": _responses(
+                {201: _ok("Rule", "Created", ETag=RULE_ETAG["ETag"],
+                          Location="the new rule")},
+                400, 403, 409, 415, 422),
+        },
+    },
+    "/rules/{rule_id}": {
+        "parameters": [RULE_ID],
+        "get": {
+            "operationId": "getRule",
+            "summary": "A rule with its origins; the ETag is its version",
+            "responses": _responses({200: _ok("Rule", **RULE_ETAG)}, 404),
+        },
+        "put": {
+            "operationId": "replaceRule",
+            "summary": "Replace a rule (If-Match required)",
+            "parameters": [{"$ref": "#/components/parameters/if_match_required"}],
+            "requestBody": _body("RuleInput"),
+            "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
+                                    400, 403, 404, 409, 412, 415, 422, 428),
+        },
+        "patch": {
+            "operationId": "updateRule",
+            "summary": "Change some fields of a rule",
+            "description": "With If-Match, a stale version is refused with 412; without it "
+                           "the change applies to the stored rule (last writer wins).",
+            "parameters": [IF_MATCH],
+            "requestBody": _body("RulePatch"),
+            "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
+                                    400, 403, 404, 409, 412, 415, 422),
+        },
+        "delete": {
+            "operationId": "deleteRule",
+            "summary": "Delete a rule",
+            "parameters": [IF_MATCH],
+            "responses": _responses({204: {"description": "Deleted."}}, 403, 404, 409, 412),
+        },
+    },
+    "/rules/{rule_id}/origins": {
+        "parameters": [RULE_ID],
+        "get": {
+            "operationId": "listOrigins",
+            "summary": "A rule's origins the token may see, by tenant then value",
+            "parameters": PAGING,
+            "responses": _responses({200: _ok("OriginPage")}, 404, 422),
+        },
+    },
+    "/rules/{rule_id}/origins/{origin}": {
+        "parameters": [RULE_ID, ORIGIN],
+        "put": {
+            "operationId": "addOrigin",
+            "summary": "Allow one origin (idempotent)",
+            "description": "201 when added, 200 when already allowed (left as it is).",
+            "requestBody": _body("OriginInput", required=False),
+            "responses": _responses(
+                {201: _ok("Origin", "Added", Location="the rule's origins"),
+                 200: _ok("Origin", "Already allowed")},
+                400, 403, 404, 409, 415, 422),
+        },
+        "delete": {
+            "operationId": "removeOrigin",
+            "summary": "Remove one origin (idempotent)",
+            "parameters": [_query("tenant", "on a tenant-selecting rule: whose allowlist")],
+            "responses": _responses({204: DELETED}, 403, 404, 409, 422),
+        },
+    },
+    "/check": {
+        "post": {
+            "operationId": "check",
+            "summary": "What the engine decides for a request (the simulator)",
+            "requestBody": _body("CheckRequest"),
+            "responses": _responses({200: _ok("Decision")}, 400, 404, 415, 422),
+        },
+    },
+    "/log": {
+        "get": {
+            "operationId": "requestLog",
+            "summary": "Refused requests, newest first",
+            "parameters": [
+                _query("since", "how far back: 30m, 1h, 7d, 2w"),
+                _query("rule", "a rule path; empty for requests no rule governed"),
+                _query("reason", "a reason code", {"enum": list(REASONS)}),
+                _query("mode", "enforce or report-only", {"enum": ["enforce", "report-only"]}),
+                _query("origin", "text in the origin"),
+                *PAGING,
+            ],
+            "responses": _responses({200: _ok("LogPage")}, 422),
+        },
+    },
+    "/audit": {
+        "get": {
+            "operationId": "auditTrail",
+            "summary": "Changes, newest first",
+            "parameters": [_query("rule", "text in the rule path"),
+                           _query("actor", "text in the actor's name"), *PAGING],
+            "responses": _responses({200: _ok("AuditPage")}, 422),
+        },
+    },
+    "/export": {
+        "get": {
+            "operationId": "exportPolicy",
+            "summary": "The policy the token may see, as a policy file",
+            "responses": _responses({200: _ok("Policy")}),
+        },
+    },
+    "/import": {
+        "post": {
+            "operationId": "importPolicy",
+            "summary": "Import a policy file, all or nothing (admins and editors)",
+            "parameters": [
+                _query("replace", "delete rules not in the document", {"type": "boolean"}),
+                _query("dry_run", "only return what would change", {"type": "boolean"}),
+            ],
+            "requestBody": _body("Policy"),
+            "responses": _responses({200: _ok("ImportResult")}, 400, 403, 409, 415, 422),
+        },
+    },
+    "/tenants": {
+        "get": {
+            "operationId": "listTenants",
+            "summary": "Tenants: all of them, or a tenant role's own",
+            "parameters": PAGING,
+            "responses": _responses({200: _ok("TenantPage")}, 422),
+        },
+    },
+    "/tokens/self": {
+        "get": {
+            "operationId": "currentToken",
+            "summary": "The calling token: name, role, tenant, expiry",
+            "responses": _responses({200: _ok("Token")}),
+        },
+    },
+    "/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "OK",
+                                  "content": {JSON: {"schema": {"type": "object"}}}}},
+        },
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "CORS Control admin API",
+        "version": "1.0.0",
+        "description": "Per-route CORS allowlists, changed at runtime. Authenticate with an "
+                       "API token (flask tokens create). Errors are RFC 9457 problem "
+                       "documents.",
+    },
+    "servers": [{"url": URL_PREFIX}],
+    "security": [{"bearer": []}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "an API token"}},
+        "parameters": {
+            "rule_id": {"name": "rule_id", "in": "path", "required": True,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}},
+            "page": _query("page", "page number, from 1",
+                           {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}),
+            "per_page": _query("per_page", f"items per page, capped at {MAX_PER_PAGE} (at "
+                               f"{AUDIT_PAGE_SIZE} for the audit trail); the answer says "
+                               "which size was used", {"type": "integer", "minimum": 1}),
+            "if_match": {"name": "If-Match", "in": "header", "required": False,
+                         "description": 'the ETag of the rule as read, "<version>"',
+                         "schema": {"type": "string"}},
+            "if_match_required": {"name": "If-Match", "in": "header", "required": True,
+                                  "description": 'the ETag of the rule as read, "<version>"',
+                                  "schema": {"type": "string"}},
+        },
+    },
+}
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(DOCUMENT)

@@ -1,0 +1,23 @@
+"""The whole policy as a document: export, and import with an optional dry run that returns
+the difference without writing (the same document and rules as ``flask cors export/import``)."""
+
+from __future__ import annotations
+
+from ..services.policy import export_policy, import_policy
+from . import bp
+from .auth import current_actor, require_writer
+from .inputs import bool_arg, json_body
+
+
+@bp.get("/export")
+def export():
+    return export_policy(current_actor())
+
+
+@bp.post("/import")
+def import_():
+    actor = require_writer()
+    replace = bool_arg("replace")
+    dry_run = bool_arg("dry_run")
+    result = import_policy(json_body(), actor=actor, replace=replace, dry_run=dry_run)
+    return result.as_dict()

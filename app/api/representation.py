@@ -1,0 +1,73 @@
+"""What the API returns for rules, origins, tenants and tokens.
+
+A rule is its policy-file form (:func:`~app.services.policy.rule_to_dict`, so a rule read
+here can be sent back or put in a policy file) plus read-only fields: ``id``, ``version``
+(also its ETag) and when and by whom it was last changed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..models import AllowedOrigin, ApiToken, Rule, Tenant
+from ..services.policy import Actor, rule_to_dict
+
+READ_ONLY_RULE_FIELDS = ("id", "version", "created_at", "updated_at", "updated_by")
+
+
+def rule_resource(rule: Rule, actor: Actor) -> dict[str, Any]:
+    return {**_rule_meta(rule), **rule_to_dict(rule, actor)}
+
+
+def rule_summary(rule: Rule, origin_count: int) -> dict[str, Any]:
+    """A rule in a list: its options without the allowlist, which may be long."""
+    data = rule_to_dict(rule)
+    del data["origins"]
+    return {**_rule_meta(rule), **data, "origin_count": origin_count}
+
+
+def _rule_meta(rule: Rule) -> dict[str, Any]:
+    return {"id": rule.id, "version": rule.version, "created_at": iso(rule.created_at),
+            "updated_at": iso(rule.updated_at), "updated_by": rule.updated_by or ""}
+
+
+def origin_resource(origin: AllowedOrigin, *, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    return {
+        "value": origin.value,
+        "kind": origin.kind,
+        "note": origin.note or "",
+        "expires_at": iso(origin.expires_at),
+        "expired": origin.expires_at is not None and _aware(origin.expires_at) <= now,
+        "tenant": origin.tenant.slug if origin.tenant_id is not None else None,
+        "added_by": origin.added_by or "",
+        "added_at": iso(origin.added_at),
+    }
+
+
+def tenant_resource(tenant: Tenant) -> dict[str, Any]:
+    return {"slug": tenant.slug, "name": tenant.name or "", "created_at": iso(tenant.created_at)}
+
+
+def token_resource(token: ApiToken) -> dict[str, Any]:
+    return {
+        "name": token.name,
+        "role": token.role,
+        "tenant": token.tenant.slug if token.tenant_id is not None else None,
+        "expires_at": iso(token.expires_at),
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+    }
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored time as ISO 8601 in UTC (``2026-12-31T18:00:00Z``); SQLite returns naive
+    datetimes, which are stored as UTC."""
+    if value is None:
+        return None
+    return _aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
