@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from .cors import get_control
 from .cors.text import printable
+from .models import ROLES
 from .services import demo
 from .services.errors import ServiceError, ValidationError
 from .services.policy import Actor, export_policy, import_policy, purge_expired_origins
@@ -196,21 +197,21 @@ def purge_expired_command(days: float | None) -> None:
 
 @users_group.command("create")
 @click.argument("email")
-@click.option("--role", default="viewer", show_default=True,
-              type=click.Choice(["admin", "editor", "viewer"]))
+@click.option("--role", default="viewer", show_default=True, type=click.Choice(ROLES))
+@click.option("--tenant", help="The tenant's slug (tenant-editor and tenant-viewer only).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def users_create(email: str, role: str, password_stdin: bool) -> None:
+def users_create(email: str, role: str, tenant: str | None, password_stdin: bool) -> None:
     """Create a dashboard user; the password is asked for (or read from stdin)."""
     if password_stdin or not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        user = create_user(email, password, role=role)
+        user = create_user(email, password, role=role, tenant=tenant)
     except ServiceError as exc:
         _fail(exc)
         return
-    click.echo(f"created {user.role} {user.email}")
+    click.echo(f"created {user.role} {user.email}" + (f" of tenant {tenant}" if tenant else ""))
 
 
 @click.command("bootstrap")

@@ -13,6 +13,30 @@
     event.detail.headers["X-CSRFToken"] = csrfToken();
   });
 
+  // Copy buttons: <button data-copy="element-id" hidden>. Shown only where the clipboard
+  // can be written; without script the text stays there to select by hand.
+  function enableCopyButtons(root) {
+    if (!navigator.clipboard) {
+      return;
+    }
+    root.querySelectorAll("button[data-copy]").forEach(function (button) {
+      button.hidden = false;
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { enableCopyButtons(document); });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    enableCopyButtons(event.detail.target.parentNode || document);
+  });
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button[data-copy]") : null;
+    var source = button && document.getElementById(button.dataset.copy);
+    if (source) {
+      navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+        button.textContent = "Copied";
+      });
+    }
+  });
+
   // Confirmations without inline handlers: <form data-confirm="Remove this origin?">.
   document.addEventListener("submit", function (event) {
     var form = event.target;

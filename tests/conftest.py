@@ -156,7 +156,8 @@ def csrf_token_of(client: FlaskClient) -> str:
 
 @pytest.fixture
 def sign_in(app):
-    """``sign_in(role)`` returns a test client signed in as a new user with that role.
+    """``sign_in(role)`` returns a test client signed in as a new user with that role;
+    ``sign_in("tenant-editor", tenant="acme")`` one of a tenant (which must exist).
 
     The client has ``.csrf`` (the token to send as ``csrf_token`` or ``X-CSRFToken``) and
     ``.user_email``.
@@ -165,10 +166,11 @@ def sign_in(app):
 
     counter = iter(range(1000))
 
-    def sign_in(role: str = "admin", *, email: str | None = None) -> FlaskClient:
+    def sign_in(role: str = "admin", *, email: str | None = None,
+                tenant: str | None = None) -> FlaskClient:
         email = email or f"{role}{next(counter)}@example.com"
         with app.app_context():
-            create_user(email, PASSWORD, role=role)
+            create_user(email, PASSWORD, role=role, tenant=tenant)
         client = app.test_client()
         token = csrf_token_of(client)
         response = client.post("/admin/login", data={

@@ -323,3 +323,69 @@ def test_emails_are_escaped_on_the_users_page_and_in_the_audit_trail(app, sign_i
 def _user_count(app) -> int:
     with app.app_context():
         return db.session.scalar(sa.select(sa.func.count(User.id)))
+
+
+# -- accounts of a tenant --------------------------------------------------------------------
+
+
+@pytest.fixture
+def acme(app) -> int:
+    from app.services.tenants import create_tenant
+
+    with app.app_context():
+        return create_tenant("acme", "Acme Corp", actor=Actor("root", "cli")).id
+
+
+def test_admin_creates_an_account_of_a_tenant_with_a_tenant_role(app, sign_in, acme):
+    admin = sign_in("admin")
+    page = admin.get("/admin/users").get_data(as_text=True)
+    assert '<option value="tenant-editor"' in page and '<option value="acme"' in page
+    response = admin.post("/admin/users", follow_redirects=True, data={
+        "email": "ed@acme.example", "password": NEW_PASSWORD, "role": "tenant-editor",
+        "tenant": "acme", "csrf_token": admin.csrf})
+    assert "Created tenant-editor ed@acme.example of tenant acme." in \
+        response.get_data(as_text=True)
+    user = _user(app, "ed@acme.example")
+    assert (user.role, user.tenant_id) == ("tenant-editor", acme)
+    entry = _entries(app, "user.create")[-1]
+    assert entry.tenant_id == acme and entry.after["tenant"] == "acme"
+    row = admin.get("/admin/users").get_data(as_text=True).split(f'id="user-{user.id}"')[1]
+    row = row.split("</tbody>")[0]
+    assert "<code>acme</code>" in row
+    # A tenant's account moves between the tenant roles only.
+    assert '<option value="tenant-viewer"' in row and '<option value="admin"' not in row
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    ({"role": "tenant-viewer", "tenant": ""}, "a tenant-viewer belongs to one tenant"),
+    ({"role": "tenant-editor", "tenant": "globex"}, "there is no tenant globex"),
+    ({"role": "editor", "tenant": "acme"}, "the editor role works on the whole platform"),
+])
+def test_tenant_roles_need_a_tenant_and_platform_roles_refuse_one(app, sign_in, acme, form,
+                                                                  message):
+    admin = sign_in("admin")
+    response = admin.post("/admin/users", data={
+        "email": "someone@example.com", "password": NEW_PASSWORD, **form,
+        "csrf_token": admin.csrf})
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert _user_count(app) == 1
+
+
+def test_an_account_keeps_its_kind_when_its_role_changes(app, sign_in, acme):
+    admin = sign_in("admin")
+    tenant_user = sign_in("tenant-viewer", tenant="acme")
+    platform_user = sign_in("viewer")
+    target = _user(app, tenant_user.user_email)
+    admin.post(f"/admin/users/{target.id}/role",
+               data={"role": "tenant-editor", "csrf_token": admin.csrf})
+    assert _user(app, tenant_user.user_email).role == "tenant-editor"
+    refused = admin.post(f"/admin/users/{target.id}/role", follow_redirects=True,
+                         data={"role": "editor", "csrf_token": admin.csrf})
+    assert "belongs to a tenant and keeps a tenant role" in refused.get_data(as_text=True)
+    other = _user(app, platform_user.user_email)
+    refused = admin.post(f"/admin/users/{other.id}/role", follow_redirects=True,
+                         data={"role": "tenant-editor", "csrf_token": admin.csrf})
+    assert "is a platform account" in refused.get_data(as_text=True)
+    assert _user(app, tenant_user.user_email).role == "tenant-editor"
+    assert _user(app, platform_user.user_email).role == "viewer"

@@ -122,6 +122,22 @@ def test_users_create_refuses_a_short_password(runner, app):
     assert "password: use at least 10 characters" in result.output
 
 
+def test_users_create_makes_an_account_of_a_tenant_with_a_tenant_role(runner, app):
+    assert runner.invoke(args=["tenants", "create", "acme"]).exit_code == 0
+    refused = runner.invoke(args=["users", "create", "ed@acme.example", "--role",
+                                  "tenant-editor"], input="a-long-password\n")
+    assert refused.exit_code == 1
+    assert "tenant: a tenant-editor belongs to one tenant; choose it" in refused.output
+    result = runner.invoke(args=["users", "create", "ed@acme.example", "--role",
+                                 "tenant-editor", "--tenant", "acme"],
+                           input="a-long-password\n")
+    assert result.exit_code == 0, result.output
+    assert "created tenant-editor ed@acme.example of tenant acme" in result.output
+    with app.app_context():
+        user = db.session.scalars(sa.select(User)).one()
+        assert user.tenant_id is not None and user.role == "tenant-editor"
+
+
 def test_bootstrap_creates_one_admin_and_loads_the_demo_policy_once(make_app, monkeypatch):
     app = make_app(DEMO_POLICY=True)
     runner = app.test_cli_runner()

@@ -295,3 +295,22 @@ def test_restoring_a_deleted_rule_never_overwrites_a_newer_rule_with_its_old_id(
     assert sorted(r.path for r in db.session.scalars(sa.select(Rule))) == [
         "/api/other/*", "/api/x/*"]
     assert old_id is not None
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"tenants": [{"slug": "acme", "name": "x" * 201}], "rules": []}, "tenants[0]"),
+        ({"tenants": [{"slug": "acme", "name": 7}], "rules": []}, "tenants[0]"),
+        ({"rules": [{"path": "/api/*", "description": "a\x00b"}]}, "rules[0].description"),
+        ({"rules": [{"path": "/api/*", "origins": [
+            {"value": "https://a.example.com", "note": "n\x00"}]}]}, "rules[0].origins[0].note"),
+        ({"rules": [{"path": "/api/*", "tenant_selector": {"source": "header",
+                                                           "key": "X" * 201}}]},
+         "rules[0].tenant_selector.key"),
+    ],
+)
+def test_text_the_database_cannot_hold_is_refused_with_its_field(ctx, document, field):
+    with pytest.raises(ValidationError) as caught:
+        import_policy(document, actor=ALICE)
+    assert field in [e.field for e in caught.value.errors]

@@ -1,16 +1,22 @@
 """The dashboard: one blueprint, one module per area, every view behind a role check.
 
 The admin surface is excluded from the CORS engine (``CORS_EXCLUDED_PREFIXES``) and sends
-security headers (:mod:`app.security`).
+security headers (:mod:`app.security`). Views act as :func:`.access.current_actor`, so the
+services scope every read and write to what the signed-in user's role and tenant allow.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint
 from flask_login import current_user
+from werkzeug.exceptions import Forbidden as HTTPForbidden
+from werkzeug.exceptions import NotFound as HTTPNotFound
+from werkzeug.wrappers import Response
 
 from ..extensions import login_manager
-from .access import has_role
+from ..services.errors import Forbidden, NotFound
+from ..services.tenants import tenant_slug
+from .access import has_role, is_platform_user
 
 bp = Blueprint("admin", __name__)
 
@@ -24,7 +30,29 @@ def require_sign_in():
 
 @bp.app_context_processor
 def role_helpers() -> dict:
-    return {"has_role": has_role}
+    return {"has_role": has_role, "is_platform_user": is_platform_user,
+            "current_tenant_slug": lambda: tenant_slug(current_user.tenant_id)}
 
 
-from . import audit, overview, request_log, rules, simulator, users  # noqa: E402,F401
+@bp.errorhandler(NotFound)
+def _not_found(error: NotFound) -> Response:
+    """Another tenant's object answers as a missing one does."""
+    return HTTPNotFound(description=str(error)).get_response()
+
+
+@bp.errorhandler(Forbidden)
+def _forbidden(error: Forbidden) -> Response:
+    """The role may not make this change; the service's message says why."""
+    return HTTPForbidden(description=str(error)).get_response()
+
+
+from . import (  # noqa: E402,F401
+    audit,
+    overview,
+    request_log,
+    rules,
+    simulator,
+    tenants,
+    tokens,
+    users,
+)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, flash, redirect, request, url_for
-from flask_login import current_user
 
 from ..services.audit import (
     DEFAULT_PAGE_SIZE,
@@ -15,9 +14,10 @@ from ..services.audit import (
     restorable_states,
 )
 from ..services.errors import Conflict, NotFound, ValidationError
-from ..services.policy import Actor, policy_version, restore_rule
+from ..services.policy import policy_version, restore_rule
+from ..services.tenants import tenant_slug
 from . import bp
-from .access import requires
+from .access import current_actor, requires
 from .rendering import is_htmx, render
 
 
@@ -34,7 +34,7 @@ def audit_restore(entry_id: int):
     state = request.form.get("state", "")
     version = policy_version()
     try:
-        rule = restore_rule(entry_id, actor=Actor(current_user.email, "dashboard"), state=state)
+        rule = restore_rule(entry_id, actor=current_actor(), state=state)
     except NotFound:
         abort(404)
     except (ValidationError, Conflict) as error:
@@ -55,12 +55,16 @@ def audit_restore(entry_id: int):
 
 
 def _page_context(args) -> dict[str, Any]:
-    """Everything the page and its fragment show, from the query (or the restore form)."""
+    """Everything the page and its fragment show, from the query (or the restore form): for
+    a tenant role, its tenant's entries, each as that tenant may see it."""
+    actor = current_actor()
+    tenant = tenant_slug(actor.tenant_id)
     filters = AuditFilter.from_args(args)
     paging = _paging_args(args)
     page = query_audit(filters, page=paging.get("page", 1),
-                       per_page=paging.get("per_page", DEFAULT_PAGE_SIZE))
-    entries = [(entry, describe_changes(entry), restorable_states(entry))
+                       per_page=paging.get("per_page", DEFAULT_PAGE_SIZE), actor=actor)
+    entries = [(entry, describe_changes(entry, tenant=tenant),
+                restorable_states(entry, tenant=tenant) if actor.can_write else [])
                for entry in page.items]
     return {"filters": filters, "pagination": page, "entries": entries,
             "link_args": {**filters.as_args(), **_per_page_arg(page.per_page)}}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..services.overview import RefusalChart, load_overview
 from . import bp
-from .access import requires
+from .access import current_actor, requires
 from .rendering import render
 
 CHART_WIDTH = 720
@@ -20,7 +20,7 @@ TICK_EVERY_HOURS = 3
 @bp.get("/")
 @requires("viewer")
 def overview():
-    data = load_overview()
+    data = load_overview(actor=current_actor())
     return render("admin/overview.html", "admin/_overview.html",
                   overview=data, chart=chart_layout(data.chart))
 

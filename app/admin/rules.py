@@ -11,19 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, flash, redirect, request, url_for
-from flask_login import current_user
-from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.wrappers import Response
 
 from ..cors.snapshot import DEFAULT_METHODS
 from ..extensions import db
 from ..models import MODES, Rule
 from ..services import policy, rules_query
-from ..services.errors import Conflict, NotFound, ValidationError
+from ..services.errors import Conflict, ValidationError
+from ..services.tenants import list_tenants
 from ..services.validation import validate_origin, validate_rule
 from ..services.warnings import rule_warnings
 from . import bp
-from .access import requires
+from .access import current_actor, requires, requires_platform
 from .rendering import is_htmx, render
 
 # The fields of the rule form, in the policy file's vocabulary (the service's field names).
@@ -49,7 +48,7 @@ def rules():
 def rule_create():
     form = _form_from_request()
     try:
-        rule = policy.create_rule(_rule_data(form), actor=_actor())
+        rule = policy.create_rule(_rule_data(form), actor=current_actor())
     except ValidationError as error:
         return render("admin/rules.html", "admin/_rule_form.html", status=_error_status(422),
                       **_list_context(form=form, errors=_field_errors(error)))
@@ -67,6 +66,7 @@ def _list_context(*, form: dict[str, Any] | None = None,
         rule_filter,
         page=request.args.get("page", 1, type=int),
         per_page=request.args.get("per_page", rules_query.RULES_PER_PAGE, type=int),
+        actor=current_actor(),
     )
     return {
         "listing": listing,
@@ -87,7 +87,7 @@ def _list_context(*, form: dict[str, Any] | None = None,
 def rule(rule_id: int):
     """The rule's options and origins; as a fragment, the (searched) origins list."""
     return render("admin/rule.html", "admin/_origin_results.html",
-                  **_rule_context(db.get_or_404(Rule, rule_id)))
+                  **_rule_context(policy.get_rule(rule_id, current_actor())))
 
 
 @bp.post("/rules/<int:rule_id>")
@@ -96,10 +96,8 @@ def rule_update(rule_id: int):
     form = _form_from_request()
     expected = request.form.get("version", type=int)
     try:
-        rule = policy.update_rule(rule_id, _rule_data(form), actor=_actor(),
+        rule = policy.update_rule(rule_id, _rule_data(form), actor=current_actor(),
                                   expected_version=expected)
-    except NotFound as missing:
-        raise HTTPNotFound(str(missing)) from None
     except ValidationError as error:
         return _rule_page(_existing(rule_id), status=422, form=form,
                           errors=_field_errors(error), expected_version=expected)
@@ -134,20 +132,14 @@ def rule_enable(rule_id: int):
 @bp.post("/rules/<int:rule_id>/delete")
 @requires("editor")
 def rule_delete(rule_id: int):
-    path = db.get_or_404(Rule, rule_id).path
-    try:
-        policy.delete_rule(rule_id, actor=_actor())
-    except NotFound as missing:
-        raise HTTPNotFound(str(missing)) from None
+    path = policy.get_rule(rule_id, current_actor()).path
+    policy.delete_rule(rule_id, actor=current_actor())
     flash(f"Deleted rule {path}.")
     return _navigate(url_for("admin.rules"))
 
 
 def _set_mode(rule_id: int, mode: str) -> Rule:
-    try:
-        return policy.update_rule(rule_id, {"mode": mode}, actor=_actor())
-    except NotFound as missing:
-        raise HTTPNotFound(str(missing)) from None
+    return policy.update_rule(rule_id, {"mode": mode}, actor=current_actor())
 
 
 def _saved(rule: Rule, message: str) -> Response:
@@ -174,16 +166,27 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
                   origin_form: dict[str, str] | None = None,
                   origin_errors: dict[str, list[str]] | None = None,
                   origin_check: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything rule.html and its partials need, built in one place."""
+    """Everything rule.html and its partials need, built in one place: what the signed-in
+    user may see of the rule (a tenant role: its own allowlist on a rule that selects tenants)
+    and may do with it."""
+    actor = current_actor()
     saved_form = _form_of(rule)
     form = form or saved_form
     origins = rules_query.rule_origins(
         rule, text=request.args.get("oq", ""),
         page=request.args.get("opage", 1, type=int),
         per_page=request.args.get("per_page", rules_query.ORIGINS_PER_PAGE, type=int),
-        api_is_https=_api_is_https())
+        api_is_https=_api_is_https(), actor=actor)
+    selects_tenant = rule.tenant_source != "none"
     return {
         "rule": rule,
+        "can_change": policy.can_change_options(actor, rule),
+        "can_edit_origins": actor.can_write,
+        "selects_tenant": selects_tenant,
+        # Admins and editors choose whose allowlist an origin goes on; a tenant role's
+        # always goes on its own.
+        "origin_tenants": list_tenants() if selects_tenant and actor.can_write
+        and not actor.scoped else [],
         "form": form,
         "saved_form": saved_form,
         "differs": _differences(form, saved_form),
@@ -196,8 +199,8 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
         "form_version": expected_version if expected_version is not None else rule.version,
         "modes": MODES,
         "origins": origins,
-        "origin_total": rules_query.origin_counts([rule.id])[rule.id],
-        "origin_form": origin_form or {"value": "", "note": "", "expires_at": ""},
+        "origin_total": rules_query.origin_counts([rule.id], actor=actor)[rule.id],
+        "origin_form": origin_form or {"value": "", "note": "", "expires_at": "", "tenant": ""},
         "origin_errors": origin_errors or {},
         "origin_check": origin_check,
         "utc": rules_query.utc_text,
@@ -211,35 +214,36 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
 @requires("editor")
 def origin_check(rule_id: int):
     """Check an origin as it is typed, with the messages the service (and the CLI) give."""
-    rule = db.get_or_404(Rule, rule_id)
+    rule = policy.get_rule(rule_id, current_actor())
     value = request.args.get("value", "")
     check = _check_origin(rule, value)
     return render("admin/rule.html", "admin/_origin_check.html",
                   **_rule_context(rule, origin_form={"value": value, "note": "",
-                                                      "expires_at": ""},
+                                                      "expires_at": "", "tenant": ""},
                                   origin_check=check))
 
 
 @bp.post("/rules/<int:rule_id>/origins")
 @requires("editor")
 def origin_add(rule_id: int):
-    origin_form = {name: request.form.get(name, "").strip() for name in ORIGIN_FIELDS.values()}
+    origin_form = {name: request.form.get(name, "").strip()
+                   for name in (*ORIGIN_FIELDS.values(), "tenant")}
     try:
         origin, created = policy.add_origin(
-            rule_id, origin_form["value"], actor=_actor(), note=origin_form["note"],
-            expires_at=origin_form["expires_at"] or None)
-    except NotFound as missing:
-        raise HTTPNotFound(str(missing)) from None
+            rule_id, origin_form["value"], actor=current_actor(), note=origin_form["note"],
+            expires_at=origin_form["expires_at"] or None, tenant=origin_form["tenant"] or None)
     except ValidationError as error:
         errors = {name: error.for_field(field) for field, name in ORIGIN_FIELDS.items()}
+        errors["tenant"] = error.for_field("tenant")
         return render("admin/rule.html", "admin/_origin_add.html", status=_error_status(422),
                       **_rule_context(_existing(rule_id), origin_form=origin_form,
                                       origin_errors=errors))
-    rule = db.get_or_404(Rule, rule_id)
+    rule = policy.get_rule(rule_id, current_actor())
+    where = f"{rule.path} for tenant {origin.tenant.slug}" if origin.tenant_id else rule.path
     if created:
-        message = f"Allowed {origin.value} on {rule.path}."
+        message = f"Allowed {origin.value} on {where}."
     else:
-        message = f"{origin.value} is already allowed on {rule.path}; nothing changed."
+        message = f"{origin.value} is already allowed on {where}; nothing changed."
     row = rules_query.origin_rows(rule, [origin], api_is_https=_api_is_https())[0]
     if not is_htmx():
         flash(message)
@@ -257,11 +261,9 @@ def origin_add(rule_id: int):
 @requires("editor")
 def origin_remove(rule_id: int):
     value = request.form.get("value", "")
-    try:
-        removed = policy.remove_origin(rule_id, value, actor=_actor())
-    except NotFound as missing:
-        raise HTTPNotFound(str(missing)) from None
-    rule = db.get_or_404(Rule, rule_id)
+    removed = policy.remove_origin(rule_id, value, actor=current_actor(),
+                                   tenant=request.form.get("tenant") or None)
+    rule = policy.get_rule(rule_id, current_actor())
     if not is_htmx():
         flash(f"Removed {value} from {rule.path}." if removed
               else f"{value} was not on {rule.path}; nothing changed.")
@@ -278,7 +280,7 @@ def _check_origin(rule: Rule, value: str) -> dict[str, Any]:
         parsed = validate_origin(value.strip(), credentials=rule.supports_credentials)
     except ValidationError as error:
         return {"errors": error.for_field("origin")}
-    already = rules_query.has_origin(rule.id, parsed.value)
+    already = rules_query.has_origin(rule.id, parsed.value, actor=current_actor())
     advice = rules_query.origin_advice(rule, [parsed], api_is_https=_api_is_https())[0]
     return {"origin": parsed, "already": already, "warnings": advice,
             "stored_differently": parsed.value != value.strip()}
@@ -296,7 +298,7 @@ def _version_followed(rule: Rule, changed: bool) -> bool:
 
 
 @bp.get("/coverage")
-@requires("viewer")
+@requires_platform("viewer")
 def coverage():
     """Every route of this app the engine may govern, and the rule that governs it."""
     routes = rules_query.route_coverage(
@@ -312,13 +314,9 @@ def coverage():
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _actor() -> policy.Actor:
-    return policy.Actor(current_user.email, "dashboard")
-
-
 def _existing(rule_id: int) -> Rule:
     db.session.rollback()  # after a failed write, read what is saved now
-    return db.get_or_404(Rule, rule_id)
+    return policy.get_rule(rule_id, current_actor())
 
 
 def _error_status(status: int) -> int:

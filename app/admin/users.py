@@ -9,36 +9,37 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import abort, flash, redirect, request, url_for
-from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from ..models import User
+from ..models import ROLES, TENANT_ROLES, User
 from ..services import users as accounts
 from ..services.errors import Conflict, NotFound, ServiceError, ValidationError
-from ..services.policy import Actor
+from ..services.tenants import list_tenants
 from . import bp
-from .access import requires
+from .access import current_actor, requires_platform
 from .rendering import is_htmx, render
 
 
 @bp.get("/users")
-@requires("admin")
+@requires_platform("admin")
 def users():
     return render("admin/users.html", "admin/_users.html", **_page_context())
 
 
 @bp.post("/users")
-@requires("admin")
+@requires_platform("admin")
 def user_create():
-    form = {name: request.form.get(name, "") for name in ("email", "password", "role")}
+    form = {name: request.form.get(name, "") for name in ("email", "password", "role",
+                                                          "tenant")}
     try:
         user = accounts.create_user(form["email"], form["password"], role=form["role"],
-                                    actor=_actor())
+                                    tenant=form["tenant"] or None, actor=current_actor())
     except (ValidationError, Conflict) as error:
         return render("admin/users.html", "admin/_users.html",
                       status=200 if is_htmx() else 422,
                       **_page_context(form={**form, "password": ""}, error=error))
-    message = f"Created {user.role} {user.email}."
+    message = f"Created {user.role} {user.email}" + (
+        f" of tenant {form['tenant']}." if user.tenant_id else ".")
     if is_htmx():
         return render("admin/users.html", "admin/_users.html",
                       **_page_context(notice=message))
@@ -47,32 +48,33 @@ def user_create():
 
 
 @bp.post("/users/<int:user_id>/disable")
-@requires("admin")
+@requires_platform("admin")
 def user_disable(user_id: int):
-    return _change(user_id, lambda: accounts.set_user_active(user_id, False, actor=_actor()),
+    return _change(user_id, lambda: accounts.set_user_active(user_id, False, actor=current_actor()),
                    lambda user: f"Disabled {user.email}; they can no longer sign in.")
 
 
 @bp.post("/users/<int:user_id>/enable")
-@requires("admin")
+@requires_platform("admin")
 def user_enable(user_id: int):
-    return _change(user_id, lambda: accounts.set_user_active(user_id, True, actor=_actor()),
+    return _change(user_id, lambda: accounts.set_user_active(user_id, True, actor=current_actor()),
                    lambda user: f"Enabled {user.email}.")
 
 
 @bp.post("/users/<int:user_id>/role")
-@requires("admin")
+@requires_platform("admin")
 def user_role(user_id: int):
     role = request.form.get("role", "")
-    return _change(user_id, lambda: accounts.set_user_role(user_id, role, actor=_actor()),
+    return _change(user_id, lambda: accounts.set_user_role(user_id, role, actor=current_actor()),
                    lambda user: f"{user.email} is now {user.role}.")
 
 
 @bp.post("/users/<int:user_id>/password")
-@requires("admin")
+@requires_platform("admin")
 def user_password(user_id: int):
     password = request.form.get("password", "")
-    return _change(user_id, lambda: accounts.reset_password(user_id, password, actor=_actor()),
+    return _change(user_id,
+                   lambda: accounts.reset_password(user_id, password, actor=current_actor()),
                    lambda user: f"Set a new password for {user.email}.")
 
 
@@ -88,27 +90,36 @@ def _change(user_id: int, apply: Callable[[], User], done: Callable[[User], str]
         message, category = done(user), "message"
     if is_htmx():
         return render("admin/users.html", "admin/_user_row.html", user=user,
-                      roles=accounts.PLATFORM_ROLES, row_notice=message,
-                      row_notice_category=category)
+                      tenant_slugs=_tenant_slugs(), row_notice=message,
+                      row_notice_category=category, **_ROLE_CHOICES)
     flash(message, category)
     return redirect(url_for("admin.users"))
 
 
 def _page_context(*, form: dict[str, str] | None = None, error: ServiceError | None = None,
                   notice: str | None = None) -> dict[str, Any]:
-    field_errors: dict[str, list[str]] = {}
-    if isinstance(error, ValidationError):
-        for item in error.errors:
-            field_errors.setdefault(item.field, []).append(item.message)
+    tenants = list_tenants()
     return {
         "users": accounts.list_users(),
-        "roles": accounts.PLATFORM_ROLES,
-        "form": form or {"email": "", "password": "", "role": "viewer"},
-        "field_errors": field_errors,
+        "roles": ROLES,
+        "tenants": tenants,
+        "tenant_slugs": {tenant.id: tenant.slug for tenant in tenants},
+        "form": form or {"email": "", "password": "", "role": "viewer", "tenant": ""},
+        "field_errors": error.by_field() if isinstance(error, ValidationError) else {},
         "form_error": str(error) if isinstance(error, Conflict) else None,
         "notice": notice,
         "notice_category": "message",
+        **_ROLE_CHOICES,
     }
+
+
+# A row offers the roles its account can move between: a platform account the platform
+# roles, a tenant's account the tenant roles.
+_ROLE_CHOICES = {"platform_roles": accounts.PLATFORM_ROLES, "tenant_roles": TENANT_ROLES}
+
+
+def _tenant_slugs() -> dict[int, str]:
+    return {tenant.id: tenant.slug for tenant in list_tenants()}
 
 
 def _user_or_404(user_id: int) -> User:
@@ -117,6 +128,3 @@ def _user_or_404(user_id: int) -> User:
     except NotFound:
         abort(404)
 
-
-def _actor() -> Actor:
-    return Actor(current_user.email, "dashboard")

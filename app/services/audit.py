@@ -12,6 +12,7 @@ from flask_sqlalchemy.pagination import Pagination
 
 from ..extensions import db
 from ..models import AuditEntry
+from .policy import Actor
 from .validation import RULE_FIELDS
 
 DEFAULT_PAGE_SIZE = 25
@@ -34,9 +35,12 @@ class AuditFilter:
 
 
 def query_audit(filters: AuditFilter, *, page: int = 1,
-                per_page: int = DEFAULT_PAGE_SIZE) -> Pagination:
-    """One page of entries, newest first. The page size is capped at :data:`MAX_PAGE_SIZE`."""
+                per_page: int = DEFAULT_PAGE_SIZE, actor: Actor | None = None) -> Pagination:
+    """One page of the entries *actor* may see (a tenant role: its tenant's), newest first.
+    The page size is capped at :data:`MAX_PAGE_SIZE`."""
     query = sa.select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+    if actor is not None and actor.scoped:
+        query = query.where(AuditEntry.tenant_id == actor.tenant_id)
     if filters.rule:
         query = query.where(sa.func.lower(AuditEntry.rule_path).like(
             _contains(filters.rule.lower()), escape="\\"))
@@ -47,13 +51,28 @@ def query_audit(filters: AuditFilter, *, page: int = 1,
                        max_per_page=MAX_PAGE_SIZE, error_out=False)
 
 
-def restorable_states(entry: AuditEntry) -> list[str]:
+def restorable_states(entry: AuditEntry, *, tenant: str | None = None) -> list[str]:
     """The recorded rule states ``restore_rule`` can bring back: ``before`` for updates and
-    deletions, ``after`` for creations and updates. Imports and user changes have none."""
+    deletions, ``after`` for creations and updates. Imports and user changes have none.
+
+    With *tenant* (the slug of a tenant role's tenant), only states of that tenant's own
+    rules: on a platform rule a tenant role changes its allowlist, never the whole rule.
+    """
     if entry.rule_id is None:
         return []
     return [state for state, recorded in (("before", entry.before), ("after", entry.after))
-            if isinstance(recorded, Mapping) and recorded.get("path")]
+            if isinstance(recorded, Mapping) and recorded.get("path")
+            and (tenant is None or recorded.get("tenant") == tenant)]
+
+
+def tenant_part(state: Any, tenant: str | None) -> Any:
+    """A recorded rule state as *tenant* may see it: of a rule it does not own (a platform
+    rule that selects tenants) only its own origins; ``tenant`` None sees everything."""
+    if tenant is None or not isinstance(state, Mapping) or state.get("tenant") == tenant \
+            or not isinstance(state.get("origins"), list):
+        return state
+    own = [o for o in state["origins"] if isinstance(o, Mapping) and o.get("tenant") == tenant]
+    return {**state, "origins": own}
 
 
 # -- the difference between two recorded states ------------------------------------------------
@@ -85,8 +104,10 @@ class StateChange:
     fields: list[FieldChange]
 
 
-def describe_changes(entry: AuditEntry) -> list[StateChange]:
-    before, after = entry.before, entry.after
+def describe_changes(entry: AuditEntry, *, tenant: str | None = None) -> list[StateChange]:
+    """The entry's changes, field by field; with *tenant*, as that tenant may see them
+    (:func:`tenant_part`)."""
+    before, after = tenant_part(entry.before, tenant), tenant_part(entry.after, tenant)
     if _is_import(before) or _is_import(after):
         rules_before = (before or {}).get("rules") or {}
         rules_after = (after or {}).get("rules") or {}

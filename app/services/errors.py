@@ -28,6 +28,14 @@ class ValidationError(ServiceError):
     def for_field(self, field: str) -> list[str]:
         return [e.message for e in self.errors if e.field == field]
 
+    def by_field(self) -> dict[str, list[str]]:
+        """The messages grouped by the field they name, for forms that show each beside its
+        input."""
+        grouped: dict[str, list[str]] = {}
+        for error in self.errors:
+            grouped.setdefault(error.field, []).append(error.message)
+        return grouped
+
 
 class NotFound(ServiceError):
     pass

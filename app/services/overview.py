@@ -22,6 +22,7 @@ from ..models import (
     Tenant,
 )
 from ..request_log.recorder import OVERFLOW
+from .policy import Actor, visible_log_rows, visible_origin_rows, visible_rules
 
 STALE_AFTER = timedelta(seconds=30)  # a process that has not checked for this long is stale
 PROCESS_HORIZON = timedelta(days=1)  # processes silent for longer are gone: not listed
@@ -110,19 +111,22 @@ class Overview:
         return sum(1 for process in self.processes if process.stale)
 
 
-def load_overview(*, now: datetime | None = None) -> Overview:
+def load_overview(*, now: datetime | None = None, actor: Actor | None = None) -> Overview:
+    """The figures *actor* may see: for a tenant role, its visible rules and origins and its
+    refusals, and no processes (they serve the whole platform)."""
     now = now or datetime.now(UTC)
-    counts = _counts(now)
+    counts = _counts(now, actor)
     version = counts.policy_version or 0
+    scoped = actor is not None and actor.scoped
     return Overview(
         rules_by_mode={mode: getattr(counts, _mode_label(mode)) or 0 for mode in MODES},
         origins_total=counts.origins or 0,
         origins_expired=counts.expired or 0,
-        tenants=counts.tenants or 0,
+        tenants=0 if scoped else counts.tenants or 0,
         policy_version=version,
-        processes=processes(version, now=now),
-        chart=refusal_chart(now=now),
-        top_origins=top_refused_origins(now=now),
+        processes=[] if scoped else processes(version, now=now),
+        chart=refusal_chart(now=now, actor=actor),
+        top_origins=top_refused_origins(now=now, actor=actor),
         at=now,
     )
 
@@ -139,7 +143,7 @@ def processes(current_version: int, *, now: datetime) -> list[ProcessStatus]:
     return sorted(statuses, key=lambda p: (not p.stale, p.host, p.pid))
 
 
-def refusal_chart(*, now: datetime) -> RefusalChart:
+def refusal_chart(*, now: datetime, actor: Actor | None = None) -> RefusalChart:
     """Summed counts per hour and mode over the last :data:`CHART_HOURS` hours."""
     first_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) \
         - timedelta(hours=CHART_HOURS - 1)
@@ -148,7 +152,8 @@ def refusal_chart(*, now: datetime) -> RefusalChart:
         sa.select(table.bucket_start, table.mode, sa.func.sum(table.count))
         # A row's last_seen is never before its bucket starts: the second condition changes
         # nothing but lets the database use the last_seen index.
-        .where(table.bucket_start >= first_hour, table.last_seen >= first_hour)
+        .where(table.bucket_start >= first_hour, table.last_seen >= first_hour,
+               visible_log_rows(actor))
         .group_by(table.bucket_start, table.mode)
     ).all()
     enforce = [0] * CHART_HOURS
@@ -163,7 +168,8 @@ def refusal_chart(*, now: datetime) -> RefusalChart:
     ])
 
 
-def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS) -> list[RefusedOrigin]:
+def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS,
+                        actor: Actor | None = None) -> list[RefusedOrigin]:
     """The origins refused most often in the last 24 hours, by rule, reason and mode."""
     table = RequestLogEntry
     total = sa.func.sum(table.count).label("total")
@@ -171,7 +177,7 @@ def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS) -> list[Refu
         sa.select(table.origin, table.rule_path, table.reason, table.mode, total,
                   sa.func.max(table.last_seen))
         .where(table.last_seen >= now - timedelta(hours=24), table.reason != OVERFLOW,
-               table.origin != "")
+               table.origin != "", visible_log_rows(actor))
         .group_by(table.origin, table.rule_path, table.reason, table.mode)
         .order_by(total.desc(), table.origin)
         .limit(limit)
@@ -192,17 +198,19 @@ def duration_text(seconds: int) -> str:
 # -- internals ---------------------------------------------------------------------------------
 
 
-def _counts(now: datetime) -> sa.Row:
-    """Rules per mode, origins, expired origins, tenants and the policy version in one
-    round trip."""
+def _counts(now: datetime, actor: Actor | None) -> sa.Row:
+    """Rules per mode, origins, expired origins (those *actor* may see), tenants and the
+    policy version in one round trip."""
     def count(model, *conditions) -> sa.ScalarSelect:
         return sa.select(sa.func.count()).select_from(model).where(*conditions) \
             .scalar_subquery()
 
     return db.session.execute(sa.select(
-        *[count(Rule, Rule.mode == mode).label(_mode_label(mode)) for mode in MODES],
-        count(AllowedOrigin).label("origins"),
-        count(AllowedOrigin, AllowedOrigin.expires_at <= now).label("expired"),
+        *[count(Rule, Rule.mode == mode, visible_rules(actor)).label(_mode_label(mode))
+          for mode in MODES],
+        count(AllowedOrigin, visible_origin_rows(actor)).label("origins"),
+        count(AllowedOrigin, AllowedOrigin.expires_at <= now, visible_origin_rows(actor))
+        .label("expired"),
         count(Tenant).label("tenants"),
         sa.select(PolicyState.version).where(PolicyState.id == 1).scalar_subquery()
         .label("policy_version"),

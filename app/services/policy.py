@@ -20,7 +20,15 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..cors.paths import find_tie, parse_pattern
 from ..extensions import db
-from ..models import AllowedOrigin, AuditEntry, PolicyState, Rule, Tenant, utcnow
+from ..models import (
+    AllowedOrigin,
+    AuditEntry,
+    PolicyState,
+    RequestLogEntry,
+    Rule,
+    Tenant,
+    utcnow,
+)
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .validation import (
     RULE_FIELDS,
@@ -70,6 +78,32 @@ def visible_rules(actor: Actor | None) -> sa.ColumnElement[bool]:
     )
 
 
+def visible_origin_rows(actor: Actor | None) -> sa.ColumnElement[bool]:
+    """SQL condition for the origins *actor* may see: every one, or for a tenant role those of
+    its tenant's rules and its own allowlist on the rules that select tenants (the SQL form of
+    :func:`visible_origins`)."""
+    if actor is None or not actor.scoped:
+        return sa.true()
+    own_rules = sa.select(Rule.id).where(Rule.tenant_id == actor.tenant_id)
+    return sa.or_(AllowedOrigin.tenant_id == actor.tenant_id,
+                  AllowedOrigin.rule_id.in_(own_rules))
+
+
+def visible_log_rows(actor: Actor | None) -> sa.ColumnElement[bool]:
+    """SQL condition for the request log rows *actor* may see: every one, or for a tenant role
+    the rows of its tenant's rules and, on the rules that select tenants, the rows of requests
+    that named its tenant. Rows no rule governed belong to the platform."""
+    if actor is None or not actor.scoped:
+        return sa.true()
+    own_rules = sa.select(Rule.id).where(Rule.tenant_id == actor.tenant_id)
+    selecting = sa.select(Rule.id).where(Rule.tenant_id.is_(None), Rule.tenant_source != "none")
+    slug = sa.select(Tenant.slug).where(Tenant.id == actor.tenant_id).scalar_subquery()
+    return sa.or_(
+        RequestLogEntry.rule_id.in_(own_rules),
+        sa.and_(RequestLogEntry.rule_id.in_(selecting), RequestLogEntry.tenant == slug),
+    )
+
+
 def _sees(actor: Actor | None, rule: Rule) -> bool:
     if actor is None or not actor.scoped:
         return True
@@ -80,6 +114,12 @@ def _sees(actor: Actor | None, rule: Rule) -> bool:
 def _owns(actor: Actor, rule: Rule) -> bool:
     """Whether *actor* may change the rule's options (not only its own allowlist on it)."""
     return not actor.scoped or rule.tenant_id == actor.tenant_id
+
+
+def can_change_options(actor: Actor, rule: Rule) -> bool:
+    """Whether *actor* may edit, disable or delete the rule (a tenant role may not on a
+    platform rule that selects tenants, where it manages only its own allowlist)."""
+    return actor.can_write and _owns(actor, rule)
 
 
 SYSTEM = Actor("system", "cli")
@@ -192,7 +232,7 @@ def create_rule(data: Mapping[str, Any], *, actor: Actor) -> Rule:
     require_writer(actor)
     with _change() as version:
         rule_input = _scoped_input(validate_rule(data, reserved_prefixes=_reserved()), actor)
-        _check_no_tie(rule_input.path, exclude_id=None, field_name="path")
+        _check_no_tie(rule_input.path, exclude_id=None, field_name="path", actor=actor)
         rule = Rule()
         _apply(rule, rule_input, actor)
         db.session.add(rule)
@@ -227,7 +267,7 @@ def _update_rule(
             merged["origins"] = before["origins"]
         rule_input = _scoped_input(validate_rule(merged, reserved_prefixes=_reserved()), actor)
         if rule_input.path != rule.path:
-            _check_no_tie(rule_input.path, exclude_id=rule.id, field_name="path")
+            _check_no_tie(rule_input.path, exclude_id=rule.id, field_name="path", actor=actor)
         _apply(rule, rule_input, actor)
         db.session.flush()
         after = rule_to_dict(rule)
@@ -346,7 +386,7 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
             if before == recorded:
                 raise _Unchanged(rule)
             _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None,
-                          field_name="path")
+                          field_name="path", actor=actor)
             if rule is None:
                 rule = Rule()
                 db.session.add(rule)
@@ -621,8 +661,12 @@ def _apply(rule: Rule, data: RuleInput, actor: Actor) -> None:
 
 
 def _touch(rule: Rule, actor: Actor) -> None:
-    rule.updated_by = actor.name
+    """Mark the rule changed, which moves its version (its allowlists are part of it). A
+    tenant's change to its own list on a platform rule is not signed with the tenant user's
+    name: every tenant on the rule sees who changed it last."""
     rule.updated_at = utcnow()
+    if _owns(actor, rule):
+        rule.updated_by = actor.name
 
 
 def _new_origin(origin_input: OriginInput, actor: Actor) -> AllowedOrigin:
@@ -653,13 +697,25 @@ def _input_to_dict(data: RuleInput) -> dict[str, Any]:
     return _with_tenancy(result, data.tenant, data.selector)
 
 
-def _check_no_tie(path: str, *, exclude_id: int | None, field_name: str) -> None:
+def _check_no_tie(path: str, *, exclude_id: int | None, field_name: str,
+                  actor: Actor | None = None) -> None:
     candidate = parse_pattern(path)
-    rows = db.session.execute(sa.select(Rule.id, Rule.path)).all()
-    others = [parse_pattern(p) for rule_id, p in rows if rule_id != exclude_id]
-    tie = find_tie(candidate, others)
-    if tie is not None:
-        raise ValidationError([FieldError(field_name, _tie_message(path, tie.text))])
+    rows = db.session.execute(
+        sa.select(Rule.id, Rule.path, Rule.tenant_id, Rule.tenant_source)).all()
+    others = {row.path: row for row in rows if row.id != exclude_id}
+    tie = find_tie(candidate, [parse_pattern(p) for p in others])
+    if tie is None:
+        return
+    other = others[tie.text]
+    if actor is not None and actor.scoped and other.tenant_id != actor.tenant_id and not (
+            other.tenant_id is None and other.tenant_source != "none"):
+        # Paths are unique across tenants, but another tenant's rule is not named.
+        raise ValidationError([FieldError(field_name, (
+            f"the path {path} is taken by a rule you cannot see; choose another path"
+            if tie.text == path else
+            f"{path} can match the same request paths as a rule you cannot see, and is "
+            "equally specific, so neither would win; make it more specific"))])
+    raise ValidationError([FieldError(field_name, _tie_message(path, tie.text))])
 
 
 def _ties_among(paths: list[str], positions: Mapping[str, int]) -> list[FieldError]:
@@ -757,11 +813,14 @@ def _validate_tenant_list(tenants: Any) -> list[FieldError]:
         return [FieldError("tenants", 'tenants is a list of {"slug": ..., "name": ...}')]
     errors = []
     for index, item in enumerate(tenants):
+        name = item.get("name", "") if isinstance(item, Mapping) else None
         if not isinstance(item, Mapping) or not isinstance(item.get("slug"), str) \
-                or not TENANT_SLUG.match(item["slug"]) or set(item) - {"slug", "name"}:
+                or not TENANT_SLUG.match(item["slug"]) or set(item) - {"slug", "name"} \
+                or not isinstance(name, str) or len(name) > 200 or not name.isprintable():
             errors.append(FieldError(f"tenants[{index}]", 'a tenant is {"slug": "acme", '
                                      '"name": "Acme"}; the slug is lowercase letters, digits '
-                                     "and hyphens"))
+                                     "and hyphens, the name plain text of at most 200 "
+                                     "characters"))
     return errors
 
 

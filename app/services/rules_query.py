@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy.orm import selectinload
 
 from ..cors.paths import PatternIndex, parse_pattern
 from ..extensions import db
 from ..models import MODES, AllowedOrigin, Rule
+from .policy import Actor, visible_origin_rows, visible_rules
 from .validation import OriginInput, RuleInput
 from .warnings import rule_warnings
 
@@ -74,9 +76,10 @@ class RulePage:
 
 
 def search_rules(rule_filter: RuleFilter, *, page: int = 1,
-                 per_page: int = RULES_PER_PAGE) -> RulePage:
-    """A page of rules sorted by path; *per_page* is capped at :data:`MAX_RULES_PER_PAGE`."""
-    query = sa.select(Rule).order_by(Rule.path)
+                 per_page: int = RULES_PER_PAGE, actor: Actor | None = None) -> RulePage:
+    """A page of the rules *actor* may see, sorted by path; *per_page* is capped at
+    :data:`MAX_RULES_PER_PAGE`."""
+    query = sa.select(Rule).where(visible_rules(actor)).order_by(Rule.path)
     if rule_filter.text:
         query = query.where(sa.or_(
             Rule.path.icontains(rule_filter.text, autoescape=True),
@@ -88,20 +91,19 @@ def search_rules(rule_filter: RuleFilter, *, page: int = 1,
         query = query.where(Rule.supports_credentials.is_(rule_filter.credentials))
     pagination = db.paginate(query, page=page, per_page=per_page,
                              max_per_page=MAX_RULES_PER_PAGE, error_out=False)
-    return RulePage(pagination, origin_counts([rule.id for rule in pagination.items]))
+    return RulePage(pagination, origin_counts([rule.id for rule in pagination.items],
+                                              actor=actor))
 
 
-def origin_counts(rule_ids: Iterable[int]) -> dict[int, int]:
-    """How many origins each rule has, in one grouped query (0 for none)."""
+def origin_counts(rule_ids: Iterable[int], *, actor: Actor | None = None) -> dict[int, int]:
+    """How many origins of each rule *actor* may see, in one grouped query (0 for none)."""
     ids = list(rule_ids)
     counts = dict.fromkeys(ids, 0)
     if ids:
-        rows = db.session.execute(
-            sa.select(AllowedOrigin.rule_id, sa.func.count(AllowedOrigin.id))
-            .where(AllowedOrigin.rule_id.in_(ids))
-            .group_by(AllowedOrigin.rule_id)
-        )
-        counts.update({rule_id: count for rule_id, count in rows})
+        query = (sa.select(AllowedOrigin.rule_id, sa.func.count(AllowedOrigin.id))
+                 .where(AllowedOrigin.rule_id.in_(ids), visible_origin_rows(actor))
+                 .group_by(AllowedOrigin.rule_id))
+        counts.update({rule_id: count for rule_id, count in db.session.execute(query)})
     return counts
 
 
@@ -126,12 +128,15 @@ class OriginPage:
 
 def rule_origins(rule: Rule, *, text: str = "", page: int = 1,
                  per_page: int = ORIGINS_PER_PAGE, api_is_https: bool = False,
-                 now: datetime | None = None) -> OriginPage:
-    """A page of *rule*'s origins sorted by value, optionally those whose value or note
-    contains *text*; a rule with thousands of origins never loads them all."""
+                 now: datetime | None = None, actor: Actor | None = None) -> OriginPage:
+    """A page of *rule*'s origins that *actor* may see, sorted by value, optionally those
+    whose value or note contains *text*; a rule with thousands of origins never loads them
+    all."""
     text = text.strip()[:200]
-    query = sa.select(AllowedOrigin).where(AllowedOrigin.rule_id == rule.id) \
-        .order_by(AllowedOrigin.value)
+    query = sa.select(AllowedOrigin) \
+        .where(AllowedOrigin.rule_id == rule.id, visible_origin_rows(actor)) \
+        .options(selectinload(AllowedOrigin.tenant)) \
+        .order_by(AllowedOrigin.value, AllowedOrigin.tenant_id)
     if text:
         query = query.where(sa.or_(
             AllowedOrigin.value.icontains(text, autoescape=True),
@@ -144,10 +149,12 @@ def rule_origins(rule: Rule, *, text: str = "", page: int = 1,
                                               now=now), text)
 
 
-def has_origin(rule_id: int, value: str) -> bool:
-    """Whether *value* (as stored, canonical) is on the rule's allowlist."""
+def has_origin(rule_id: int, value: str, *, actor: Actor | None = None) -> bool:
+    """Whether *value* (as stored, canonical) is on an allowlist of the rule that *actor* may
+    see."""
     return db.session.scalar(sa.select(AllowedOrigin.id).where(
-        AllowedOrigin.rule_id == rule_id, AllowedOrigin.value == value)) is not None
+        AllowedOrigin.rule_id == rule_id, AllowedOrigin.value == value,
+        visible_origin_rows(actor)).limit(1)) is not None
 
 
 def origin_rows(rule: Rule, origins: list[AllowedOrigin], *, api_is_https: bool = False,

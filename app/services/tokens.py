@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from ..extensions import db
 from ..models import ROLES, TENANT_ROLES, ApiToken, AuditEntry, Tenant
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .policy import Actor, policy_version
+from .validation import _timestamp
 
 TOKEN_PREFIX = "cc_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@/-]{0,99}$")
@@ -35,10 +37,14 @@ def hash_secret(secret: str) -> str:
 
 
 def create_token(name: str, role: str, *, actor: Actor, tenant: str | None = None,
-                 expires_at: datetime | None = None) -> IssuedToken:
+                 expires_at: datetime | str | None = None) -> IssuedToken:
+    """Issue a token; *expires_at* is a time or ISO 8601 text (UTC when it names no zone)."""
     if actor.role != "admin":
         raise Forbidden("only admins create API tokens")
-    errors = []
+    errors: list[FieldError] = []
+    if not isinstance(expires_at, datetime | None):
+        expires_at = _timestamp(expires_at, lambda _field, message: errors.append(
+            FieldError("expires_at", message)))
     name = (name or "").strip()
     if not _NAME.match(name):
         errors.append(FieldError("name", "name the token after its use, such as deploy-bot "
@@ -95,7 +101,8 @@ def authenticate_token(secret: str) -> ApiToken | None:
 
 
 def list_tokens() -> list[ApiToken]:
-    return list(db.session.scalars(sa.select(ApiToken).order_by(ApiToken.created_at.desc())))
+    return list(db.session.scalars(sa.select(ApiToken).options(selectinload(ApiToken.tenant))
+                                   .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())))
 
 
 def revoke_token(name: str, *, actor: Actor) -> ApiToken:

@@ -15,13 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models import AuditEntry, User
+from ..models import ROLES, TENANT_ROLES, AuditEntry, Tenant, User
 from .errors import Conflict, FieldError, NotFound, ValidationError
 from .policy import Actor, policy_version
 
 MIN_PASSWORD = 10
 # Roles of the people who run the platform: admin (everything), editor (rules and origins),
-# viewer (read-only).
+# viewer (read-only). The tenant roles (TENANT_ROLES) belong to accounts of one tenant.
 PLATFORM_ROLES = ("admin", "editor", "viewer")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
@@ -38,25 +38,31 @@ def get_user(user_id: int) -> User:
 
 
 def create_user(email: str, password: str, *, role: str = "viewer",
-                actor: Actor | None = None) -> User:
-    """Create an active user; with *actor*, the creation is recorded in the audit trail."""
+                tenant: str | None = None, actor: Actor | None = None) -> User:
+    """Create an active user; with *actor*, the creation is recorded in the audit trail.
+
+    A tenant role (``tenant-editor``, ``tenant-viewer``) needs *tenant*, the slug of the one
+    tenant the account may see and change; the platform roles take none.
+    """
     errors: list[FieldError] = []
     email = (email or "").strip().lower()
     if not _EMAIL.match(email) or len(email) > 254:
         errors.append(FieldError("email", "enter an email address such as ops@example.com"))
     errors.extend(_password_errors(password))
-    errors.extend(_role_errors(role))
+    errors.extend(_role_errors(role, ROLES))
+    tenant_id, tenant_errors = _tenant_of(role, (tenant or "").strip() or None)
+    errors.extend(tenant_errors)
     if errors:
         raise ValidationError(errors)
     if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
         raise Conflict(f"a user {email} already exists")
-    user = User(email=email, role=role, active=True)
+    user = User(email=email, role=role, active=True, tenant_id=tenant_id)
     user.set_password(password)
     db.session.add(user)
     if actor is not None:
         db.session.flush()
         _audit(actor, "user.create", user, None, _state(user),
-               f"created {role} {email}")
+               f"created {role} {email}" + (f" of tenant {tenant}" if tenant_id else ""))
     _commit()
     return user
 
@@ -81,17 +87,22 @@ def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
 
 
 def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
-    """Change a user's role. Refused when it would leave no active admin."""
-    errors = _role_errors(role)
+    """Change a user's role within its kind: a platform account among the platform roles, a
+    tenant's account among the tenant roles. Refused when it would leave no active admin."""
+    errors = _role_errors(role, ROLES)
     if errors:
         raise ValidationError(errors)
     user = get_user(user_id)
     if user.role == role:
         return user
-    if user.tenant_id is not None:
+    if user.tenant_id is not None and role not in TENANT_ROLES:
         raise ValidationError([FieldError("role", (
             f"{user.email} belongs to a tenant and keeps a tenant role; create a separate "
             "account for work on the whole platform"))])
+    if user.tenant_id is None and role in TENANT_ROLES:
+        raise ValidationError([FieldError("role", (
+            f"{user.email} is a platform account; create a separate account for the tenant, "
+            "with its tenant"))])
     before = _state(user)
     _lock_active_admins()
     user.role = role
@@ -137,14 +148,35 @@ def _password_errors(password: str) -> list[FieldError]:
     return []
 
 
-def _role_errors(role: str) -> list[FieldError]:
-    if role not in PLATFORM_ROLES:
-        return [FieldError("role", f"role must be one of {', '.join(PLATFORM_ROLES)}")]
+def _role_errors(role: str, roles: tuple[str, ...] = PLATFORM_ROLES) -> list[FieldError]:
+    if role not in roles:
+        return [FieldError("role", f"role must be one of {', '.join(roles)}")]
     return []
 
 
+def _tenant_of(role: str, slug: str | None) -> tuple[int | None, list[FieldError]]:
+    """The tenant id a new account of *role* belongs to, or the errors that explain why not."""
+    if role not in TENANT_ROLES:
+        if slug:
+            return None, [FieldError("tenant", (
+                f"the {role} role works on the whole platform, without a tenant; choose "
+                "tenant-editor or tenant-viewer for an account of one tenant"))]
+        return None, []
+    if not slug:
+        return None, [FieldError("tenant", f"a {role} belongs to one tenant; choose it")]
+    tenant_id = db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == slug))
+    if tenant_id is None:
+        return None, [FieldError("tenant", f"there is no tenant {slug}; create it on the "
+                                           "Tenants page first")]
+    return tenant_id, []
+
+
 def _state(user: User) -> dict[str, Any]:
-    return {"email": user.email, "role": user.role, "active": user.active}
+    state: dict[str, Any] = {"email": user.email, "role": user.role, "active": user.active}
+    if user.tenant_id is not None:
+        tenant = db.session.get(Tenant, user.tenant_id)
+        state["tenant"] = tenant.slug if tenant is not None else None
+    return state
 
 
 def _lock_active_admins() -> None:
@@ -178,6 +210,7 @@ def _audit(actor: Actor, action: str, user: User, before: dict | None, after: di
     db.session.add(AuditEntry(
         actor=actor.name, channel=actor.channel, action=action, rule_id=None, rule_path="",
         summary=summary, before=before, after=after, policy_version=policy_version(),
+        tenant_id=user.tenant_id,  # a tenant's accounts show in its own audit trail
     ))
 
 
