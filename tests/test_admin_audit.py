@@ -289,3 +289,14 @@ def test_recorded_values_are_escaped(app, sign_in):
 def _row(body: str, entry_id: int) -> str:
     start = body.index(f'<tr id="audit-{entry_id}">')
     return body[start:body.index("</tr>", start)]
+
+
+def test_origins_of_two_tenants_with_the_same_value_are_two_entries_in_a_diff():
+    from app.services.audit import _origin_change
+
+    change = _origin_change(
+        [{"value": "https://a.example", "tenant": "acme"}],
+        [{"value": "https://a.example", "tenant": "acme"},
+         {"value": "https://a.example", "tenant": "globex"}])
+    assert change.added == ["https://a.example (tenant: globex)"]
+    assert change.removed == [] and change.changed == []

@@ -160,7 +160,10 @@ class LogRow:
 def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
              snapshot: PolicySnapshot | None) -> list[LogRow]:
     """Rows for the table from data already loaded: no query per row."""
-    compiled = {rule.rule_id: rule for rule in snapshot.rules} if snapshot else {}
+    entries = list(entries)
+    wanted = {entry.rule_id for entry in entries} if snapshot else set()
+    compiled = {rule.rule_id: rule for rule in snapshot.rules if rule.rule_id in wanted} \
+        if snapshot and wanted else {}
     rows = []
     for entry in entries:
         now = rules.get(entry.rule_id) if entry.rule_id is not None else None
@@ -229,10 +232,15 @@ def request_log_allow(entry_id: int):
     if not is_htmx():
         flash(message, category)
         return redirect(_back_to_log(request.form.get("next", "")), code=303)
-    (row,) = log_rows([entry], _rules_now(), get_control(current_app).cache.get())
+    (row,) = log_rows([entry], _rules_now(ids=[entry.rule_id]),
+                      get_control(current_app).cache.get())
     return render("admin/_log_row.html", row=row, message=message, message_category=category,
                   can_edit=True, next_url=request.form.get("next", ""), utc=utc_text,
                   utc_iso=utc_iso)
+
+
+# The rule filter lists this many rules; more are reached by search or a rule's own page.
+RULE_CHOICES = 300
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -250,7 +258,8 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
     else:
         entries, total = query_log(filters, page=query.page, per_page=query.per_page,
                                    count_limit=COUNT_LIMIT + 1, actor=current_actor())
-    rules = _rules_now()
+    rules = _rules_now(ids=[e.rule_id for e in entries if e.rule_id is not None])
+    choices = _rules_now(limit=RULE_CHOICES)
     more = total > COUNT_LIMIT
     return {
         "query": query,
@@ -261,7 +270,7 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
         "has_previous": query.page > 1,
         "has_next": len(entries) == query.per_page and (more or query.page * query.per_page
                                                         < total),
-        "rule_paths": {rule_id: rule.path for rule_id, rule in rules.items()},
+        "rule_paths": {rule_id: rule.path for rule_id, rule in choices.items()},
         "since_presets": SINCE_PRESETS,
         "custom": CUSTOM,
         "no_rule": NO_RULE,
@@ -274,11 +283,19 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
     }
 
 
-def _rules_now() -> dict[int, RuleNow]:
-    """Every rule the signed-in user may see, by id, in path order: one query for the whole
-    page."""
+def _rules_now(*, ids: list[int] | None = None, limit: int | None = None
+               ) -> dict[int, RuleNow]:
+    """Rules the signed-in user may see, by id, in path order, in one query: those of the
+    page's rows (*ids*), or the first *limit* for the filter's choices (a large installation
+    has thousands; the rule filter also takes a rule id typed in the URL)."""
     query = sa.select(Rule.id, Rule.path, Rule.tenant_source) \
         .where(visible_rules(current_actor())).order_by(Rule.path)
+    if ids is not None:
+        if not ids:
+            return {}
+        query = query.where(Rule.id.in_(set(ids)))
+    if limit is not None:
+        query = query.limit(limit)
     return {rule_id: RuleNow(path, source != "none")
             for rule_id, path, source in db.session.execute(query)}
 

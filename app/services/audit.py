@@ -157,19 +157,29 @@ def _origin_change(old: list, new: list) -> FieldChange:
         removed=[_origin_text(old_by_value[v])
                  for v in sorted(old_by_value.keys() - new_by_value)],
         changed=[f"{_origin_text(old_by_value[v])} → {_origin_text(new_by_value[v])}"
-                 for v in sorted(old_by_value.keys() & new_by_value)
-                 if old_by_value[v] != new_by_value[v]],
+                 for v in sorted(v for v in old_by_value.keys() & new_by_value
+                                 if old_by_value[v] != new_by_value[v])],
     )
 
 
 def _origin_value(origin: Any) -> str:
-    return str(origin.get("value", "")) if isinstance(origin, Mapping) else str(origin)
+    """The entry's identity within a rule: its value, and its tenant on rules that keep one
+    allowlist per tenant. Most entries are plain strings (checked first: this runs for every
+    origin of every entry shown)."""
+    if type(origin) is str:
+        return origin
+    if isinstance(origin, Mapping):
+        tenant = origin.get("tenant")
+        value = str(origin.get("value", ""))
+        return f"{value} (tenant {tenant})" if tenant else value
+    return str(origin)
 
 
 def _origin_text(origin: Any) -> str:
-    if not isinstance(origin, Mapping):
+    if type(origin) is str or not isinstance(origin, Mapping):
         return str(origin)
-    extras = [f"note: {origin['note']}" if origin.get("note") else "",
+    extras = [f"tenant: {origin['tenant']}" if origin.get("tenant") else "",
+              f"note: {origin['note']}" if origin.get("note") else "",
               f"expires {origin['expires_at']}" if origin.get("expires_at") else ""]
     extra = "; ".join(e for e in extras if e)
     return f"{origin.get('value', '')} ({extra})" if extra else str(origin.get("value", ""))
