@@ -31,6 +31,18 @@ TENANT_ROLES = ("tenant-editor", "tenant-viewer")
 TENANT_SOURCES = ("none", "view-arg", "subdomain", "header")
 
 
+def _role_constraints() -> tuple[CheckConstraint, CheckConstraint]:
+    """Users and API tokens hold a role, and a tenant exactly when the role is a tenant's."""
+    return (
+        CheckConstraint(
+            "role IN ('admin', 'editor', 'viewer', 'tenant-editor', 'tenant-viewer')",
+            name="role"),
+        CheckConstraint(
+            "(role IN ('tenant-editor', 'tenant-viewer')) = (tenant_id IS NOT NULL)",
+            name="tenant_role"),
+    )
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -145,12 +157,7 @@ class ApiToken(db.Model):
 
     __tablename__ = "api_tokens"
     __table_args__ = (
-        CheckConstraint(
-            "role IN ('admin', 'editor', 'viewer', 'tenant-editor', 'tenant-viewer')",
-            name="role"),
-        CheckConstraint(
-            "(role IN ('tenant-editor', 'tenant-viewer')) = (tenant_id IS NOT NULL)",
-            name="tenant_role"),
+        *_role_constraints(),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -182,12 +189,7 @@ class PolicyState(db.Model):
 class User(UserMixin, db.Model):
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint(
-            "role IN ('admin', 'editor', 'viewer', 'tenant-editor', 'tenant-viewer')",
-            name="role"),
-        CheckConstraint(
-            "(role IN ('tenant-editor', 'tenant-viewer')) = (tenant_id IS NOT NULL)",
-            name="tenant_role"),
+        *_role_constraints(),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
