@@ -14,8 +14,10 @@ from .cors import get_control
 from .cors.text import printable
 from .models import ROLES
 from .services import demo
+from .services.access import Actor
 from .services.errors import ServiceError, ValidationError
-from .services.policy import Actor, export_policy, import_policy, purge_expired_origins
+from .services.policy import import_policy, purge_expired_origins
+from .services.policy_read import export_policy
 from .services.request_log import (
     MAX_PAGE_SIZE,
     entry_to_dict,

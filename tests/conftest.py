@@ -132,7 +132,8 @@ def runner(app) -> FlaskCliRunner:
 @pytest.fixture
 def policy(app):
     """Load a policy document through the service layer and wait for the engine to serve it."""
-    from app.services.policy import Actor, import_policy
+    from app.services.access import Actor
+    from app.services.policy import import_policy
 
     def load(*rules: dict) -> None:
         with app.app_context():

@@ -11,15 +11,9 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEntry, Rule
-from app.services.policy import (
-    Actor,
-    add_origin,
-    create_rule,
-    delete_rule,
-    import_policy,
-    policy_version,
-    update_rule,
-)
+from app.services.access import Actor
+from app.services.changes import policy_version
+from app.services.policy import add_origin, create_rule, delete_rule, import_policy, update_rule
 
 HTMX = {"HX-Request": "true"}
 ALICE = Actor("alice@example.com", "dashboard")

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEntry, EngineProcess, RequestLogEntry
-from app.services.policy import policy_version
+from app.services.changes import policy_version
 
 HTMX = {"HX-Request": "true"}
 XSS_ORIGIN = 'https://x.example"><script>alert(1)</script>'

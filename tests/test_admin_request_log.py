@@ -13,7 +13,7 @@ from app.admin.request_log import COUNT_LIMIT
 from app.extensions import db
 from app.models import AllowedOrigin, AuditEntry, RequestLogEntry
 from app.request_log import get_request_log
-from app.services.policy import get_rule_by_path
+from app.services.policy_read import get_rule_by_path
 
 ORIGIN = "https://app.example.com"
 EVIL = "https://evil.example.net"
@@ -436,7 +436,7 @@ ACME_APP = "https://app.acme.example"
 @pytest.fixture
 def tenant_log(app, client, policy):
     """Refusals on a rule that keeps an allowlist per tenant, for a known tenant."""
-    from app.services.policy import Actor
+    from app.services.access import Actor
     from app.services.tenants import create_tenant
 
     with app.app_context():

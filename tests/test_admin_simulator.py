@@ -248,7 +248,7 @@ def allow(client, *, rule_id, origin=NEW, token=True, http_headers=None, **quest
 
 
 def rule_id_of(app, path="/api/*") -> int:
-    from app.services.policy import get_rule_by_path
+    from app.services.policy_read import get_rule_by_path
 
     with app.app_context():
         return get_rule_by_path(path).id

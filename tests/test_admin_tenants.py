@@ -7,7 +7,8 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AllowedOrigin, ApiToken, AuditEntry, Tenant, User
-from app.services.policy import Actor, add_origin, create_rule
+from app.services.access import Actor
+from app.services.policy import add_origin, create_rule
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
 from app.services.users import create_user

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import ApiToken, AuditEntry
-from app.services.policy import Actor
+from app.services.access import Actor
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token, hash_secret
 

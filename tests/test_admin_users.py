@@ -9,8 +9,9 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEntry, User
+from app.services.access import Actor
+from app.services.changes import policy_version
 from app.services.errors import ValidationError
-from app.services.policy import Actor, policy_version
 from app.services.users import set_user_role
 from tests.conftest import PASSWORD, csrf_token_of
 

@@ -15,8 +15,10 @@ from app.cors import get_control
 from app.extensions import db
 from app.models import AllowedOrigin, ApiToken, AuditEntry, Rule, Tenant
 from app.request_log import get_request_log
+from app.services.access import Actor
+from app.services.changes import policy_version
 from app.services.errors import ValidationError
-from app.services.policy import Actor, export_policy, policy_version
+from app.services.policy_read import export_policy
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token, hash_secret, revoke_token
 from app.services.validation import validate_rule

@@ -19,7 +19,8 @@ from app.api import URL_PREFIX
 from app.api.openapi import DOCUMENT
 from app.extensions import db
 from app.models import AllowedOrigin, ApiToken, Rule, Tenant
-from app.services.policy import Actor, import_policy
+from app.services.access import Actor
+from app.services.policy import import_policy
 from app.services.tokens import create_token
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEntry, User
-from app.services.policy import export_policy, policy_version
+from app.services.changes import policy_version
+from app.services.policy_read import export_policy
 
 POLICY = {
     "rules": [

@@ -7,18 +7,18 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AllowedOrigin, AuditEntry, Rule
+from app.services.access import Actor
+from app.services.changes import policy_version
 from app.services.errors import Conflict, ValidationError
 from app.services.policy import (
-    Actor,
     add_origin,
     create_rule,
     delete_rule,
-    export_policy,
     import_policy,
-    policy_version,
     remove_origin,
     update_rule,
 )
+from app.services.policy_read import export_policy
 
 ALICE = Actor("alice@example.com", "dashboard")
 

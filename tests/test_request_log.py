@@ -120,7 +120,8 @@ def test_buckets_roll_over(make_app, policy):
     app = make_app(REQUEST_LOG_BUCKET_SECONDS=1)
     client = app.test_client()
     from app.cors import get_control
-    from app.services.policy import Actor, import_policy
+    from app.services.access import Actor
+    from app.services.policy import import_policy
 
     with app.app_context():
         import_policy({"rules": [RULE]}, actor=Actor("t", "cli"))
@@ -169,7 +170,8 @@ def test_unmatched_cors_requests_are_recorded_only_under_api_prefixes(app, clien
 def test_overflow_is_counted_and_stored_when_the_key_bound_is_hit(make_app):
     app = make_app(REQUEST_LOG_MAX_KEYS=5)
     from app.cors import get_control
-    from app.services.policy import Actor, import_policy
+    from app.services.access import Actor
+    from app.services.policy import import_policy
 
     with app.app_context():
         import_policy({"rules": [RULE]}, actor=Actor("t", "cli"))
@@ -293,7 +295,8 @@ def test_metrics_need_the_bearer_token(make_app, policy):
     app = make_app(METRICS_ENABLED=True, METRICS_TOKEN="s3cret-token")
     client = app.test_client()
     from app.cors import get_control
-    from app.services.policy import Actor, import_policy
+    from app.services.access import Actor
+    from app.services.policy import import_policy
 
     with app.app_context():
         import_policy({"rules": [RULE]}, actor=Actor("t", "cli"))
@@ -318,7 +321,8 @@ def test_worker_shutdown_flushes_what_is_pending(database_url, tmp_path):
     """A process that exits normally writes its pending aggregate (the atexit flush)."""
     script = (
         "from app import create_app\n"
-        "from app.services.policy import Actor, import_policy\n"
+        "from app.services.access import Actor\n"
+        "from app.services.policy import import_policy\n"
         "from app.cors import get_control\n"
         "app = create_app({'REQUEST_LOG_FLUSH_INTERVAL': 3600})\n"
         "with app.app_context():\n"

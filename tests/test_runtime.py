@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.cors import get_control
-from app.services.policy import Actor, add_origin, create_rule, remove_origin
+from app.services.access import Actor
+from app.services.policy import add_origin, create_rule, remove_origin
 from app.source import DatabasePolicySource
 
 ROOT = Path(__file__).resolve().parent.parent

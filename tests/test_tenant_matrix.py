@@ -42,7 +42,8 @@ from app.models import (
     Tenant,
     User,
 )
-from app.services.policy import Actor, add_origin, create_rule, update_rule
+from app.services.access import Actor
+from app.services.policy import add_origin, create_rule, update_rule
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
 from app.services.users import create_user

@@ -12,18 +12,16 @@ from app.cors.decision import decide
 from app.cors.snapshot import OriginEntry, RuleSpec, compile_policy
 from app.extensions import db
 from app.models import AllowedOrigin, AuditEntry, Tenant
+from app.services.access import Actor
 from app.services.errors import Forbidden, NotFound, ValidationError
 from app.services.policy import (
-    Actor,
     add_origin,
     create_rule,
-    export_policy,
-    get_rule,
     import_policy,
     purge_expired_origins,
-    rule_to_dict,
     update_rule,
 )
+from app.services.policy_read import export_policy, get_rule, rule_to_dict
 from app.services.tenants import create_tenant
 
 ADMIN = Actor("admin@example.com", "dashboard")

@@ -1,7 +1,7 @@
 """Who may do what. Every admin view declares the role it needs; the server checks it.
 
 The role decides which kinds of action a user may take; which objects it may take them on is
-the service layer's decision (:mod:`app.services.policy`), given :func:`current_actor`. A
+the service layer's decision (:mod:`app.services.access`), given :func:`current_actor`. A
 tenant role ranks with its platform counterpart (a tenant-editor may change rules, a
 tenant-viewer may read), and the services narrow it to its tenant's rules and origins. Pages
 about the whole platform (route coverage, users, tenants, API tokens) are closed to tenant
@@ -17,9 +17,8 @@ from flask import abort
 from flask_login import current_user
 
 from ..models import TENANT_ROLES
-from ..services.policy import Actor
+from ..services.access import Actor, has_rank
 
-ROLE_RANK = {"viewer": 1, "tenant-viewer": 1, "editor": 2, "tenant-editor": 2, "admin": 3}
 # What a view may require: the platform roles (a tenant role counts as its counterpart).
 REQUIRABLE = ("viewer", "editor", "admin")
 
@@ -31,7 +30,7 @@ def current_actor() -> Actor:
 
 def has_role(role: str) -> bool:
     user = current_user
-    return bool(user.is_authenticated) and ROLE_RANK.get(user.role, 0) >= ROLE_RANK[role]
+    return bool(user.is_authenticated) and has_rank(user.role, role)
 
 
 def is_platform_user() -> bool:

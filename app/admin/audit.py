@@ -13,8 +13,9 @@ from ..services.audit import (
     query_audit,
     restorable_states,
 )
+from ..services.changes import policy_version
 from ..services.errors import Conflict, NotFound, ValidationError
-from ..services.policy import policy_version, restore_rule
+from ..services.policy import restore_rule
 from ..services.tenants import tenant_slug
 from . import bp
 from .access import current_actor, requires

@@ -28,8 +28,8 @@ from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
 from ..cors.snapshot import CompiledRule, PolicySnapshot
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
+from ..services.access import visible_log_rows, visible_rules
 from ..services.errors import FieldError, ValidationError
-from ..services.policy import visible_log_rows, visible_rules
 from ..services.request_log import (
     MAX_PAGE_SIZE,
     REASONS,

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 from ..cors.snapshot import DEFAULT_METHODS
 from ..extensions import db
 from ..models import MODES, Rule
-from ..services import policy, rules_query
+from ..services import access, policy, policy_read, rules_query
 from ..services.errors import Conflict, ValidationError
 from ..services.tenants import list_tenants
 from ..services.validation import validate_origin, validate_rule
@@ -87,7 +87,7 @@ def _list_context(*, form: dict[str, Any] | None = None,
 def rule(rule_id: int):
     """The rule's options and origins; as a fragment, the (searched) origins list."""
     return render("admin/rule.html", "admin/_origin_results.html",
-                  **_rule_context(policy.get_rule(rule_id, current_actor())))
+                  **_rule_context(policy_read.get_rule(rule_id, current_actor())))
 
 
 @bp.post("/rules/<int:rule_id>")
@@ -132,7 +132,7 @@ def rule_enable(rule_id: int):
 @bp.post("/rules/<int:rule_id>/delete")
 @requires("editor")
 def rule_delete(rule_id: int):
-    path = policy.get_rule(rule_id, current_actor()).path
+    path = policy_read.get_rule(rule_id, current_actor()).path
     policy.delete_rule(rule_id, actor=current_actor())
     flash(f"Deleted rule {path}.")
     return _navigate(url_for("admin.rules"))
@@ -180,7 +180,7 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
     selects_tenant = rule.tenant_source != "none"
     return {
         "rule": rule,
-        "can_change": policy.can_change_options(actor, rule),
+        "can_change": access.can_change_options(actor, rule),
         "can_edit_origins": actor.can_write,
         "selects_tenant": selects_tenant,
         # Admins and editors choose whose allowlist an origin goes on; a tenant role's
@@ -214,7 +214,7 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
 @requires("editor")
 def origin_check(rule_id: int):
     """Check an origin as it is typed, with the messages the service (and the CLI) give."""
-    rule = policy.get_rule(rule_id, current_actor())
+    rule = policy_read.get_rule(rule_id, current_actor())
     value = request.args.get("value", "")
     check = _check_origin(rule, value)
     return render("admin/rule.html", "admin/_origin_check.html",
@@ -238,7 +238,7 @@ def origin_add(rule_id: int):
         return render("admin/rule.html", "admin/_origin_add.html", status=_error_status(422),
                       **_rule_context(_existing(rule_id), origin_form=origin_form,
                                       origin_errors=errors))
-    rule = policy.get_rule(rule_id, current_actor())
+    rule = policy_read.get_rule(rule_id, current_actor())
     where = f"{rule.path} for tenant {origin.tenant.slug}" if origin.tenant_id else rule.path
     if created:
         message = f"Allowed {origin.value} on {where}."
@@ -263,7 +263,7 @@ def origin_remove(rule_id: int):
     value = request.form.get("value", "")
     removed = policy.remove_origin(rule_id, value, actor=current_actor(),
                                    tenant=request.form.get("tenant") or None)
-    rule = policy.get_rule(rule_id, current_actor())
+    rule = policy_read.get_rule(rule_id, current_actor())
     if not is_htmx():
         flash(f"Removed {value} from {rule.path}." if removed
               else f"{value} was not on {rule.path}; nothing changed.")
@@ -316,7 +316,7 @@ def coverage():
 
 def _existing(rule_id: int) -> Rule:
     db.session.rollback()  # after a failed write, read what is saved now
-    return policy.get_rule(rule_id, current_actor())
+    return policy_read.get_rule(rule_id, current_actor())
 
 
 def _error_status(status: int) -> int:
@@ -338,7 +338,7 @@ def _api_is_https() -> bool:
 
 
 def _warnings_of(rule: Rule) -> list[str]:
-    rule_input = validate_rule(policy.rule_to_dict(rule))
+    rule_input = validate_rule(policy_read.rule_to_dict(rule))
     return [w.message for w in rule_warnings(rule_input, api_is_https=_api_is_https())]
 
 

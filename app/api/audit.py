@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from flask import request
 
-from ..extensions import db
-from ..models import AuditEntry, Tenant
+from ..models import AuditEntry
 from ..services.audit import AuditFilter, query_audit, tenant_part
-from ..services.policy import Actor
+from ..services.tenants import tenant_slug
 from . import bp
 from .auth import current_actor
 from .inputs import PageRequest, page_of
@@ -25,7 +23,7 @@ def audit():
     paging = PageRequest.from_args()
     pagination = query_audit(AuditFilter.from_args(request.args), page=paging.page,
                              per_page=paging.per_page, actor=actor)
-    slug = _slug(actor)
+    slug = tenant_slug(actor.tenant_id)
     return page_of(pagination, lambda entry: entry_resource(entry, slug))
 
 
@@ -43,9 +41,3 @@ def entry_resource(entry: AuditEntry, tenant: str | None = None) -> dict[str, An
         "after": tenant_part(entry.after, tenant),
         "policy_version": entry.policy_version,
     }
-
-
-def _slug(actor: Actor) -> str | None:
-    if not actor.scoped:
-        return None
-    return db.session.scalar(sa.select(Tenant.slug).where(Tenant.id == actor.tenant_id))

@@ -12,7 +12,8 @@ from flask import g, request
 
 from ..extensions import db
 from ..models import ApiToken
-from ..services.policy import Actor
+from ..services import access
+from ..services.access import Actor
 from ..services.tokens import authenticate_token, hash_secret, token_actor, token_state
 from . import bp
 from .inputs import check_arguments
@@ -50,9 +51,7 @@ def current_token() -> ApiToken:
 def require_writer() -> Actor:
     """The caller, if its role may change the policy; checked here before any service call."""
     actor = current_actor()
-    if not actor.can_write:
-        raise ApiProblem(403, "forbidden", "Forbidden",
-                         f"the {actor.role} role can read but not change the policy")
+    access.require_writer(actor)
     return actor
 
 

@@ -6,7 +6,7 @@ with its content are the service layer's ``ValidationError``, raised as is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +159,13 @@ def page_of(pagination: Pagination, item: Callable[[Any], Any]) -> dict[str, Any
     """The API's page shape: ``{items, page, per_page, total}``."""
     return {"items": [item(row) for row in pagination.items], "page": pagination.page,
             "per_page": pagination.per_page, "total": pagination.total or 0}
+
+
+def page_of_rows(rows: Iterable[Any], total: int, paging: PageRequest,
+                 item: Callable[[Any], Any]) -> dict[str, Any]:
+    """The same page shape for *rows* a service has already cut to *paging*."""
+    return {"items": [item(row) for row in rows], "page": paging.page,
+            "per_page": paging.per_page, "total": total}
 
 
 def if_match_version(current: int) -> int | None:

@@ -3,7 +3,8 @@ the difference without writing (the same document and rules as ``flask cors expo
 
 from __future__ import annotations
 
-from ..services.policy import export_policy, import_policy
+from ..services.policy import import_policy
+from ..services.policy_read import export_policy
 from . import bp
 from .auth import current_actor, require_writer
 from .inputs import bool_arg, json_body

@@ -1,6 +1,6 @@
 """What the API returns for rules, origins, tenants and tokens.
 
-A rule is its policy-file form (:func:`~app.services.policy.rule_to_dict`, so a rule read
+A rule is its policy-file form (:func:`~app.services.policy_read.rule_to_dict`, so a rule read
 here can be sent back or put in a policy file) plus read-only fields: ``id``, ``version``
 (also its ETag) and when and by whom it was last changed.
 """
@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..models import AllowedOrigin, ApiToken, Rule, Tenant
-from ..services.policy import Actor, rule_to_dict
+from ..services.access import Actor
+from ..services.policy_read import rule_to_dict
 
 READ_ONLY_RULE_FIELDS = ("id", "version", "created_at", "updated_at", "updated_by")
 

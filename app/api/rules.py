@@ -20,7 +20,10 @@ from ..cors.snapshot import DEFAULT_METHODS
 from ..extensions import db
 from ..models import MODES, AllowedOrigin, Rule, Tenant
 from ..services import policy
+from ..services.access import Actor, visible_origin_rows
 from ..services.errors import Conflict, FieldError, ValidationError
+from ..services.policy_read import get_rule
+from ..services.rules_query import RuleFilter, search_rules
 from . import bp
 from .auth import current_actor, require_writer
 from .inputs import (
@@ -55,49 +58,24 @@ RULE_DEFAULTS: dict[str, Any] = {
 
 @bp.get("/rules")
 def rules():
-    actor = current_actor()
     paging = PageRequest.from_args()
-    pagination = db.paginate(_filtered_rules(actor), page=paging.page,
-                             per_page=paging.per_page, max_per_page=paging.per_page,
-                             error_out=False)
-    counts = _origin_counts([rule.id for rule in pagination.items], actor)
-    for listed in pagination.items:
+    listing = search_rules(_rule_filter(), page=paging.page, per_page=paging.per_page,
+                           max_per_page=paging.per_page, actor=current_actor())
+    for listed in listing.rules:
         # A list shows how many origins each rule has, never the origins themselves (a rule
         # may have thousands): this read-only request never loads them.
         set_committed_value(listed, "origins", [])
-    return page_of(pagination, lambda rule: rule_summary(rule, counts.get(rule.id, 0)))
+    return page_of(listing.pagination,
+                   lambda rule: rule_summary(rule, listing.origin_counts[rule.id]))
 
 
-def _filtered_rules(actor: policy.Actor) -> sa.Select:
-    """The rules *actor* sees, sorted by path, narrowed by ``q`` (text in the path or the
-    description), ``mode`` and ``tenant`` (the owner's slug)."""
-    query = (sa.select(Rule).where(policy.visible_rules(actor))
-             .options(selectinload(Rule.tenant)).order_by(Rule.path))
-    text = (text_arg("q") or "").strip()
-    if text:
-        query = query.where(sa.or_(Rule.path.icontains(text, autoescape=True),
-                                   Rule.description.icontains(text, autoescape=True)))
+def _rule_filter() -> RuleFilter:
+    """``q`` (text in the path or the description), ``mode`` and ``tenant`` (the owner's
+    slug); an unknown mode is refused, where the dashboard's filter form ignores it."""
     mode = text_arg("mode")
-    if mode is not None:
-        if mode not in MODES:
-            raise ValidationError([FieldError("mode", f"mode must be one of {', '.join(MODES)}")])
-        query = query.where(Rule.mode == mode)
-    tenant = text_arg("tenant")
-    if tenant is not None:
-        query = query.join(Tenant, Rule.tenant_id == Tenant.id).where(Tenant.slug == tenant)
-    return query
-
-
-def _origin_counts(rule_ids: list[int], actor: policy.Actor) -> dict[int, int]:
-    """How many origins of each rule *actor* sees, in one grouped query."""
-    if not rule_ids:
-        return {}
-    query = (sa.select(AllowedOrigin.rule_id, sa.func.count(AllowedOrigin.id))
-             .where(AllowedOrigin.rule_id.in_(rule_ids)).group_by(AllowedOrigin.rule_id))
-    if actor.scoped:
-        query = query.join(Rule, AllowedOrigin.rule_id == Rule.id).where(sa.or_(
-            Rule.tenant_id == actor.tenant_id, AllowedOrigin.tenant_id == actor.tenant_id))
-    return {rule_id: count for rule_id, count in db.session.execute(query)}
+    if mode is not None and mode not in MODES:
+        raise ValidationError([FieldError("mode", f"mode must be one of {', '.join(MODES)}")])
+    return RuleFilter(text=(text_arg("q") or "").strip(), mode=mode, tenant=text_arg("tenant"))
 
 
 @bp.post("/rules")
@@ -114,7 +92,7 @@ def rule_create():
 
 @bp.get(f"/rules/{RULE_ID}")
 def rule(rule_id: int):
-    return _rule_response(policy.get_rule(rule_id, current_actor()))
+    return _rule_response(get_rule(rule_id, current_actor()))
 
 
 @bp.put(f"/rules/{RULE_ID}")
@@ -147,7 +125,7 @@ def rule_delete(rule_id: int):
     return no_content()
 
 
-def _update(rule_id: int, data: Any, actor: policy.Actor, expected: int | None) -> Rule:
+def _update(rule_id: int, data: Any, actor: Actor, expected: int | None) -> Rule:
     if not isinstance(data, dict):
         raise ValidationError([FieldError("", "a rule must be a JSON object")])
     try:
@@ -167,7 +145,7 @@ def _stale_or(conflict: Conflict, expected: int | None) -> Exception:
 def _precondition(rule_id: int, *, required: bool) -> int | None:
     """The version ``If-Match`` pins the write to (after a 404 for a rule the caller cannot
     see, so a precondition never reveals that a rule exists)."""
-    current = policy.get_rule(rule_id, current_actor()).version
+    current = get_rule(rule_id, current_actor()).version
     expected = if_match_version(current)
     if expected is None and required:
         raise ApiProblem(428, "precondition-required", "Precondition Required",
@@ -196,16 +174,14 @@ def _rule_response(rule: Rule, *, status: int = 200) -> Response:
 @bp.get(f"/rules/{RULE_ID}/origins")
 def origins(rule_id: int):
     actor = current_actor()
-    rule = policy.get_rule(rule_id, actor)
+    rule = get_rule(rule_id, actor)
     paging = PageRequest.from_args()
+    # On a shared tenant-selecting rule, a tenant sees its own allowlist only.
     query = (sa.select(AllowedOrigin)
              .outerjoin(Tenant, AllowedOrigin.tenant_id == Tenant.id)
-             .where(AllowedOrigin.rule_id == rule.id)
+             .where(AllowedOrigin.rule_id == rule.id, visible_origin_rows(actor))
              .options(selectinload(AllowedOrigin.tenant))
              .order_by(sa.func.coalesce(Tenant.slug, ""), AllowedOrigin.value))
-    if actor.scoped and rule.tenant_id != actor.tenant_id:
-        # A shared tenant-selecting rule: a tenant sees its own allowlist on it only.
-        query = query.where(AllowedOrigin.tenant_id == actor.tenant_id)
     pagination = db.paginate(query, page=paging.page, per_page=paging.per_page,
                              max_per_page=paging.per_page, error_out=False)
     return page_of(pagination, origin_resource)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..services.tenants import list_tenants
 from . import bp
 from .auth import current_actor, current_token
-from .inputs import PageRequest
+from .inputs import PageRequest, page_of_rows
 from .representation import tenant_resource, token_resource
 
 
@@ -15,8 +15,8 @@ def tenants():
     paging = PageRequest.from_args()
     every = list_tenants(current_actor())
     start = (paging.page - 1) * paging.per_page
-    return {"items": [tenant_resource(t) for t in every[start:start + paging.per_page]],
-            "page": paging.page, "per_page": paging.per_page, "total": len(every)}
+    return page_of_rows(every[start:start + paging.per_page], len(every), paging,
+                        tenant_resource)
 
 
 @bp.get("/tokens/self")

@@ -12,7 +12,7 @@ from flask_sqlalchemy.pagination import Pagination
 
 from ..extensions import db
 from ..models import AuditEntry
-from .policy import Actor
+from .access import Actor, visible_audit_entries
 from .validation import RULE_FIELDS
 
 DEFAULT_PAGE_SIZE = 25
@@ -38,9 +38,8 @@ def query_audit(filters: AuditFilter, *, page: int = 1,
                 per_page: int = DEFAULT_PAGE_SIZE, actor: Actor | None = None) -> Pagination:
     """One page of the entries *actor* may see (a tenant role: its tenant's), newest first.
     The page size is capped at :data:`MAX_PAGE_SIZE`."""
-    query = sa.select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-    if actor is not None and actor.scoped:
-        query = query.where(AuditEntry.tenant_id == actor.tenant_id)
+    query = sa.select(AuditEntry).where(visible_audit_entries(actor)) \
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
     if filters.rule:
         query = query.where(sa.func.lower(AuditEntry.rule_path).like(
             _contains(filters.rule.lower()), escape="\\"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .policy import Actor, ImportResult, import_policy, policy_version
+from .access import Actor
+from .changes import policy_version
+from .policy import ImportResult, import_policy
 
 DEMO_POLICY = {
     "rules": [

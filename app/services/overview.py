@@ -22,7 +22,13 @@ from ..models import (
     Tenant,
 )
 from ..request_log.recorder import OVERFLOW
-from .policy import Actor, visible_log_rows, visible_origin_rows, visible_rules
+from .access import (
+    Actor,
+    visible_log_rows,
+    visible_origin_rows,
+    visible_rules,
+    whole_platform,
+)
 
 STALE_AFTER = timedelta(seconds=30)  # a process that has not checked for this long is stale
 PROCESS_HORIZON = timedelta(days=1)  # processes silent for longer are gone: not listed
@@ -117,7 +123,7 @@ def load_overview(*, now: datetime | None = None, actor: Actor | None = None) ->
     now = now or datetime.now(UTC)
     counts = _counts(now, actor)
     version = counts.policy_version or 0
-    scoped = actor is not None and actor.scoped
+    scoped = not whole_platform(actor)
     return Overview(
         rules_by_mode={mode: getattr(counts, _mode_label(mode)) or 0 for mode in MODES},
         origins_total=counts.origins or 0,

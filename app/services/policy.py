@@ -1,9 +1,11 @@
-"""Every change to the policy goes through these functions, whatever the channel.
+"""Every change to the policy's rules and origins goes through these functions, whatever the
+channel: create, update, delete and restore a rule, add and remove an origin, purge expired
+origins, import a policy file.
 
-Each write is one transaction that (1) bumps the policy version first, which also serialises
-concurrent policy writers on the version row, (2) validates, (3) changes rules and origins,
-(4) records an audit entry, and commits. On any error the transaction is rolled back and
-nothing is written.
+Each write is one :func:`~.changes.policy_change`: the version is bumped first, then the
+input is validated, rules and origins change and an audit entry is recorded, all in one
+transaction that is rolled back on any error. Who may change what is :mod:`.access`'s rule;
+reading the policy is :mod:`.policy_read`'s.
 """
 
 from __future__ import annotations
@@ -16,229 +18,37 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.exc import StaleDataError
 
 from ..cors.paths import find_tie, parse_pattern
 from ..extensions import db
-from ..models import (
-    AllowedOrigin,
-    AuditEntry,
-    PolicyState,
-    RequestLogEntry,
-    Rule,
-    Tenant,
-    utcnow,
-)
+from ..models import AllowedOrigin, AuditEntry, Rule, Tenant, utcnow
+from .access import SYSTEM, Actor, owns, require_writer, sees, visible_audit_entries
+from .changes import Unchanged, policy_change, policy_version
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
+from .policy_read import get_rule, rule_input_to_dict, rule_to_dict
 from .validation import (
     RULE_FIELDS,
+    TENANT_SLUG,
     OriginInput,
     RuleInput,
-    TenantSelector,
     validate_origin,
     validate_rule,
 )
 
-WRITER_ROLES = ("admin", "editor", "tenant-editor")
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes a change or reads, through which channel (dashboard, cli, import, api), with
-    which role; ``tenant_id`` is set for tenant roles, which see and change only that tenant's
-    rules and allowlists."""
-
-    name: str
-    channel: str
-    role: str = "admin"
-    tenant_id: int | None = None
-
-    @property
-    def scoped(self) -> bool:
-        return self.tenant_id is not None
-
-    @property
-    def can_write(self) -> bool:
-        return self.role in WRITER_ROLES
-
-
-def require_writer(actor: Actor) -> None:
-    if not actor.can_write:
-        raise Forbidden(f"the {actor.role} role can read but not change the policy")
-
-
-def visible_rules(actor: Actor | None) -> sa.ColumnElement[bool]:
-    """SQL condition for the rules *actor* may see: all of them, or for a tenant role its
-    tenant's own rules and the tenant-selecting rules it keeps an allowlist on."""
-    if actor is None or not actor.scoped:
-        return sa.true()
-    return sa.or_(
-        Rule.tenant_id == actor.tenant_id,
-        sa.and_(Rule.tenant_id.is_(None), Rule.tenant_source != "none"),
-    )
-
-
-def visible_origin_rows(actor: Actor | None) -> sa.ColumnElement[bool]:
-    """SQL condition for the origins *actor* may see: every one, or for a tenant role those of
-    its tenant's rules and its own allowlist on the rules that select tenants (the SQL form of
-    :func:`visible_origins`)."""
-    if actor is None or not actor.scoped:
-        return sa.true()
-    own_rules = sa.select(Rule.id).where(Rule.tenant_id == actor.tenant_id)
-    return sa.or_(AllowedOrigin.tenant_id == actor.tenant_id,
-                  AllowedOrigin.rule_id.in_(own_rules))
-
-
-def visible_log_rows(actor: Actor | None) -> sa.ColumnElement[bool]:
-    """SQL condition for the request log rows *actor* may see: every one, or for a tenant role
-    the rows of its tenant's rules and, on the rules that select tenants, the rows of requests
-    that named its tenant. Rows no rule governed belong to the platform."""
-    if actor is None or not actor.scoped:
-        return sa.true()
-    own_rules = sa.select(Rule.id).where(Rule.tenant_id == actor.tenant_id)
-    selecting = sa.select(Rule.id).where(Rule.tenant_id.is_(None), Rule.tenant_source != "none")
-    slug = sa.select(Tenant.slug).where(Tenant.id == actor.tenant_id).scalar_subquery()
-    return sa.or_(
-        RequestLogEntry.rule_id.in_(own_rules),
-        sa.and_(RequestLogEntry.rule_id.in_(selecting), RequestLogEntry.tenant == slug),
-    )
-
-
-def _sees(actor: Actor | None, rule: Rule) -> bool:
-    if actor is None or not actor.scoped:
-        return True
-    return rule.tenant_id == actor.tenant_id or (
-        rule.tenant_id is None and rule.tenant_source != "none")
-
-
-def _owns(actor: Actor, rule: Rule) -> bool:
-    """Whether *actor* may change the rule's options (not only its own allowlist on it)."""
-    return not actor.scoped or rule.tenant_id == actor.tenant_id
-
-
-def can_change_options(actor: Actor, rule: Rule) -> bool:
-    """Whether *actor* may edit, disable or delete the rule (a tenant role may not on a
-    platform rule that selects tenants, where it manages only its own allowlist)."""
-    return actor.can_write and _owns(actor, rule)
-
-
-SYSTEM = Actor("system", "cli")
-
-
-# -- reading -----------------------------------------------------------------------------------
-
-
-def policy_version() -> int:
-    return db.session.scalar(sa.select(PolicyState.version).where(PolicyState.id == 1)) or 0
-
-
-def get_rule(rule_id: int, actor: Actor | None = None) -> Rule:
-    """The rule, if it exists and *actor* may see it (another tenant's rule does not exist
-    for a tenant role: the answer is the same as for a missing one)."""
-    rule = db.session.get(Rule, rule_id)
-    if rule is None or not _sees(actor, rule):
-        raise NotFound(f"there is no rule with id {rule_id}")
-    return rule
-
-
-def get_rule_by_path(path: str, actor: Actor | None = None) -> Rule:
-    rule = db.session.scalar(sa.select(Rule).where(Rule.path == path))
-    if rule is None or not _sees(actor, rule):
-        raise NotFound(f"there is no rule for the path {path}")
-    return rule
-
-
-def visible_origins(rule: Rule, actor: Actor | None = None) -> list[AllowedOrigin]:
-    """The rule's origins that *actor* may see, sorted by tenant then value."""
-    origins = rule.origins
-    if actor is not None and actor.scoped and rule.tenant_id != actor.tenant_id:
-        origins = [o for o in origins if o.tenant_id == actor.tenant_id]
-    return sorted(origins, key=lambda o: (_slug(o), o.value))
-
-
-def rule_to_dict(rule: Rule, actor: Actor | None = None) -> dict[str, Any]:
-    """A rule in the policy file's format: deterministic, so exports diff cleanly."""
-    data = {
-        "path": rule.path,
-        "origins": [origin_to_json(o) for o in visible_origins(rule, actor)],
-        "methods": list(rule.methods),
-        "allow_headers": list(rule.allow_headers),
-        "expose_headers": list(rule.expose_headers),
-        "supports_credentials": rule.supports_credentials,
-        "max_age": rule.max_age,
-        "allow_private_network": rule.allow_private_network,
-        "mode": rule.mode,
-        "description": rule.description or "",
-    }
-    return _with_tenancy(data, rule.tenant.slug if rule.tenant_id else None,
-                         TenantSelector(rule.tenant_source, rule.tenant_key,
-                                        rule.unknown_tenant))
-
-
-def _with_tenancy(data: dict[str, Any], owner: str | None,
-                  selector: TenantSelector) -> dict[str, Any]:
-    """Tenant fields appear only when used, so plain policies read like flask-cors's."""
-    if owner:
-        data["tenant"] = owner
-    if selector.source != "none":
-        data["tenant_selector"] = {"source": selector.source, "key": selector.key,
-                                   "unknown": selector.unknown}
-    return data
-
-
-def _slug(origin: AllowedOrigin | OriginInput) -> str:
-    if isinstance(origin, OriginInput):
-        return origin.tenant or ""
-    return origin.tenant.slug if origin.tenant_id is not None else ""
-
-
-def origin_to_json(origin: AllowedOrigin | OriginInput) -> str | dict[str, Any]:
-    """A bare string, or an object when the entry has a note, an expiry or a tenant."""
-    tenant = _slug(origin)
-    if not origin.note and origin.expires_at is None and not tenant:
-        return origin.value
-    entry: dict[str, Any] = {"value": origin.value}
-    if origin.note:
-        entry["note"] = origin.note
-    if origin.expires_at is not None:
-        entry["expires_at"] = _iso(origin.expires_at)
-    if tenant:
-        entry["tenant"] = tenant
-    return entry
-
-
-def export_policy(actor: Actor | None = None) -> dict[str, Any]:
-    """The policy as a document; a tenant role gets its own tenant and rules only."""
-    rules = db.session.scalars(
-        sa.select(Rule).where(visible_rules(actor))
-        .options(selectinload(Rule.origins).selectinload(AllowedOrigin.tenant),
-                 selectinload(Rule.tenant))
-        .order_by(Rule.path)
-    ).all()
-    tenants = sa.select(Tenant).order_by(Tenant.slug)
-    if actor is not None and actor.scoped:
-        tenants = tenants.where(Tenant.id == actor.tenant_id)
-    document: dict[str, Any] = {"rules": [rule_to_dict(rule, actor) for rule in rules]}
-    tenant_list = [{"slug": t.slug, "name": t.name} for t in db.session.scalars(tenants)]
-    if tenant_list:
-        document["tenants"] = tenant_list
-    return document
-
-
-# -- writing -----------------------------------------------------------------------------------
+# -- rules and origins -------------------------------------------------------------------------
 
 
 def create_rule(data: Mapping[str, Any], *, actor: Actor) -> Rule:
     require_writer(actor)
-    with _change() as version:
+    with policy_change(actor) as change:
         rule_input = _scoped_input(validate_rule(data, reserved_prefixes=_reserved()), actor)
         _check_no_tie(rule_input.path, exclude_id=None, field_name="path", actor=actor)
         rule = Rule()
         _apply(rule, rule_input, actor)
         db.session.add(rule)
         db.session.flush()
-        _audit(actor, "rule.create", rule, None, rule_to_dict(rule), version,
-               f"created rule {rule.path}")
+        change.audit("rule.create", f"created rule {rule.path}", rule=rule,
+                     after=rule_to_dict(rule))
     return rule
 
 
@@ -248,17 +58,17 @@ def update_rule(
     """Change the fields present in *data*; fields left out keep their value."""
     try:
         return _update_rule(rule_id, data, actor=actor, expected_version=expected_version)
-    except _Unchanged as unchanged:
-        return unchanged.obj  # type: ignore[return-value]
+    except Unchanged as unchanged:
+        return unchanged.result  # type: ignore[return-value]
 
 
 def _update_rule(
     rule_id: int, data: Mapping[str, Any], *, actor: Actor, expected_version: int | None
 ) -> Rule:
     require_writer(actor)
-    with _change() as version:
+    with policy_change(actor) as change:
         rule = _locked_rule(rule_id, expected_version, actor)
-        if not _owns(actor, rule):
+        if not owns(actor, rule):
             raise Forbidden(f"rule {rule.path} belongs to the platform; you can change only "
                             "your tenant's origins on it")
         before = rule_to_dict(rule)
@@ -272,20 +82,21 @@ def _update_rule(
         db.session.flush()
         after = rule_to_dict(rule)
         if after == before:
-            raise _Unchanged(rule)
-        _audit(actor, "rule.update", rule, before, after, version,
-               f"updated rule {rule.path}: {', '.join(_changed_fields(before, after))}")
+            raise Unchanged(rule)
+        change.audit("rule.update",
+                     f"updated rule {rule.path}: {', '.join(_changed_fields(before, after))}",
+                     rule=rule, before=before, after=after)
     return rule
 
 
 def delete_rule(rule_id: int, *, actor: Actor, expected_version: int | None = None) -> None:
     require_writer(actor)
-    with _change() as version:
+    with policy_change(actor) as change:
         rule = _locked_rule(rule_id, expected_version, actor)
-        if not _owns(actor, rule):
+        if not owns(actor, rule):
             raise Forbidden(f"rule {rule.path} belongs to the platform; you cannot delete it")
-        before = rule_to_dict(rule)
-        _audit(actor, "rule.delete", rule, before, None, version, f"deleted rule {rule.path}")
+        change.audit("rule.delete", f"deleted rule {rule.path}", rule=rule,
+                     before=rule_to_dict(rule))
         db.session.delete(rule)
 
 
@@ -308,14 +119,14 @@ def add_origin(
     if note or expires_at is not None:
         item = {"value": value, "note": note, "expires_at": expires_at}
     try:
-        with _change() as version:
+        with policy_change(actor) as change:
             rule = _locked_rule(rule_id, None, actor)
             origin_input = validate_origin(item, credentials=rule.supports_credentials)
             tenant_id = _origin_tenant(rule, actor, tenant)
             existing = next((o for o in rule.origins if o.value == origin_input.value
                              and o.tenant_id == tenant_id), None)
             if existing is not None:
-                raise _Unchanged(existing)
+                raise Unchanged(existing)
             before = rule_to_dict(rule, actor)
             origin = _new_origin(origin_input, actor)
             origin.tenant_id = tenant_id
@@ -323,12 +134,12 @@ def add_origin(
             _touch(rule, actor)
             db.session.flush()
             db.session.refresh(origin, ["tenant"])
-            _audit(actor, "origin.add", rule, before, rule_to_dict(rule, actor), version,
-                   f"allowed {origin.value} on {rule.path}"
-                   + (f" for tenant {origin.tenant.slug}" if origin.tenant_id else ""),
-                   tenant_id=tenant_id)
-    except _Unchanged as unchanged:
-        return unchanged.obj, False  # type: ignore[return-value]
+            change.audit("origin.add", f"allowed {origin.value} on {rule.path}"
+                         + (f" for tenant {origin.tenant.slug}" if origin.tenant_id else ""),
+                         rule=rule, before=before, after=rule_to_dict(rule, actor),
+                         tenant_id=tenant_id)
+    except Unchanged as unchanged:
+        return unchanged.result, False  # type: ignore[return-value]
     return origin, True
 
 
@@ -337,20 +148,20 @@ def remove_origin(rule_id: int, value: str, *, actor: Actor,
     """Remove one origin by its stored value; returns whether it was there."""
     require_writer(actor)
     try:
-        with _change() as version:
+        with policy_change(actor) as change:
             rule = _locked_rule(rule_id, None, actor)
             tenant_id = _origin_tenant(rule, actor, tenant)
             origin = next((o for o in rule.origins if o.value == value
                            and o.tenant_id == tenant_id), None)
             if origin is None:
-                raise _Unchanged(rule)
+                raise Unchanged(False)
             before = rule_to_dict(rule, actor)
             rule.origins.remove(origin)
             _touch(rule, actor)
             db.session.flush()
-            _audit(actor, "origin.remove", rule, before, rule_to_dict(rule, actor), version,
-                   f"removed {value} from {rule.path}", tenant_id=tenant_id)
-    except _Unchanged:
+            change.audit("origin.remove", f"removed {value} from {rule.path}", rule=rule,
+                         before=before, after=rule_to_dict(rule, actor), tenant_id=tenant_id)
+    except Unchanged:
         return False
     return True
 
@@ -362,8 +173,9 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
     change: it bumps the version and is audited.
     """
     require_writer(actor)
-    entry = db.session.get(AuditEntry, entry_id)
-    if entry is None or (actor.scoped and entry.tenant_id != actor.tenant_id):
+    entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.id == entry_id,
+                                                          visible_audit_entries(actor)))
+    if entry is None:
         raise NotFound(f"there is no audit entry {entry_id}")
     if state not in ("before", "after"):
         raise ValidationError([FieldError("state", "state must be before or after")])
@@ -372,7 +184,7 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
         raise ValidationError([FieldError(
             "entry", f"audit entry {entry_id} has no rule state {state} the change to restore")])
     try:
-        with _change() as version:
+        with policy_change(actor) as change:
             rule_input = _scoped_input(validate_rule(recorded, reserved_prefixes=_reserved()),
                                        actor)
             rule = db.session.get(Rule, entry.rule_id)
@@ -380,11 +192,11 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
                 rule = None  # SQLite reuses the ids of deleted rows: that is another rule
             rule = rule or db.session.scalar(
                 sa.select(Rule).where(Rule.path == rule_input.path))
-            if rule is not None and not _owns(actor, rule):
+            if rule is not None and not owns(actor, rule):
                 raise NotFound(f"there is no audit entry {entry_id}")
             before = rule_to_dict(rule) if rule is not None else None
             if before == recorded:
-                raise _Unchanged(rule)
+                raise Unchanged(rule)
             _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None,
                           field_name="path", actor=actor)
             if rule is None:
@@ -392,10 +204,11 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
                 db.session.add(rule)
             _apply(rule, rule_input, actor)
             db.session.flush()
-            _audit(actor, "rule.restore", rule, before, rule_to_dict(rule), version,
-                   f"restored rule {rule.path} to its state {state} audit entry {entry_id}")
-    except _Unchanged as unchanged:
-        return unchanged.obj  # type: ignore[return-value]
+            change.audit("rule.restore",
+                         f"restored rule {rule.path} to its state {state} audit entry "
+                         f"{entry_id}", rule=rule, before=before, after=rule_to_dict(rule))
+    except Unchanged as unchanged:
+        return unchanged.result  # type: ignore[return-value]
     return rule
 
 
@@ -410,16 +223,17 @@ def purge_expired_origins(retention_days: float, *, actor: Actor = SYSTEM) -> in
     by_rule: dict[int, list[AllowedOrigin]] = {}
     for origin in stale:
         by_rule.setdefault(origin.rule_id, []).append(origin)
-    with _change() as version:
+    with policy_change(actor) as change:
         for rule_id, origins in by_rule.items():
             rule = db.session.get(Rule, rule_id)
             before = rule_to_dict(rule)
             for origin in origins:
                 rule.origins.remove(db.session.merge(origin))
             db.session.flush()
-            _audit(actor, "origin.expire", rule, before, rule_to_dict(rule), version,
-                   f"removed {len(origins)} origin(s) of {rule.path} that expired before "
-                   f"{_iso(cutoff)}")
+            change.audit("origin.expire",
+                         f"removed {len(origins)} origin(s) of {rule.path} that expired "
+                         f"before {_iso(cutoff)}", rule=rule, before=before,
+                         after=rule_to_dict(rule))
     return len(stale)
 
 
@@ -502,7 +316,7 @@ def import_policy(
                         "their rules and origins one by one")
     result = ImportResult(dry_run=dry_run)
     try:
-        with _change() as version:
+        with policy_change(actor) as change:
             inputs = validate_policy(document)
             _ensure_tenants(document, inputs, result)
             existing = {
@@ -527,10 +341,10 @@ def import_policy(
                     rule = Rule()
                     _apply(rule, rule_input, actor)
                     db.session.add(rule)
-                    afters[rule_input.path] = _input_to_dict(rule_input)
+                    afters[rule_input.path] = rule_input_to_dict(rule_input)
                     continue
                 before = rule_to_dict(rule)
-                after = _input_to_dict(rule_input)
+                after = rule_input_to_dict(rule_input)
                 if before == after:
                     result.unchanged.append(rule.path)
                     continue
@@ -544,19 +358,16 @@ def import_policy(
                         befores[path] = rule_to_dict(rule)
                         db.session.delete(rule)
             if dry_run or not result.has_changes:
-                raise _Unchanged(result)
+                raise Unchanged(result)
             db.session.flush()
-            db.session.add(AuditEntry(
-                actor=actor.name, channel=actor.channel, action="policy.import",
-                rule_id=None, rule_path="",
-                summary=f"imported policy: {len(result.added)} added, {len(result.changed)} "
-                        f"changed, {len(result.removed)} removed"
-                        + (f", tenants created: {', '.join(result.tenants_added)}"
-                           if result.tenants_added else ""),
-                before={"rules": befores}, after={"rules": afters}, policy_version=version,
-            ))
-            result.policy_version = version
-    except _Unchanged:
+            change.audit("policy.import",
+                         f"imported policy: {len(result.added)} added, "
+                         f"{len(result.changed)} changed, {len(result.removed)} removed"
+                         + (f", tenants created: {', '.join(result.tenants_added)}"
+                            if result.tenants_added else ""),
+                         before={"rules": befores}, after={"rules": afters})
+            result.policy_version = change.version
+    except Unchanged:
         result.policy_version = policy_version()
     for names in (result.added, result.removed, result.unchanged):
         names.sort()
@@ -564,52 +375,6 @@ def import_policy(
 
 
 # -- internals ---------------------------------------------------------------------------------
-
-
-class _Unchanged(Exception):
-    """Raised inside a change to roll it back when there is nothing to write."""
-
-    def __init__(self, obj: object) -> None:
-        self.obj = obj
-
-
-class _change:
-    """A policy write: bump the version (taking the row lock), run, audit, commit."""
-
-    def __enter__(self) -> int:
-        db.session.rollback()  # start clean: no half-finished work rides along
-        return _bump_version()
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            try:
-                db.session.commit()
-            except StaleDataError:
-                db.session.rollback()
-                raise Conflict("the rule was changed by someone else meanwhile; reload it "
-                               "and apply your change again") from None
-            except sa.exc.IntegrityError as error:
-                db.session.rollback()
-                raise Conflict(f"the change conflicts with a change made meanwhile: "
-                               f"{error.orig}") from None
-            return False
-        db.session.rollback()
-        return False
-
-
-def _bump_version() -> int:
-    statement = (
-        sa.update(PolicyState)
-        .where(PolicyState.id == 1)
-        .values(version=PolicyState.version + 1, changed_at=utcnow())
-        .returning(PolicyState.version)
-    )
-    version = db.session.execute(statement).scalar()
-    if version is None:  # a database created without the migration's seed row
-        db.session.add(PolicyState(id=1, version=1, changed_at=utcnow()))
-        db.session.flush()
-        version = 1
-    return version
 
 
 def _locked_rule(rule_id: int, expected_version: int | None,
@@ -641,7 +406,7 @@ def _apply(rule: Rule, data: RuleInput, actor: Actor) -> None:
     rule.tenant_key = data.selector.key
     rule.unknown_tenant = data.selector.unknown
     # A tenant role replaces only its own allowlist on a shared rule.
-    keep_others = actor.scoped and rule.tenant_id != actor.tenant_id
+    keep_others = not owns(actor, rule)
     current = {(o.tenant_id, o.value): o for o in rule.origins
                if not keep_others or o.tenant_id == actor.tenant_id}
     wanted = {(slugs.get(o.tenant) if o.tenant else None, o.value): o for o in data.origins}
@@ -665,7 +430,7 @@ def _touch(rule: Rule, actor: Actor) -> None:
     tenant's change to its own list on a platform rule is not signed with the tenant user's
     name: every tenant on the rule sees who changed it last."""
     rule.updated_at = utcnow()
-    if _owns(actor, rule):
+    if owns(actor, rule):
         rule.updated_by = actor.name
 
 
@@ -680,23 +445,6 @@ def _new_origin(origin_input: OriginInput, actor: Actor) -> AllowedOrigin:
     )
 
 
-def _input_to_dict(data: RuleInput) -> dict[str, Any]:
-    result = {
-        "path": data.path,
-        "origins": [origin_to_json(o)
-                    for o in sorted(data.origins, key=lambda o: (o.tenant or "", o.value))],
-        "methods": list(data.methods),
-        "allow_headers": list(data.allow_headers),
-        "expose_headers": list(data.expose_headers),
-        "supports_credentials": data.supports_credentials,
-        "max_age": data.max_age,
-        "allow_private_network": data.allow_private_network,
-        "mode": data.mode,
-        "description": data.description,
-    }
-    return _with_tenancy(result, data.tenant, data.selector)
-
-
 def _check_no_tie(path: str, *, exclude_id: int | None, field_name: str,
                   actor: Actor | None = None) -> None:
     candidate = parse_pattern(path)
@@ -707,8 +455,7 @@ def _check_no_tie(path: str, *, exclude_id: int | None, field_name: str,
     if tie is None:
         return
     other = others[tie.text]
-    if actor is not None and actor.scoped and other.tenant_id != actor.tenant_id and not (
-            other.tenant_id is None and other.tenant_source != "none"):
+    if not sees(actor, other):
         # Paths are unique across tenants, but another tenant's rule is not named.
         raise ValidationError([FieldError(field_name, (
             f"the path {path} is taken by a rule you cannot see; choose another path"
@@ -742,26 +489,6 @@ def _tie_message(path: str, other: str) -> str:
 
 def _changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     return [name for name in RULE_FIELDS if before.get(name) != after.get(name)]
-
-
-def _audit(
-    actor: Actor,
-    action: str,
-    rule: Rule,
-    before: dict | None,
-    after: dict | None,
-    version: int,
-    summary: str,
-    *,
-    tenant_id: int | None = None,
-) -> None:
-    """One audit entry; it belongs to the rule's tenant, or to the tenant whose allowlist on
-    a shared rule changed, so tenant roles see exactly their own entries."""
-    db.session.add(AuditEntry(
-        actor=actor.name, channel=actor.channel, action=action, rule_id=rule.id,
-        rule_path=rule.path, summary=summary, before=before, after=after,
-        policy_version=version, tenant_id=rule.tenant_id or tenant_id,
-    ))
 
 
 def _scoped_input(rule_input: RuleInput, actor: Actor) -> RuleInput:
@@ -807,8 +534,6 @@ def _tenant_ids(slugs: list[str | None], *, field_name: str = "tenant") -> dict[
 
 
 def _validate_tenant_list(tenants: Any) -> list[FieldError]:
-    from .validation import TENANT_SLUG
-
     if not isinstance(tenants, list):
         return [FieldError("tenants", 'tenants is a list of {"slug": ..., "name": ...}')]
     errors = []

@@ -16,8 +16,8 @@ from ..extensions import db
 from ..models import RequestLogEntry
 from ..request_log.recorder import OVERFLOW
 from ..request_log.recorder import prune as prune_rows
+from .access import Actor, visible_log_rows, whole_platform
 from .errors import FieldError, ValidationError
-from .policy import Actor, visible_log_rows
 
 MAX_PAGE_SIZE = 500
 REASONS = (*REFUSAL_REASONS, OVERFLOW)
@@ -66,7 +66,7 @@ def validate_filter(*, since: str | None = None, rule: str | None = None,
 
 def _filtered(query: sa.Select, filters: LogFilter, actor: Actor | None = None) -> sa.Select:
     table = RequestLogEntry
-    if actor is not None and actor.scoped:
+    if not whole_platform(actor):
         query = query.where(visible_log_rows(actor))
     if filters.since is not None:
         query = query.where(table.last_seen >= filters.since)

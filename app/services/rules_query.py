@@ -18,8 +18,8 @@ from sqlalchemy.orm import selectinload
 
 from ..cors.paths import PatternIndex, parse_pattern
 from ..extensions import db
-from ..models import MODES, AllowedOrigin, Rule
-from .policy import Actor, visible_origin_rows, visible_rules
+from ..models import MODES, AllowedOrigin, Rule, Tenant
+from .access import Actor, visible_origin_rows, visible_rules
 from .validation import OriginInput, RuleInput
 from .warnings import rule_warnings
 
@@ -34,11 +34,13 @@ MAX_ORIGINS_PER_PAGE = 500
 
 @dataclass(frozen=True, slots=True)
 class RuleFilter:
-    """What the rules list shows: *text* in the path or description, a mode, credentials."""
+    """What the rules list shows: *text* in the path or description, a mode, credentials,
+    the rules of one *tenant* (its slug)."""
 
     text: str = ""
     mode: str | None = None
     credentials: bool | None = None
+    tenant: str | None = None
 
     @classmethod
     def from_args(cls, args) -> RuleFilter:
@@ -75,11 +77,13 @@ class RulePage:
         return list(self.pagination.items)
 
 
-def search_rules(rule_filter: RuleFilter, *, page: int = 1,
-                 per_page: int = RULES_PER_PAGE, actor: Actor | None = None) -> RulePage:
-    """A page of the rules *actor* may see, sorted by path; *per_page* is capped at
-    :data:`MAX_RULES_PER_PAGE`."""
-    query = sa.select(Rule).where(visible_rules(actor)).order_by(Rule.path)
+def search_rules(rule_filter: RuleFilter, *, page: int = 1, per_page: int = RULES_PER_PAGE,
+                 max_per_page: int = MAX_RULES_PER_PAGE,
+                 actor: Actor | None = None) -> RulePage:
+    """A page of the rules *actor* may see, sorted by path, with their owners loaded;
+    *per_page* is capped at *max_per_page*."""
+    query = sa.select(Rule).where(visible_rules(actor)) \
+        .options(selectinload(Rule.tenant)).order_by(Rule.path)
     if rule_filter.text:
         query = query.where(sa.or_(
             Rule.path.icontains(rule_filter.text, autoescape=True),
@@ -89,8 +93,11 @@ def search_rules(rule_filter: RuleFilter, *, page: int = 1,
         query = query.where(Rule.mode == rule_filter.mode)
     if rule_filter.credentials is not None:
         query = query.where(Rule.supports_credentials.is_(rule_filter.credentials))
+    if rule_filter.tenant is not None:
+        query = query.join(Tenant, Rule.tenant_id == Tenant.id) \
+            .where(Tenant.slug == rule_filter.tenant)
     pagination = db.paginate(query, page=page, per_page=per_page,
-                             max_per_page=MAX_RULES_PER_PAGE, error_out=False)
+                             max_per_page=max_per_page, error_out=False)
     return RulePage(pagination, origin_counts([rule.id for rule in pagination.items],
                                               actor=actor))
 

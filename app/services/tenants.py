@@ -7,16 +7,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models import AllowedOrigin, ApiToken, AuditEntry, Rule, Tenant, User
-from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
-from .policy import Actor, _bump_version, policy_version
+from ..models import AllowedOrigin, ApiToken, Rule, Tenant, User
+from .access import Actor, require_admin, visible_tenants
+from .changes import policy_change
+from .errors import Conflict, FieldError, NotFound, ValidationError
 from .validation import TENANT_SLUG
 
 
 def list_tenants(actor: Actor | None = None) -> list[Tenant]:
-    query = sa.select(Tenant).order_by(Tenant.slug)
-    if actor is not None and actor.scoped:
-        query = query.where(Tenant.id == actor.tenant_id)
+    query = sa.select(Tenant).where(visible_tenants(actor)).order_by(Tenant.slug)
     return list(db.session.scalars(query))
 
 
@@ -61,8 +60,9 @@ def tenant_slug(tenant_id: int | None) -> str | None:
 
 
 def get_tenant(slug: str, actor: Actor | None = None) -> Tenant:
-    tenant = db.session.scalar(sa.select(Tenant).where(Tenant.slug == slug))
-    if tenant is None or (actor is not None and actor.scoped and tenant.id != actor.tenant_id):
+    tenant = db.session.scalar(sa.select(Tenant).where(Tenant.slug == slug,
+                                                       visible_tenants(actor)))
+    if tenant is None:
         raise NotFound(f"there is no tenant {slug}")
     return tenant
 
@@ -70,7 +70,7 @@ def get_tenant(slug: str, actor: Actor | None = None) -> Tenant:
 def create_tenant(slug: str, name: str = "", *, actor: Actor) -> Tenant:
     """Tenants are managed by admins. A new tenant is known to the engine from the next
     policy version on, so its requests stop being refused as an unknown tenant."""
-    _require_admin(actor)
+    require_admin(actor, to="manage tenants")
     slug = (slug or "").strip()
     errors = []
     if not TENANT_SLUG.match(slug):
@@ -80,19 +80,14 @@ def create_tenant(slug: str, name: str = "", *, actor: Actor) -> Tenant:
         errors.append(FieldError("name", "the name is longer than 200 characters"))
     if errors:
         raise ValidationError(errors)
-    db.session.rollback()
-    version = _bump_version()
-    if db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == slug)) is not None:
-        db.session.rollback()
-        raise Conflict(f"a tenant {slug} already exists")
-    tenant = Tenant(slug=slug, name=name or slug)
-    db.session.add(tenant)
-    db.session.flush()
-    db.session.add(AuditEntry(actor=actor.name, channel=actor.channel, action="tenant.create",
-                              rule_id=None, rule_path="", summary=f"created tenant {slug}",
-                              before=None, after={"slug": slug, "name": tenant.name},
-                              policy_version=version, tenant_id=tenant.id))
-    db.session.commit()
+    with policy_change(actor) as change:
+        if db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == slug)) is not None:
+            raise Conflict(f"a tenant {slug} already exists")
+        tenant = Tenant(slug=slug, name=name or slug)
+        db.session.add(tenant)
+        db.session.flush()
+        change.audit("tenant.create", f"created tenant {slug}",
+                     after={"slug": slug, "name": tenant.name}, tenant_id=tenant.id)
     return tenant
 
 
@@ -104,37 +99,27 @@ def delete_tenant(slug: str, *, actor: Actor) -> None:
     SQLite does not enforce it, and an account left pointing at a deleted tenant's id would
     belong to the next tenant given that id.
     """
-    _require_admin(actor)
+    require_admin(actor, to="manage tenants")
     tenant = get_tenant(slug)
     owned = db.session.scalar(sa.select(sa.func.count(Rule.id)).where(Rule.tenant_id == tenant.id))
     if owned:
         raise Conflict(f"tenant {slug} owns {owned} rule(s); delete or reassign them first")
-    db.session.rollback()
-    version = _bump_version()
-    tenant = get_tenant(slug)
-    origins = db.session.scalar(sa.select(sa.func.count(AllowedOrigin.id))
-                                .where(AllowedOrigin.tenant_id == tenant.id))
-    users = db.session.scalar(sa.select(sa.func.count(User.id))
-                              .where(User.tenant_id == tenant.id))
-    tokens = db.session.scalar(sa.select(sa.func.count(ApiToken.id))
-                               .where(ApiToken.tenant_id == tenant.id))
-    db.session.add(AuditEntry(actor=actor.name, channel=actor.channel, action="tenant.delete",
-                              rule_id=None, rule_path="",
-                              summary=f"deleted tenant {slug}, its {origins} origin(s), "
+    with policy_change(actor) as change:
+        tenant = get_tenant(slug)
+        origins = db.session.scalar(sa.select(sa.func.count(AllowedOrigin.id))
+                                    .where(AllowedOrigin.tenant_id == tenant.id))
+        users = db.session.scalar(sa.select(sa.func.count(User.id))
+                                  .where(User.tenant_id == tenant.id))
+        tokens = db.session.scalar(sa.select(sa.func.count(ApiToken.id))
+                                   .where(ApiToken.tenant_id == tenant.id))
+        change.audit("tenant.delete", f"deleted tenant {slug}, its {origins} origin(s), "
                                       f"{users} user(s) and {tokens} API token(s)",
-                              before={"slug": slug, "name": tenant.name}, after=None,
-                              policy_version=version, tenant_id=tenant.id))
-    db.session.execute(sa.delete(AllowedOrigin).where(AllowedOrigin.tenant_id == tenant.id))
-    db.session.execute(sa.delete(User).where(User.tenant_id == tenant.id))
-    db.session.execute(sa.delete(ApiToken).where(ApiToken.tenant_id == tenant.id))
-    db.session.delete(tenant)
-    db.session.commit()
-
-
-def _require_admin(actor: Actor) -> None:
-    if actor.role != "admin":
-        raise Forbidden("only admins manage tenants")
+                     before={"slug": slug, "name": tenant.name}, tenant_id=tenant.id)
+        db.session.execute(sa.delete(AllowedOrigin).where(AllowedOrigin.tenant_id == tenant.id))
+        db.session.execute(sa.delete(User).where(User.tenant_id == tenant.id))
+        db.session.execute(sa.delete(ApiToken).where(ApiToken.tenant_id == tenant.id))
+        db.session.delete(tenant)
 
 
 __all__ = ["TenantSummary", "create_tenant", "delete_tenant", "get_tenant", "list_tenants",
-           "policy_version", "tenant_slug", "tenant_summaries"]
+           "tenant_slug", "tenant_summaries"]

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models import ROLES, TENANT_ROLES, ApiToken, AuditEntry, Tenant
-from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
-from .policy import Actor, policy_version
-from .validation import _timestamp
+from ..models import ROLES, TENANT_ROLES, ApiToken, Tenant
+from .access import Actor, require_admin
+from .changes import policy_change
+from .errors import Conflict, FieldError, NotFound, ValidationError
+from .validation import parse_expiry
 
 TOKEN_PREFIX = "cc_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@/-]{0,99}$")
@@ -39,11 +40,10 @@ def hash_secret(secret: str) -> str:
 def create_token(name: str, role: str, *, actor: Actor, tenant: str | None = None,
                  expires_at: datetime | str | None = None) -> IssuedToken:
     """Issue a token; *expires_at* is a time or ISO 8601 text (UTC when it names no zone)."""
-    if actor.role != "admin":
-        raise Forbidden("only admins create API tokens")
+    require_admin(actor, to="create API tokens")
     errors: list[FieldError] = []
     if not isinstance(expires_at, datetime | None):
-        expires_at = _timestamp(expires_at, lambda _field, message: errors.append(
+        expires_at = parse_expiry(expires_at, lambda _field, message: errors.append(
             FieldError("expires_at", message)))
     name = (name or "").strip()
     if not _NAME.match(name):
@@ -69,16 +69,19 @@ def create_token(name: str, role: str, *, actor: Actor, tenant: str | None = Non
             errors.append(FieldError("expires_at", "the expiry is in the past"))
     if errors:
         raise ValidationError(errors)
-    if db.session.scalar(sa.select(ApiToken.id).where(ApiToken.name == name)) is not None:
-        raise Conflict(f"a token named {name} already exists; revoke it or choose another name")
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(name=name, token_hash=hash_secret(secret), prefix=secret[:10], role=role,
-                     tenant_id=tenant_id, created_by=actor.name, expires_at=expires_at)
-    db.session.add(token)
-    db.session.flush()
-    _audit(actor, "token.create", f"created API token {name} ({role}"
-           + (f", tenant {tenant}" if tenant else "") + ")", tenant_id)
-    db.session.commit()
+    # API tokens do not move the policy version: the engine does not depend on them.
+    with policy_change(actor, bump_version=False) as change:
+        if db.session.scalar(sa.select(ApiToken.id).where(ApiToken.name == name)) is not None:
+            raise Conflict(f"a token named {name} already exists; revoke it or choose another "
+                           "name")
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = ApiToken(name=name, token_hash=hash_secret(secret), prefix=secret[:10],
+                         role=role, tenant_id=tenant_id, created_by=actor.name,
+                         expires_at=expires_at)
+        db.session.add(token)
+        db.session.flush()
+        change.audit("token.create", f"created API token {name} ({role}"
+                     + (f", tenant {tenant}" if tenant else "") + ")", tenant_id=tenant_id)
     return IssuedToken(token, secret)
 
 
@@ -106,15 +109,14 @@ def list_tokens() -> list[ApiToken]:
 
 
 def revoke_token(name: str, *, actor: Actor) -> ApiToken:
-    if actor.role != "admin":
-        raise Forbidden("only admins revoke API tokens")
-    token = db.session.scalar(sa.select(ApiToken).where(ApiToken.name == name))
-    if token is None:
-        raise NotFound(f"there is no token named {name}")
-    if token.revoked_at is None:
-        token.revoked_at = datetime.now(UTC)
-        _audit(actor, "token.revoke", f"revoked API token {name}", token.tenant_id)
-        db.session.commit()
+    require_admin(actor, to="revoke API tokens")
+    with policy_change(actor, bump_version=False) as change:
+        token = db.session.scalar(sa.select(ApiToken).where(ApiToken.name == name))
+        if token is None:
+            raise NotFound(f"there is no token named {name}")
+        if token.revoked_at is None:
+            token.revoked_at = datetime.now(UTC)
+            change.audit("token.revoke", f"revoked API token {name}", tenant_id=token.tenant_id)
     return token
 
 
@@ -128,13 +130,6 @@ def token_state(token: ApiToken) -> str:
     if token.expires_at is not None and _aware(token.expires_at) <= datetime.now(UTC):
         return "expired"
     return "active"
-
-
-def _audit(actor: Actor, action: str, summary: str, tenant_id: int | None) -> None:
-    db.session.add(AuditEntry(actor=actor.name, channel=actor.channel, action=action,
-                              rule_id=None, rule_path="", summary=summary, before=None,
-                              after=None, policy_version=policy_version(),
-                              tenant_id=tenant_id))
 
 
 def _aware(value: datetime) -> datetime:

@@ -1,7 +1,7 @@
 """Users: creation with validated input, the first admin of a new installation, and the
 changes admins make to accounts (disable, enable, role, password).
 
-Every change made on behalf of someone (an :class:`~app.services.policy.Actor`) is recorded in
+Every change made on behalf of someone (an :class:`~app.services.access.Actor`) is recorded in
 the audit trail. User changes do not move the policy version: the engine does not depend on
 users. The audit entry carries the current version so it sorts among the policy changes.
 """
@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import re
 import secrets
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models import ROLES, TENANT_ROLES, AuditEntry, Tenant, User
+from ..models import ROLES, TENANT_ROLES, Tenant, User
+from .access import Actor
+from .changes import Change, Unchanged, policy_change
 from .errors import Conflict, FieldError, NotFound, ValidationError
-from .policy import Actor, policy_version
 
 MIN_PASSWORD = 10
 # Roles of the people who run the platform: admin (everything), editor (rules and origins),
 # viewer (read-only). The tenant roles (TENANT_ROLES) belong to accounts of one tenant.
 PLATFORM_ROLES = ("admin", "editor", "viewer")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# What a uniqueness rule broken at the last moment most likely means for an account.
+_CONFLICT = ("the change conflicts with a change made meanwhile (for example, a user created "
+             "with the same email); reload the page and try again")
 
 
 def list_users() -> list[User]:
@@ -54,16 +59,17 @@ def create_user(email: str, password: str, *, role: str = "viewer",
     errors.extend(tenant_errors)
     if errors:
         raise ValidationError(errors)
-    if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
-        raise Conflict(f"a user {email} already exists")
-    user = User(email=email, role=role, active=True, tenant_id=tenant_id)
-    user.set_password(password)
-    db.session.add(user)
-    if actor is not None:
-        db.session.flush()
-        _audit(actor, "user.create", user, None, _state(user),
-               f"created {role} {email}" + (f" of tenant {tenant}" if tenant_id else ""))
-    _commit()
+    with _account_change(actor) as change:
+        if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
+            raise Conflict(f"a user {email} already exists")
+        user = User(email=email, role=role, active=True, tenant_id=tenant_id)
+        user.set_password(password)
+        db.session.add(user)
+        if actor is not None:
+            db.session.flush()
+            change.audit("user.create",
+                         f"created {role} {email}" + (f" of tenant {tenant}" if tenant_id else ""),
+                         after=_state(user), tenant_id=user.tenant_id)
     return user
 
 
@@ -72,17 +78,20 @@ def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
 
     Refused when it would leave no active admin.
     """
-    user = get_user(user_id)
-    if user.active == active:
-        return user
-    before = _state(user)
-    _lock_active_admins()
-    user.active = active
-    _refuse_without_admin(user, actor, "", "disabling")
-    verb = "enabled" if active else "disabled"
-    _audit(actor, "user.enable" if active else "user.disable", user, before, _state(user),
-           f"{verb} {user.email}")
-    _commit()
+    try:
+        with _account_change(actor) as change:
+            user = get_user(user_id)
+            if user.active == active:
+                raise Unchanged(user)
+            before = _state(user)
+            _lock_active_admins()
+            user.active = active
+            _refuse_without_admin(user, actor, "", "disabling")
+            verb = "enabled" if active else "disabled"
+            change.audit("user.enable" if active else "user.disable", f"{verb} {user.email}",
+                         before=before, after=_state(user), tenant_id=user.tenant_id)
+    except Unchanged as unchanged:
+        return unchanged.result  # type: ignore[return-value]
     return user
 
 
@@ -92,24 +101,28 @@ def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
     errors = _role_errors(role, ROLES)
     if errors:
         raise ValidationError(errors)
-    user = get_user(user_id)
-    if user.role == role:
-        return user
-    if user.tenant_id is not None and role not in TENANT_ROLES:
-        raise ValidationError([FieldError("role", (
-            f"{user.email} belongs to a tenant and keeps a tenant role; create a separate "
-            "account for work on the whole platform"))])
-    if user.tenant_id is None and role in TENANT_ROLES:
-        raise ValidationError([FieldError("role", (
-            f"{user.email} is a platform account; create a separate account for the tenant, "
-            "with its tenant"))])
-    before = _state(user)
-    _lock_active_admins()
-    user.role = role
-    _refuse_without_admin(user, actor, "role", "demoting")
-    _audit(actor, "user.role", user, before, _state(user),
-           f"changed the role of {user.email} from {before['role']} to {role}")
-    _commit()
+    try:
+        with _account_change(actor) as change:
+            user = get_user(user_id)
+            if user.role == role:
+                raise Unchanged(user)
+            if user.tenant_id is not None and role not in TENANT_ROLES:
+                raise ValidationError([FieldError("role", (
+                    f"{user.email} belongs to a tenant and keeps a tenant role; create a "
+                    "separate account for work on the whole platform"))])
+            if user.tenant_id is None and role in TENANT_ROLES:
+                raise ValidationError([FieldError("role", (
+                    f"{user.email} is a platform account; create a separate account for the "
+                    "tenant, with its tenant"))])
+            before = _state(user)
+            _lock_active_admins()
+            user.role = role
+            _refuse_without_admin(user, actor, "role", "demoting")
+            change.audit("user.role",
+                         f"changed the role of {user.email} from {before['role']} to {role}",
+                         before=before, after=_state(user), tenant_id=user.tenant_id)
+    except Unchanged as unchanged:
+        return unchanged.result  # type: ignore[return-value]
     return user
 
 
@@ -118,10 +131,11 @@ def reset_password(user_id: int, password: str, *, actor: Actor) -> User:
     errors = _password_errors(password)
     if errors:
         raise ValidationError(errors)
-    user = get_user(user_id)
-    user.set_password(password)
-    _audit(actor, "user.password", user, None, None, f"reset the password of {user.email}")
-    _commit()
+    with _account_change(actor) as change:
+        user = get_user(user_id)
+        user.set_password(password)
+        change.audit("user.password", f"reset the password of {user.email}",
+                     tenant_id=user.tenant_id)
     return user
 
 
@@ -191,6 +205,7 @@ def _lock_active_admins() -> None:
 def _refuse_without_admin(user: User, actor: Actor, field: str, doing: str) -> None:
     """Refuse a change that leaves no active admin. Counted after the change is flushed, so
     the count includes concurrent writers that committed first (their locks were waited for).
+    The refusal rolls the change back.
     """
     db.session.flush()
     admins = db.session.scalar(sa.select(sa.func.count(User.id)).where(
@@ -198,27 +213,13 @@ def _refuse_without_admin(user: User, actor: Actor, field: str, doing: str) -> N
     if admins:
         return
     email = user.email
-    db.session.rollback()
     who, whom = ("you are", "yourself") if actor.name == email else (f"{email} is", "them")
     raise ValidationError([FieldError(field, (
         f"{who} the last active admin; {doing} {whom} would leave nobody able to manage "
         "users. Make another user an admin first."))])
 
 
-def _audit(actor: Actor, action: str, user: User, before: dict | None, after: dict | None,
-           summary: str) -> None:
-    db.session.add(AuditEntry(
-        actor=actor.name, channel=actor.channel, action=action, rule_id=None, rule_path="",
-        summary=summary, before=before, after=after, policy_version=policy_version(),
-        tenant_id=user.tenant_id,  # a tenant's accounts show in its own audit trail
-    ))
-
-
-def _commit() -> None:
-    try:
-        db.session.commit()
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        raise Conflict("the change conflicts with a change made meanwhile (for example, a "
-                       "user created with the same email); reload the page and try again"
-                       ) from None
+def _account_change(actor: Actor | None) -> AbstractContextManager[Change]:
+    """A change to accounts: one transaction that leaves the policy version alone. Its audit
+    entries carry the account's tenant: a tenant's accounts show in its own audit trail."""
+    return policy_change(actor, bump_version=False, conflict=_CONFLICT)

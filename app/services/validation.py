@@ -189,8 +189,8 @@ def validate_origin(item: Any, *, credentials: bool) -> OriginInput:
         value = item.get("value")
         note = _text(item.get("note", ""), "note", MAX_NOTE,
                      lambda _f, m: errors.append(FieldError("origin.note", m)))
-        expires_at = _timestamp(item.get("expires_at"),
-                                lambda _f, m: errors.append(FieldError("origin.expires_at", m)))
+        expires_at = parse_expiry(item.get("expires_at"),
+                                  lambda _f, m: errors.append(FieldError("origin.expires_at", m)))
     else:
         value = item
     try:
@@ -356,7 +356,9 @@ def _text(value: Any, name: str, limit: int, err) -> str:
     return value
 
 
-def _timestamp(value: Any, err) -> datetime | None:
+def parse_expiry(value: Any, err) -> datetime | None:
+    """An origin's or a token's ``expires_at``: a time or ISO 8601 text, UTC when it names no
+    zone; None for none. A malformed value is reported through *err* (field, message)."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):

@@ -6,7 +6,8 @@ import json
 import time
 import urllib.request
 
-from app.services.policy import Actor, import_policy
+from app.services.access import Actor
+from app.services.policy import import_policy
 
 FETCH = """async ([url, init]) => {
   try {

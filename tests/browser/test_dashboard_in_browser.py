@@ -76,7 +76,8 @@ def test_blocked_front_end_is_allowed_from_the_request_log(browser, live_server,
 
 def test_an_xss_payload_in_the_origin_is_shown_as_text(page, live_server, admin_account,
                                                       app):
-    from app.services.policy import Actor, import_policy
+    from app.services.access import Actor
+    from app.services.policy import import_policy
 
     with app.app_context():
         import_policy({"rules": [{"path": "/api/*", "origins": ["https://ok.example"]}]},

@@ -1,0 +1,134 @@
+"""Reading the policy: one rule, its origins, and the policy file's format.
+
+A rule's dictionary form (:func:`rule_to_dict`) is the policy file's, the API's rule
+representation and what the audit trail records, so a rule read anywhere can be written back.
+Writes go through :mod:`.policy`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from ..extensions import db
+from ..models import AllowedOrigin, Rule, Tenant
+from .access import Actor, sees, sees_origin, visible_rules, visible_tenants
+from .errors import NotFound
+from .validation import OriginInput, RuleInput, TenantSelector
+
+
+def get_rule(rule_id: int, actor: Actor | None = None) -> Rule:
+    """The rule, if it exists and *actor* may see it (another tenant's rule does not exist
+    for a tenant role: the answer is the same as for a missing one)."""
+    rule = db.session.get(Rule, rule_id)
+    if rule is None or not sees(actor, rule):
+        raise NotFound(f"there is no rule with id {rule_id}")
+    return rule
+
+
+def get_rule_by_path(path: str, actor: Actor | None = None) -> Rule:
+    rule = db.session.scalar(sa.select(Rule).where(Rule.path == path))
+    if rule is None or not sees(actor, rule):
+        raise NotFound(f"there is no rule for the path {path}")
+    return rule
+
+
+def visible_origins(rule: Rule, actor: Actor | None = None) -> list[AllowedOrigin]:
+    """The rule's origins that *actor* may see, sorted by tenant then value."""
+    origins = [o for o in rule.origins if sees_origin(actor, rule, o)]
+    return sorted(origins, key=lambda o: (_slug(o), o.value))
+
+
+def rule_to_dict(rule: Rule, actor: Actor | None = None) -> dict[str, Any]:
+    """A rule in the policy file's format: deterministic, so exports diff cleanly."""
+    data = {
+        "path": rule.path,
+        "origins": [origin_to_json(o) for o in visible_origins(rule, actor)],
+        "methods": list(rule.methods),
+        "allow_headers": list(rule.allow_headers),
+        "expose_headers": list(rule.expose_headers),
+        "supports_credentials": rule.supports_credentials,
+        "max_age": rule.max_age,
+        "allow_private_network": rule.allow_private_network,
+        "mode": rule.mode,
+        "description": rule.description or "",
+    }
+    return _with_tenancy(data, rule.tenant.slug if rule.tenant_id else None,
+                         TenantSelector(rule.tenant_source, rule.tenant_key,
+                                        rule.unknown_tenant))
+
+
+def rule_input_to_dict(data: RuleInput) -> dict[str, Any]:
+    """A validated rule in the same format as :func:`rule_to_dict`, so an import can tell
+    whether it changes a stored rule by comparing the two."""
+    result = {
+        "path": data.path,
+        "origins": [origin_to_json(o)
+                    for o in sorted(data.origins, key=lambda o: (o.tenant or "", o.value))],
+        "methods": list(data.methods),
+        "allow_headers": list(data.allow_headers),
+        "expose_headers": list(data.expose_headers),
+        "supports_credentials": data.supports_credentials,
+        "max_age": data.max_age,
+        "allow_private_network": data.allow_private_network,
+        "mode": data.mode,
+        "description": data.description,
+    }
+    return _with_tenancy(result, data.tenant, data.selector)
+
+
+def _with_tenancy(data: dict[str, Any], owner: str | None,
+                  selector: TenantSelector) -> dict[str, Any]:
+    """Tenant fields appear only when used, so plain policies read like flask-cors's."""
+    if owner:
+        data["tenant"] = owner
+    if selector.source != "none":
+        data["tenant_selector"] = {"source": selector.source, "key": selector.key,
+                                   "unknown": selector.unknown}
+    return data
+
+
+def _slug(origin: AllowedOrigin | OriginInput) -> str:
+    if isinstance(origin, OriginInput):
+        return origin.tenant or ""
+    return origin.tenant.slug if origin.tenant_id is not None else ""
+
+
+def origin_to_json(origin: AllowedOrigin | OriginInput) -> str | dict[str, Any]:
+    """A bare string, or an object when the entry has a note, an expiry or a tenant."""
+    tenant = _slug(origin)
+    if not origin.note and origin.expires_at is None and not tenant:
+        return origin.value
+    entry: dict[str, Any] = {"value": origin.value}
+    if origin.note:
+        entry["note"] = origin.note
+    if origin.expires_at is not None:
+        entry["expires_at"] = _iso(origin.expires_at)
+    if tenant:
+        entry["tenant"] = tenant
+    return entry
+
+
+def export_policy(actor: Actor | None = None) -> dict[str, Any]:
+    """The policy as a document; a tenant role gets its own tenant and rules only."""
+    rules = db.session.scalars(
+        sa.select(Rule).where(visible_rules(actor))
+        .options(selectinload(Rule.origins).selectinload(AllowedOrigin.tenant),
+                 selectinload(Rule.tenant))
+        .order_by(Rule.path)
+    ).all()
+    tenants = sa.select(Tenant).where(visible_tenants(actor)).order_by(Tenant.slug)
+    document: dict[str, Any] = {"rules": [rule_to_dict(rule, actor) for rule in rules]}
+    tenant_list = [{"slug": t.slug, "name": t.name} for t in db.session.scalars(tenants)]
+    if tenant_list:
+        document["tenants"] = tenant_list
+    return document
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
