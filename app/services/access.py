@@ -84,8 +84,11 @@ class Owned(Protocol):
     """What the ownership rules read of a rule: a loaded :class:`Rule` or a row of its
     columns."""
 
-    tenant_id: int | None
-    tenant_source: str
+    @property
+    def tenant_id(self) -> int | None: ...
+
+    @property
+    def tenant_source(self) -> str: ...
 
 
 def sees(actor: Actor | None, rule: Owned) -> bool:
