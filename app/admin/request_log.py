@@ -39,10 +39,11 @@ from ..services.request_log import (
     query_log,
     validate_filter,
 )
+from ..services.simulator import one_click_refusal
 from . import bp
 from .access import current_actor, has_role, requires
+from .refusals import allow_on_rule, rule_link
 from .rendering import is_htmx, render
-from .simulator import allow_on_rule, one_click_refusal, rule_link
 
 SINCE_PRESETS = ("1h", "24h", "7d", "30d")
 CUSTOM = "custom"
