@@ -25,7 +25,7 @@ from .services.request_log import (
     query_log,
     validate_filter,
 )
-from .services.simulator import simulate
+from .services.simulator import answer_request, validate_request
 from .services.users import create_user, ensure_first_admin
 
 cors_group = AppGroup("cors", help="Manage and inspect the CORS policy.")
@@ -102,26 +102,37 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
                   credentials: bool, preflight: bool | None) -> None:
     """Show what the engine decides for ORIGIN calling PATH, and the headers it sends.
 
-    Exits 0 when allowed, 2 when refused, 1 when no policy could be loaded.
+    Exits 0 when allowed, 2 when refused, 1 when the question is not valid or no policy
+    could be loaded.
     """
+    validation = validate_request(origin=origin, method=method, path=path, header_names=headers,
+                                  credentials=credentials, preflight=preflight)
+    if validation.request is None:
+        for error in validation.errors:
+            click.echo(f"Error: {printable(str(error))}", err=True)
+        sys.exit(1)
     cache = get_control(current_app).cache
     cache.refresh()
     if cache.snapshot is None:
         click.echo(f"Error: no policy could be loaded ({cache.last_error}).", err=True)
         sys.exit(1)
-    result = simulate(cache.snapshot, origin, method, path, headers, credentials=credentials,
-                      preflight=preflight)
+    answer = answer_request(validation.request, cache.snapshot)
+    result = answer.simulation
+    assert result is not None  # the CLI is no tenant role: it sees every answer
     decision = result.decision
     kind = "preflight" if result.preflight else "request"
-    click.echo(f"{result.verdict.upper()}: {kind} {method} {path} from {printable(origin)}")
+    click.echo(f"{result.verdict.upper()}: {kind} {result.method} {printable(result.path)} "
+               f"from {printable(origin)}")
     click.echo(f"rule:    {decision.rule.path if decision.rule else '(none)'}")
     click.echo(f"reason:  {decision.reason} - {printable(decision.explanation)}")
-    click.echo(f"policy:  version {cache.snapshot.version}")
+    click.echo(f"policy:  version {answer.policy_version}")
     if decision.preflight:
         click.echo(f"status:  {decision.status}")
     click.echo("headers:" + ("" if decision.headers else " (none)"))
     for name, value in decision.headers:
         click.echo(f"  {name}: {printable(value)}")
+    for hint in answer.hints:
+        click.echo(f"note:    {printable(hint)}")
     if not decision.allowed:
         sys.exit(2)
 

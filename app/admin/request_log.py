@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response
 
 from ..cors import get_control
 from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
-from ..cors.snapshot import CompiledRule, PolicySnapshot
+from ..cors.snapshot import PolicySnapshot
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.access import visible_log_rows, visible_rules
@@ -39,10 +39,11 @@ from ..services.request_log import (
     query_log,
     validate_filter,
 )
+from ..services.simulator import allows_origin_now, one_click_refusal
 from . import bp
 from .access import current_actor, has_role, requires
+from .refusals import allow_on_rule, rule_link
 from .rendering import is_htmx, render
-from .simulator import allow_on_rule, one_click_refusal, rule_link
 
 SINCE_PRESETS = ("1h", "24h", "7d", "30d")
 CUSTOM = "custom"
@@ -174,7 +175,8 @@ def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
         if entry.reason == ORIGIN_NOT_ALLOWED and now is not None:
             refusal = one_click_refusal(entry.origin, selects_tenant=now.selects_tenant,
                                         tenant=entry.tenant)
-            if _allows_now(compiled.get(entry.rule_id), entry.origin, entry.tenant):
+            if allows_origin_now(snapshot, compiled.get(entry.rule_id), entry.origin,
+                                 tenant=entry.tenant):
                 fields["allowed_now"] = True
             elif refusal is None:
                 fields["offer"] = True
@@ -182,14 +184,6 @@ def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
                 fields["refusal"] = refusal
         rows.append(LogRow(entry, **fields))
     return rows
-
-
-def _allows_now(rule: CompiledRule | None, origin: str, tenant: str) -> bool:
-    if rule is None:
-        return False
-    tenant_origins = rule.tenant_origins.get(tenant) if tenant else None
-    return rule.origins.allows(origin) or (
-        tenant_origins is not None and tenant_origins.allows(origin))
 
 
 # -- views ---------------------------------------------------------------------------------

@@ -1,87 +1,84 @@
 """The simulator: what the engine does with a request, asked of the snapshot this process
-serves (:func:`app.services.simulator.simulate`, the engine's own decision)."""
+serves. :mod:`app.services.simulator` checks the question and answers it (the engine's own
+decision); this module reads the JSON body and writes the JSON answer."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import current_app
 
 from ..cors import get_control
-from ..services import policy
 from ..services.errors import FieldError, NotFound, ValidationError
-from ..services.simulator import Simulation, simulate, visible_to
+from ..services.simulator import (
+    SimulatedRequest,
+    Simulation,
+    answer_request,
+    validate_request,
+    visible_rule,
+)
 from . import bp
 from .auth import current_actor
 from .inputs import json_body
 
 CHECK_FIELDS = ("origin", "method", "path", "headers", "credentials", "preflight")
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# Fetch normalises these method names to upper case before sending them.
-FETCH_UPPERCASED = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"})
-MAX_TEXT = 2000
 
 
 @bp.post("/check")
 def check():
-    question = _question(json_body())
     snapshot = get_control(current_app).cache.get()
-    simulation = simulate(snapshot, question["origin"], question["method"], question["path"],
-                          question["headers"], credentials=question["credentials"],
-                          preflight=question["preflight"])
-    if not visible_to(simulation.decision, current_actor()):
+    answer = answer_request(_question(json_body()), snapshot, actor=current_actor())
+    if answer.simulation is None:
         # As in the dashboard: a tenant role learns nothing of rules it cannot see.
-        raise NotFound(f"no rule you can see governs {question['path'][:200]}")
-    return _decision(simulation, snapshot.version if snapshot is not None else None)
+        raise NotFound(f"no rule you can see governs {answer.request.path[:200]}")
+    return _decision(answer.simulation, answer.policy_version)
 
 
-def _question(data: Any) -> dict[str, Any]:
+def _question(data: Any) -> SimulatedRequest:
+    """The JSON body read as a question; the service checks its values."""
     if not isinstance(data, dict):
         raise ValidationError([FieldError("", 'a check is an object such as {"origin": '
                                               '"https://app.example.com", "path": "/api/x"}')])
     errors = [FieldError(str(key), f"unknown field; a check has {', '.join(CHECK_FIELDS)}")
               for key in data if key not in CHECK_FIELDS]
-    origin = data.get("origin")
-    if not isinstance(origin, str) or not origin:
-        errors.append(FieldError(
-            "origin", "enter the Origin header to test, such as https://app.example.com"))
-    elif any(ch in origin for ch in "\r\n"):
-        errors.append(FieldError(
-            "origin", "no request can carry a line break in its Origin header"))
-    elif len(origin) > MAX_TEXT:
-        errors.append(FieldError(
-            "origin", f"an Origin header has at most {MAX_TEXT} characters"))
-    method = data.get("method", "GET")
-    if not isinstance(method, str) or not _TOKEN.fullmatch(method) or len(method) > 100:
-        errors.append(FieldError("method", "a method is one word of letters, digits and "
-                                           "!#$%&'*+-.^_`|~, such as PROPFIND"))
-    elif method.upper() in FETCH_UPPERCASED:
-        method = method.upper()
-    path = data.get("path")
-    if not isinstance(path, str) or not path:
-        errors.append(FieldError("path", "enter the path to call, such as /api/orders"))
-    elif not path.startswith("/"):
-        errors.append(FieldError("path", f"a path starts with /, as in /{path[:100]}"))
-    elif len(path) > MAX_TEXT:
-        errors.append(FieldError("path", f"a path has at most {MAX_TEXT} characters"))
-    headers = data.get("headers", [])
-    if not isinstance(headers, list) or not all(
-            isinstance(h, str) and _TOKEN.fullmatch(h) for h in headers) or len(headers) > 100:
-        errors.append(FieldError("headers", 'headers is a list of request header names, such '
-                                            'as ["content-type", "authorization"]'))
-    for name in ("credentials", "preflight"):
-        value = data.get(name)
-        if value is not None and not isinstance(value, bool):
-            errors.append(FieldError(name, f"{name} must be true or false"))
-    if errors:
+    headers = _header_names(data.get("headers", []), errors)
+    credentials = _flag(data, "credentials", errors)
+    preflight = _flag(data, "preflight", errors)
+    validation = validate_request(
+        origin=_text(data.get("origin")), method=_text(data.get("method", "GET")),
+        path=_text(data.get("path")), header_names=headers,
+        credentials=bool(credentials), preflight=preflight)
+    errors.extend(validation.errors)
+    if errors or validation.request is None:
         raise ValidationError(errors)
-    return {"origin": origin, "method": method, "path": path, "headers": headers,
-            "credentials": bool(data.get("credentials")), "preflight": data.get("preflight")}
+    return validation.request
+
+
+def _text(value: Any) -> str:
+    """A JSON string as typed; anything else counts as missing (the service says what to
+    enter)."""
+    return value if isinstance(value, str) else ""
+
+
+def _header_names(value: Any, errors: list[FieldError]) -> list[str]:
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return value
+    errors.append(FieldError("headers", 'headers is a list of request header names, such '
+                                        'as ["content-type", "authorization"]'))
+    return []
+
+
+def _flag(data: dict[str, Any], name: str, errors: list[FieldError]) -> bool | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, bool):
+        errors.append(FieldError(name, f"{name} must be true or false"))
+        return None
+    return value
 
 
 def _decision(simulation: Simulation, version: int | None) -> dict[str, Any]:
     decision = simulation.decision
+    rule = visible_rule(decision, current_actor())
     if decision.report_only:
         verdict = "report-only"
     else:
@@ -92,8 +89,9 @@ def _decision(simulation: Simulation, version: int | None) -> dict[str, Any]:
         "reason": decision.reason,
         "detail": decision.detail,
         "explanation": decision.explanation,
-        "rule": _rule_ref(decision.rule.rule_id if decision.rule else None,
-                          decision.rule.path if decision.rule else None),
+        # A tenant role sees the decision for any path, as anyone sending the request
+        # would, but not other tenants' rules.
+        "rule": {"id": rule.rule_id, "path": rule.path} if rule is not None else None,
         "tenant": decision.tenant,
         "preflight": simulation.preflight,
         "status": decision.status,
@@ -102,16 +100,3 @@ def _decision(simulation: Simulation, version: int | None) -> dict[str, Any]:
                             for name, value in simulation.request_headers.items()],
         "policy_version": version,
     }
-
-
-def _rule_ref(rule_id: int | None, path: str | None) -> dict[str, Any] | None:
-    """The governing rule, when the caller may see it (a tenant role sees the decision for
-    any path, as anyone sending the request would, but not other tenants' rules)."""
-    if path is None or (rule_id is None and current_actor().scoped):
-        return None
-    if rule_id is not None:
-        try:
-            policy.get_rule(rule_id, current_actor())
-        except NotFound:
-            return None
-    return {"id": rule_id, "path": path}
