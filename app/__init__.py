@@ -47,7 +47,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .admin import bp as admin_bp
     from .api import URL_PREFIX as API_PREFIX
     from .api import bp as api_bp
-    from .api import cli as api_cli
     from .auth import bp as auth_bp
     from .demo import bp as demo_bp
     from .health import bp as health_bp
@@ -60,7 +59,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp, url_prefix=API_PREFIX)
     security.csrf.exempt(api_bp)  # authenticated by bearer tokens, never by the session cookie
     cli.init_app(app)
-    api_cli.init_app(app)
     return app
 
 
