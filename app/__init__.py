@@ -9,14 +9,11 @@ from typing import Any
 
 from flask import Flask
 
-from . import security
+from . import runtime, security
 from .config import ROOT, Config, default_database_url
-from .cors import CorsControl
 from .extensions import db, login_manager, migrate
-from .heartbeat import ProcessHeartbeat
-from .housekeeping import Housekeeping
-from .request_log import RequestLog
-from .source import create_source_engine
+
+__all__ = ["close_app", "create_app"]
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -40,16 +37,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     login_manager.init_app(app)
     security.init_app(app)
-    control = CorsControl(app)
-    RequestLog(app, control)
-    control.cache.on_check = Housekeeping(app, ProcessHeartbeat(create_source_engine(
-        app.config.get("CORS_DATABASE_URL") or app.config["SQLALCHEMY_DATABASE_URI"])))
+    policy_database = runtime.connect_policy_database(app)
+    control = runtime.attach_cors(app, policy_database)
+    runtime.attach_request_log(app, control, policy_database)
+    runtime.attach_heartbeat(control, policy_database)
+    runtime.attach_housekeeping(app, control)
 
     from . import cli
     from .admin import bp as admin_bp
     from .api import URL_PREFIX as API_PREFIX
     from .api import bp as api_bp
-    from .api import cli as api_cli
     from .auth import bp as auth_bp
     from .demo import bp as demo_bp
     from .health import bp as health_bp
@@ -62,8 +59,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp, url_prefix=API_PREFIX)
     security.csrf.exempt(api_bp)  # authenticated by bearer tokens, never by the session cookie
     cli.init_app(app)
-    api_cli.init_app(app)
     return app
+
+
+def close_app(app: Flask, *, flush_log: bool = True) -> None:
+    """Stop and release everything :func:`create_app` started: the policy poller, the request
+    log (writing what is pending first unless *flush_log* is false), the runtime's engine and
+    the app's own connection pool. For tests, benchmarks and embedding; a server process
+    simply exits (the request log still writes what is pending at exit)."""
+    runtime.stop_runtime(app, flush_log=flush_log)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
 
 
 def _local_secret_key(instance: Path) -> str:

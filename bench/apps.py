@@ -44,8 +44,8 @@ class StaticSource:
     def current_version(self) -> int:
         return self.version
 
-    def load(self) -> tuple[int, list[RuleSpec]]:
-        return self.version, list(self.rules)
+    def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
+        return self.version, list(self.rules), []
 
 
 def bare_app() -> Flask:

@@ -1,8 +1,8 @@
 """Real databases for the sections that need one: SQLite files built by the migrations.
 
 The schema comes from the Alembic revisions (``flask db upgrade``), exactly as in production,
-never from ``db.create_all()``. Every app built here is shut down by :func:`close_app`: its
-policy poller stopped, its request log flushed or dropped, its connection pools disposed.
+never from ``db.create_all()``. Every app built here is shut down by :func:`app.close_app`: its
+policy poller stopped, its request log dropped, its connection pools disposed.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any
 
 from flask import Flask
 
-from app import create_app
+from app import close_app, create_app
 from app.config import ROOT
-from app.extensions import db
 
 
 def sqlite_url(path: Path) -> str:
@@ -44,7 +43,7 @@ def bench_app(url: str, instance: Path, **overrides: Any) -> Iterator[Flask]:
     try:
         yield app
     finally:
-        close_app(app)
+        close_app(app, flush_log=False)
 
 
 def migrate(url: str, instance: Path) -> None:
@@ -56,21 +55,6 @@ def migrate(url: str, instance: Path) -> None:
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"flask db upgrade failed on {url}:\n{done.stderr}")
-
-
-def close_app(app: Flask) -> None:
-    request_log = app.extensions.get("request_log")
-    if request_log is not None:
-        request_log.close(flush=False)
-    control = app.extensions.get("cors_control")
-    if control is not None:
-        control.cache.stop()
-        dispose = getattr(control.cache.source, "dispose", None)
-        if dispose is not None:
-            dispose()
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 def _create_app_in(instance: Path, config: dict[str, Any]) -> Flask:

@@ -35,7 +35,7 @@ from app.cors import CorsControl
 from app.models import RequestLogEntry
 from app.request_log.metrics import DecisionCounters
 from app.request_log.recorder import OVERFLOW, RecorderSettings, RequestLogRecorder
-from app.source import create_source_engine
+from app.runtime import create_source_engine
 
 from . import apps, database
 from .harness import Budget, clock, frozen_heap

@@ -18,9 +18,8 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from app import create_app
+from app import close_app, create_app
 from app.cors import get_control
-from app.extensions import db
 
 # create_app makes its instance folder; keep tests out of the project's own instance/.
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))
@@ -48,11 +47,13 @@ def database_url(tmp_path_factory) -> str:
     else:
         _drop_everything(url)
     app = create_app(_test_config(url, tmp_path_factory.mktemp("instance")))
-    with app.app_context():
-        from flask_migrate import upgrade
+    try:
+        with app.app_context():
+            from flask_migrate import upgrade
 
-        upgrade()
-    get_control(app).cache.stop()
+            upgrade()
+    finally:
+        close_app(app, flush_log=False)
     return url
 
 
@@ -100,18 +101,7 @@ def make_app(database_url, tmp_path) -> Iterator:
     empty_database(database_url)
     yield build
     for app in apps:
-        request_log = app.extensions.get("request_log")
-        if request_log is not None:
-            request_log.close(flush=False)
-        control = app.extensions.get("cors_control")
-        if control is not None:
-            control.cache.stop()
-            source = control.cache.source
-            if hasattr(source, "dispose"):
-                source.dispose()
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        close_app(app, flush_log=False)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from flask_cors import CORS
 
 from app.cors import CorsControl, get_control
 from app.demo import bp as demo_bp
-from app.source import DatabasePolicySource
+from app.runtime import DatabasePolicySource
 
 APP = "https://app.example.com"
 STRANGER = "https://stranger.example.net"

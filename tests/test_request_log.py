@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import RequestLogEntry
 from app.request_log import get_request_log
-from app.source import create_source_engine
+from app.runtime import create_source_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://app.example.com"

@@ -13,11 +13,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from app.cors import get_control
+from app import close_app
+from app.cors import PolicyCache, get_control
+from app.extensions import db
+from app.models import EngineProcess
+from app.runtime import DatabasePolicySource
 from app.services.access import Actor
 from app.services.policy import add_origin, create_rule, remove_origin
-from app.source import DatabasePolicySource
 
 ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
@@ -210,3 +214,62 @@ def test_excluded_prefixes_cover_their_tree_but_not_longer_names(app, client, po
     # /administrator is not /admin: governed by the /* rule (a 404 with CORS headers).
     response = client.get("/administrator", headers={"Origin": ORIGIN})
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+class _OnePolicy:
+    """A policy source held in memory: version 1, no rules, no tenants."""
+
+    def current_version(self) -> int:
+        return 1
+
+    def load_with_tenants(self):
+        return 1, [], []
+
+
+def test_check_listeners_run_in_order_and_a_failing_one_does_not_stop_the_next(caplog):
+    cache = PolicyCache(_OnePolicy())
+    heard: list[str] = []
+
+    def failing(cache: PolicyCache) -> None:
+        heard.append("failing")
+        raise RuntimeError("listener broke")
+
+    cache.add_check_listener(failing)
+    cache.add_check_listener(lambda checked: heard.append(f"next saw {checked.snapshot.version}"))
+    with caplog.at_level(logging.ERROR, logger="app.cors"):
+        assert cache.refresh() is True
+    assert heard == ["failing", "next saw 1"]
+    assert "check listener failed" in caplog.text
+
+
+def test_each_policy_check_reports_the_process_and_its_version(app):
+    with app.app_context():
+        create_rule({"path": "/api/*", "origins": [ORIGIN]}, actor=TESTER)
+    cache = get_control(app).cache
+    cache.stop()
+    cache.refresh()
+    with app.app_context():
+        process = db.session.get(EngineProcess, f"{socket.gethostname()[:150]}:{os.getpid()}")
+        assert process is not None
+        assert process.policy_version == cache.snapshot.version
+
+
+def test_close_app_stops_the_poller_and_writes_the_pending_request_log(make_app):
+    app = make_app(REQUEST_LOG_FLUSH_INTERVAL=3600)
+    with app.app_context():
+        create_rule({"path": "/api/*", "origins": [ORIGIN]}, actor=TESTER)
+    client = app.test_client()
+    client.get("/api/orders", headers={"Origin": "https://evil.example.net"})
+    poller = get_control(app).cache._thread
+    assert poller is not None and poller.is_alive()
+
+    close_app(app)
+
+    assert not poller.is_alive()
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with engine.connect() as conn:
+            logged = conn.execute(sa.text("SELECT origin, count FROM request_log")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in logged] == [("https://evil.example.net", 1)]

@@ -10,7 +10,7 @@ from app.api import URL_PREFIX
 from app.cors import OriginEntry, RuleSpec, compile_policy
 from app.extensions import db
 from app.models import ApiToken
-from app.services.policy import Actor
+from app.services.access import Actor
 from app.services.simulator import allows_origin_now, validate_request
 from app.services.tokens import create_token
 

@@ -31,18 +31,17 @@ class PolicySource(Protocol):
     def current_version(self) -> int:
         """The policy version, cheaply (one small query)."""
 
-    def load(self) -> tuple[int, list[RuleSpec]]:
-        """A consistent view of the version and every rule."""
+    def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
+        """A consistent view of the version, every rule and the slugs of every tenant."""
+
+
+CheckListener = Callable[["PolicyCache"], None]
 
 
 def load_policy(source: PolicySource) -> PolicySnapshot:
-    """Load and compile; sources that know tenants provide ``load_with_tenants()``."""
-    with_tenants = getattr(source, "load_with_tenants", None)
-    if with_tenants is not None:
-        version, specs, tenants = with_tenants()
-        return compile_policy(version, specs, tenants)
-    version, specs = source.load()
-    return compile_policy(version, specs)
+    """Load and compile."""
+    version, specs, tenants = source.load_with_tenants()
+    return compile_policy(version, specs, tenants)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +63,12 @@ _live_caches: weakref.WeakSet[PolicyCache] = weakref.WeakSet()
 class PolicyCache:
     """Holds the current :class:`PolicySnapshot` of one process and keeps it fresh."""
 
-    def __init__(
-        self,
-        source: PolicySource,
-        *,
-        interval: float = 0.5,
-        on_check: Callable[[PolicyCache], None] | None = None,
-    ) -> None:
+    def __init__(self, source: PolicySource, *, interval: float = 0.5) -> None:
         if interval <= 0:
             raise ValueError("the refresh interval must be a positive number of seconds")
         self.source = source
         self.interval = interval
-        self.on_check = on_check
+        self.check_listeners: list[CheckListener] = []
         self.snapshot: PolicySnapshot | None = None
         self.last_check: float | None = None
         self.last_error: str | None = None
@@ -83,6 +76,12 @@ class PolicyCache:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         _live_caches.add(self)
+
+    def add_check_listener(self, listener: CheckListener) -> None:
+        """Call *listener(cache)* after each check of the poller (and each :meth:`refresh`),
+        never on a request's thread; listeners run in the order added, and an exception is
+        logged and does not stop the next one."""
+        self.check_listeners.append(listener)
 
     def get(self) -> PolicySnapshot | None:
         """The snapshot to decide with; starts the poller on first use in a process."""
@@ -137,12 +136,16 @@ class PolicyCache:
                                self.snapshot.version if self.snapshot else -1)
             self.last_error = None
         self.last_check = time.time()
-        if report and self.on_check is not None:  # never on a request's thread
-            try:
-                self.on_check(self)
-            except Exception:
-                logger.exception("CORS policy check callback failed")
+        if report:  # never on a request's thread
+            self._notify_check_listeners()
         return loaded
+
+    def _notify_check_listeners(self) -> None:
+        for listener in self.check_listeners:
+            try:
+                listener(self)
+            except Exception:
+                logger.exception("CORS policy check listener failed")
 
     def status(self) -> CacheStatus:
         snapshot = self.snapshot

@@ -1,4 +1,5 @@
-"""Attach the engine to a Flask app: ``CorsControl(app)`` or ``control.init_app(app)``.
+"""Attach the engine to a Flask app: ``CorsControl(app, source=...)``, or
+``CorsControl(source=...)`` and later ``control.init_app(app)``.
 
 The engine wraps ``app.wsgi_app``, so it sits outside everything Flask does:
 
@@ -48,8 +49,9 @@ _ENVIRON_KEYS = {
 class CorsControl:
     """The engine as a Flask extension.
 
-    :param source: where the policy comes from. Default: the database at
-        ``CORS_DATABASE_URL``, else ``SQLALCHEMY_DATABASE_URI``.
+    :param source: where the policy comes from (the application's runtime gives it the
+        database, :class:`app.runtime.source.DatabasePolicySource`); the engine itself knows no
+        database.
     :param excluded_prefixes: paths never governed, each with everything under it
         (default ``CORS_EXCLUDED_PREFIXES``).
     :param api_prefixes: paths refused cross-origin while no policy is loaded
@@ -60,7 +62,7 @@ class CorsControl:
         self,
         app: Flask | None = None,
         *,
-        source: PolicySource | None = None,
+        source: PolicySource,
         interval: float | None = None,
         excluded_prefixes: tuple[str, ...] | None = None,
         api_prefixes: tuple[str, ...] | None = None,
@@ -75,9 +77,8 @@ class CorsControl:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        source = self._source or _database_source(app)
         interval = self._interval or float(app.config.get("CORS_REFRESH_INTERVAL", 0.5))
-        self.cache = PolicyCache(source, interval=interval)
+        self.cache = PolicyCache(self._source, interval=interval)
         self.excluded = tuple(
             self._excluded_prefixes
             if self._excluded_prefixes is not None
@@ -295,17 +296,6 @@ def get_control(app: Flask) -> CorsControl:
         return app.extensions[_EXTENSION_KEY]
     except KeyError:
         raise RuntimeError(
-            "CorsControl is not attached to this app; call CorsControl(app)"
+            "CorsControl is not attached to this app; call CorsControl(app, source=...)"
         ) from None
 
-
-def _database_source(app: Flask) -> PolicySource:
-    from ..source import DatabasePolicySource
-
-    url = app.config.get("CORS_DATABASE_URL") or app.config.get("SQLALCHEMY_DATABASE_URI")
-    if not url:
-        raise RuntimeError(
-            "CorsControl needs a policy source: set CORS_DATABASE_URL (or "
-            "SQLALCHEMY_DATABASE_URI) to the database that holds the rules"
-        )
-    return DatabasePolicySource.from_url(url)

@@ -1,18 +1,19 @@
 """The request log: refused origins, failed preflights and report-only findings, aggregated.
 
-``RequestLog(app)`` listens to the app's :class:`~app.cors.CorsControl` and records through a
-:class:`~app.request_log.recorder.RequestLogRecorder`; ``/metrics`` exposes counters.
+``RequestLog(app, control, engine=engine)`` listens to the app's :class:`~app.cors.CorsControl`
+and records through a :class:`~app.request_log.recorder.RequestLogRecorder` writing with
+*engine* (the runtime's, which the runtime disposes); ``/metrics`` exposes counters.
 """
 
 from __future__ import annotations
 
 import hmac
 
+import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..cors import CorsControl, get_control
-from ..source import create_source_engine
 from .metrics import CorsCollector, DecisionCounters
 from .recorder import RecorderSettings, RequestLogRecorder
 
@@ -22,7 +23,9 @@ _EXTENSION_KEY = "request_log"
 class RequestLog:
     """Attach the recorder and the counters to an app's engine."""
 
-    def __init__(self, app: Flask | None = None, control: CorsControl | None = None) -> None:
+    def __init__(self, app: Flask | None = None, control: CorsControl | None = None, *,
+                 engine: sa.Engine) -> None:
+        self.engine = engine
         self.recorder: RequestLogRecorder | None = None
         self.counters = DecisionCounters()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -32,7 +35,6 @@ class RequestLog:
     def init_app(self, app: Flask, control: CorsControl | None = None) -> None:
         control = control or get_control(app)
         config = app.config
-        url = config.get("CORS_DATABASE_URL") or config["SQLALCHEMY_DATABASE_URI"]
         settings = RecorderSettings(
             flush_interval=float(config.get("REQUEST_LOG_FLUSH_INTERVAL", 2.0)),
             bucket_seconds=int(config.get("REQUEST_LOG_BUCKET_SECONDS", 3600)),
@@ -40,7 +42,7 @@ class RequestLog:
             retention_days=float(config.get("REQUEST_LOG_RETENTION_DAYS", 30)),
             api_prefixes=tuple(config.get("CORS_API_PREFIXES", ("/api/",))),
         )
-        self.recorder = RequestLogRecorder(create_source_engine(url), settings)
+        self.recorder = RequestLogRecorder(self.engine, settings)
         control.add_listener(self.counters.observe)
         control.add_listener(self.recorder.record)
         self.registry.register(CorsCollector(self.counters, self.recorder, control.cache))
@@ -48,9 +50,10 @@ class RequestLog:
         app.register_blueprint(metrics_bp)
 
     def close(self, *, flush: bool = True) -> None:
+        """Stop the recorder, writing what is pending first unless *flush* is false; the engine
+        is left to its owner."""
         if self.recorder is not None:
             self.recorder.stop(flush=flush)
-            self.recorder.engine.dispose()
 
 
 def get_request_log(app: Flask) -> RequestLog:

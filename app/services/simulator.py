@@ -22,8 +22,10 @@ from ..cors.decision import ORIGIN_NOT_ALLOWED, UNKNOWN_TENANT, Decision, decide
 from ..cors.origins import OriginError, OriginKind, parse_origin
 from ..cors.snapshot import CompiledRule, PolicySnapshot
 from ..cors.text import printable
+from .access import Actor
 from .errors import FieldError, NotFound, ValidationError
-from .policy import Actor, add_origin, get_rule
+from .policy import add_origin
+from .policy_read import get_rule
 
 # Request headers a browser sends without a preflight (content-type only for form and text
 # bodies, which a simulation cannot know, so it is treated as safelisted only when asked).

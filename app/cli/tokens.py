@@ -1,5 +1,5 @@
-"""``flask tokens ...`` and ``flask tenants ...``: API tokens and tenants, managed by admins
-from the command line (the services decide; these commands only print)."""
+"""``flask tokens ...``: API tokens of the JSON admin API, managed by admins from the command
+line (the services decide; these commands only print)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,15 @@ import sys
 from datetime import UTC, datetime
 
 import click
-from flask import Flask
 from flask.cli import AppGroup
 
-from ..cli import _actor, _fail
+from ..api.representation import iso
 from ..models import ROLES, ApiToken
 from ..services.errors import ServiceError
-from ..services.tenants import create_tenant, list_tenants
 from ..services.tokens import create_token, list_tokens, revoke_token, token_state
-from .representation import iso
+from .common import cli_actor, fail, print_table, when
 
 tokens_group = AppGroup("tokens", help="Manage API tokens for the JSON admin API.")
-tenants_group = AppGroup("tenants", help="Manage tenants.")
 
 
 @tokens_group.command("create")
@@ -33,9 +30,9 @@ def tokens_create(name: str, role: str, tenant: str | None, expires: str | None)
     """
     expires_at = _timestamp(expires) if expires else None
     try:
-        issued = create_token(name, role, actor=_actor(), tenant=tenant, expires_at=expires_at)
+        issued = create_token(name, role, actor=cli_actor(), tenant=tenant, expires_at=expires_at)
     except ServiceError as exc:
-        _fail(exc)
+        fail(exc)
         return
     token = issued.token
     scope = f", tenant {tenant}" if tenant else ""
@@ -52,14 +49,14 @@ def tokens_list() -> None:
     if not tokens:
         click.echo("No API tokens; create one with flask tokens create NAME --role ROLE.")
         return
-    _table([("NAME", "ROLE", "TENANT", "STATE", "EXPIRES", "LAST USED", "CREATED")]
-           + [_token_row(token) for token in tokens])
+    print_table([("NAME", "ROLE", "TENANT", "STATE", "EXPIRES", "LAST USED", "CREATED")]
+                + [_token_row(token) for token in tokens])
 
 
 def _token_row(token: ApiToken) -> tuple[str, ...]:
     return (token.name, token.role, token.tenant.slug if token.tenant_id else "-",
-            token_state(token), _when(token.expires_at), _when(token.last_used_at, "never"),
-            _when(token.created_at))
+            token_state(token), when(token.expires_at), when(token.last_used_at, "never"),
+            when(token.created_at))
 
 
 @tokens_group.command("revoke")
@@ -67,35 +64,11 @@ def _token_row(token: ApiToken) -> tuple[str, ...]:
 def tokens_revoke(name: str) -> None:
     """Revoke a token: it stops working at once."""
     try:
-        token = revoke_token(name, actor=_actor())
+        token = revoke_token(name, actor=cli_actor())
     except ServiceError as exc:
-        _fail(exc)
+        fail(exc)
         return
-    click.echo(f"Revoked token {token.name} at {_when(token.revoked_at)}.")
-
-
-@tenants_group.command("create")
-@click.argument("slug")
-@click.option("--name", default="", help="A readable name (default: the slug).")
-def tenants_create(slug: str, name: str) -> None:
-    """Create a tenant; SLUG is what requests carry (URL variable, subdomain, header)."""
-    try:
-        tenant = create_tenant(slug, name, actor=_actor())
-    except ServiceError as exc:
-        _fail(exc)
-        return
-    click.echo(f"Created tenant {tenant.slug} ({tenant.name}).")
-
-
-@tenants_group.command("list")
-def tenants_list() -> None:
-    """Every tenant."""
-    tenants = list_tenants()
-    if not tenants:
-        click.echo("No tenants; create one with flask tenants create SLUG.")
-        return
-    _table([("SLUG", "NAME", "CREATED")]
-           + [(t.slug, t.name or "", _when(t.created_at)) for t in tenants])
+    click.echo(f"Revoked token {token.name} at {when(token.revoked_at)}.")
 
 
 def _timestamp(text: str) -> datetime:
@@ -106,20 +79,3 @@ def _timestamp(text: str) -> datetime:
                    "2026-12-31T00:00:00Z.", err=True)
         sys.exit(1)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _when(moment: datetime | None, none: str = "-") -> str:
-    text = iso(moment)
-    return text[:19].replace("T", " ") + " UTC" if text else none
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width)
-                             for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def init_app(app: Flask) -> None:
-    app.cli.add_command(tokens_group)
-    app.cli.add_command(tenants_group)

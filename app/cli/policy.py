@@ -1,56 +1,30 @@
-"""Command-line clients of the service layer: ``flask cors ...``, ``flask users ...``."""
+"""``flask cors ...``: export, import, check and inspect the CORS policy from the command line."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
-from flask import Flask, current_app
-from flask.cli import AppGroup, with_appcontext
+from flask import current_app
+from flask.cli import AppGroup
 
-from .cors import get_control
-from .cors.text import printable
-from .models import ROLES
-from .services import demo
-from .services.access import Actor
-from .services.errors import ServiceError, ValidationError
-from .services.policy import import_policy, purge_expired_origins
-from .services.policy_read import export_policy
-from .services.request_log import (
+from ..cors import get_control
+from ..cors.text import printable
+from ..services.errors import ServiceError
+from ..services.policy import import_policy, purge_expired_origins
+from ..services.policy_read import export_policy
+from ..services.request_log import (
     MAX_PAGE_SIZE,
     entry_to_dict,
     prune_log,
     query_log,
     validate_filter,
 )
-from .services.simulator import answer_request, validate_request
-from .services.users import create_user, ensure_first_admin
+from ..services.simulator import answer_request, validate_request
+from .common import cli_actor, fail, print_table
 
 cors_group = AppGroup("cors", help="Manage and inspect the CORS policy.")
-users_group = AppGroup("users", help="Manage dashboard users.")
-
-
-def _actor() -> Actor:
-    return Actor(os.environ.get("CORS_ACTOR") or f"cli:{_login_name()}", "cli")
-
-
-def _login_name() -> str:
-    try:
-        return os.getlogin()
-    except OSError:
-        return os.environ.get("USER", "unknown")
-
-
-def _fail(error: ServiceError) -> None:
-    if isinstance(error, ValidationError):
-        click.echo("Nothing was written. Fix these entries and run the command again:", err=True)
-        for item in error.errors:
-            click.echo(f"  {item}", err=True)
-    else:
-        click.echo(f"Error: {error}", err=True)
-    sys.exit(1)
 
 
 @cors_group.command("export")
@@ -73,9 +47,9 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
         click.echo(f"Error: {file.name} is not valid JSON: {exc}. Nothing was written.", err=True)
         sys.exit(1)
     try:
-        result = import_policy(document, actor=_actor(), replace=replace, dry_run=dry_run)
+        result = import_policy(document, actor=cli_actor(), replace=replace, dry_run=dry_run)
     except ServiceError as exc:
-        _fail(exc)
+        fail(exc)
         return
     verb = "would be" if dry_run else "were"
     for label, names in (("added", result.added), ("removed", result.removed)):
@@ -152,7 +126,7 @@ def log_command(since: str, rule: str | None, reason: str | None, mode: str | No
         filters = validate_filter(since=since, rule=rule, reason=reason, mode=mode,
                                   origin=origin)
     except ServiceError as exc:
-        _fail(exc)
+        fail(exc)
         return
     rows, total = query_log(filters, per_page=limit)
     if as_json:
@@ -174,10 +148,7 @@ def log_command(since: str, rule: str | None, reason: str | None, mode: str | No
             printable(reason_text, 80), printable(row.rule_path, 40) or "(none)",
             printable(row.origin, 60), printable(request_text, 60),
         ))
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths,
-                                                                        strict=True)).rstrip())
+    print_table(table)
     if total > len(rows):
         click.echo(f"({len(rows)} of {total} rows; narrow the filters or raise --limit)")
 
@@ -205,47 +176,4 @@ def purge_expired_command(days: float | None) -> None:
         sys.exit(1)
     keep = days if days is not None else float(
         current_app.config["EXPIRED_ORIGIN_RETENTION_DAYS"])
-    click.echo(f"deleted {purge_expired_origins(keep, actor=_actor())} expired origins")
-
-
-@users_group.command("create")
-@click.argument("email")
-@click.option("--role", default="viewer", show_default=True, type=click.Choice(ROLES))
-@click.option("--tenant", help="The tenant's slug (tenant-editor and tenant-viewer only).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def users_create(email: str, role: str, tenant: str | None, password_stdin: bool) -> None:
-    """Create a dashboard user; the password is asked for (or read from stdin)."""
-    if password_stdin or not sys.stdin.isatty():
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        user = create_user(email, password, role=role, tenant=tenant)
-    except ServiceError as exc:
-        _fail(exc)
-        return
-    click.echo(f"created {user.role} {user.email}" + (f" of tenant {tenant}" if tenant else ""))
-
-
-@click.command("bootstrap")
-@with_appcontext
-def bootstrap_command() -> None:
-    """First start: create an admin if there is none and load the demo policy once."""
-    email = os.environ.get("ADMIN_EMAIL", "admin@example.com")
-    user, generated = ensure_first_admin(email, os.environ.get("ADMIN_PASSWORD"))
-    if user is not None:
-        if generated:
-            click.echo(f"Created admin {user.email} with password: {generated}")
-            click.echo("It is shown only this once; set ADMIN_PASSWORD to choose your own.")
-        else:
-            click.echo(f"Created admin {user.email} (password from ADMIN_PASSWORD).")
-    if current_app.config.get("DEMO_POLICY"):
-        result = demo.load_demo_policy_once()
-        if result is not None:
-            click.echo(f"Loaded the demo policy: {', '.join(result.added)}")
-
-
-def init_app(app: Flask) -> None:
-    app.cli.add_command(cors_group)
-    app.cli.add_command(users_group)
-    app.cli.add_command(bootstrap_command)
+    click.echo(f"deleted {purge_expired_origins(keep, actor=cli_actor())} expired origins")

@@ -1,7 +1,7 @@
 """Each process reports which policy version it serves, so a stale worker is visible.
 
-Called by the engine's poller after each check (never on the request path); writes one row
-per process at most every ``every`` seconds.
+A check listener of the policy cache: called by the engine's poller after each check (never on
+the request path); writes one row per process at most every ``every`` seconds.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .cors.cache import PolicyCache
-from .models import EngineProcess
+from ..cors.cache import PolicyCache
+from ..models import EngineProcess
 
 _table = EngineProcess.__table__
 

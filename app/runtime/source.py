@@ -1,8 +1,8 @@
 """The engine's view of the database: the policy version and the enabled rules.
 
-It uses its own small SQLAlchemy engine, not the Flask-SQLAlchemy session, so the engine can
-run in any Flask app (or a separate API process) that shares the database, and so the poller
-thread needs no application context.
+It reads through the runtime's own small SQLAlchemy engine (see :func:`create_source_engine`),
+not the Flask-SQLAlchemy session, so the engine can run in any Flask app (or a separate API
+process) that shares the database, and so the poller thread needs no application context.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from .cors.snapshot import OriginEntry, RuleSpec
-from .models import AllowedOrigin, PolicyState, Rule, Tenant
+from ..cors.snapshot import OriginEntry, RuleSpec
+from ..models import AllowedOrigin, PolicyState, Rule, Tenant
 
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
@@ -21,10 +21,13 @@ _tenants = Tenant.__table__
 
 
 def create_source_engine(url: str) -> sa.Engine:
+    """The engine the runtime shares: the policy poller (with the heartbeat after each check)
+    and the request log's flusher each hold at most one connection at a time."""
     options: dict = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": 3}
-        options["pool_size"] = 1
+        # One connection kept for the poller and one for the flusher; one more on demand.
+        options["pool_size"] = 2
         options["max_overflow"] = 1
     elif url.startswith("sqlite"):
         options["connect_args"] = {"timeout": 5}
@@ -32,7 +35,12 @@ def create_source_engine(url: str) -> sa.Engine:
 
 
 class DatabasePolicySource:
-    """Reads the policy with two or three small queries; never on the request path."""
+    """Reads the policy with two or three small queries; never on the request path.
+
+    The engine belongs to whoever built it: the application's runtime disposes the one it
+    shares (:func:`app.runtime.close_app`); a source made by :meth:`from_url` owns its own, and
+    :meth:`dispose` releases it.
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -44,10 +52,6 @@ class DatabasePolicySource:
     def current_version(self) -> int:
         with self.engine.connect() as conn:
             return _version(conn)
-
-    def load(self) -> tuple[int, list[RuleSpec]]:
-        version, specs, _tenants = self.load_with_tenants()
-        return version, specs
 
     def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
         # Read the version before and after the rules: if a change committed in between,

@@ -1,5 +1,5 @@
-"""Work each process does off the request path, after the engine's policy checks: report its
-loaded version (heartbeat) and, hourly, prune the request log and purge long-expired origins.
+"""Work each process does off the request path, after the engine's policy checks: hourly,
+prune the request log and purge long-expired origins.
 """
 
 from __future__ import annotations
@@ -9,22 +9,23 @@ import time
 
 from flask import Flask
 
-from .cors.cache import PolicyCache
-from .heartbeat import ProcessHeartbeat
+from ..cors.cache import PolicyCache
+from ..services.policy import purge_expired_origins
+from ..services.request_log import prune_log
 
 logger = logging.getLogger("app.cors")
 
 
 class Housekeeping:
-    def __init__(self, app: Flask, heartbeat: ProcessHeartbeat, *,
-                 every: float = 3600.0) -> None:
+    """A check listener of the policy cache that runs :meth:`run` at most every ``every``
+    seconds, and not while the database is unreachable."""
+
+    def __init__(self, app: Flask, *, every: float = 3600.0) -> None:
         self.app = app
-        self.heartbeat = heartbeat
         self.every = every
         self._last = time.time()  # not at start-up: many workers start at once
 
     def __call__(self, cache: PolicyCache) -> None:
-        self.heartbeat(cache)
         now = time.time()
         if now - self._last < self.every or cache.last_error:
             return
@@ -33,9 +34,6 @@ class Housekeeping:
 
     def run(self) -> tuple[int, int]:
         """Prune the request log and purge origins expired beyond the retention period."""
-        from .services.policy import purge_expired_origins
-        from .services.request_log import prune_log
-
         with self.app.app_context():
             try:
                 rows = prune_log()

@@ -1,0 +1,51 @@
+"""What every command of the CLI shares: who acts, how a refusal of the services is shown,
+how a table and a time are printed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+
+import click
+
+from ..api.representation import iso
+from ..services.access import Actor
+from ..services.errors import ServiceError, ValidationError
+
+
+def cli_actor() -> Actor:
+    """The actor the audit log records: ``CORS_ACTOR``, else ``cli:`` and the login name."""
+    return Actor(os.environ.get("CORS_ACTOR") or f"cli:{login_name()}", "cli")
+
+
+def login_name() -> str:
+    try:
+        return os.getlogin()
+    except OSError:
+        return os.environ.get("USER", "unknown")
+
+
+def fail(error: ServiceError) -> None:
+    """Show what the services refused, and exit with status 1."""
+    if isinstance(error, ValidationError):
+        click.echo("Nothing was written. Fix these entries and run the command again:", err=True)
+        for item in error.errors:
+            click.echo(f"  {item}", err=True)
+    else:
+        click.echo(f"Error: {error}", err=True)
+    sys.exit(1)
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """*rows* (the first one the header) in left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width)
+                             for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def when(moment: datetime | None, none: str = "-") -> str:
+    """A time as a table shows it: ``2026-05-01 12:00:00 UTC``, or *none*."""
+    text = iso(moment)
+    return text[:19].replace("T", " ") + " UTC" if text else none
