@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from .cors import get_control
 from .cors.text import printable
+from .cors.vocabulary import APPLIED_MODES
 from .models import ROLES
 from .services import demo
 from .services.errors import ServiceError, ValidationError
@@ -128,7 +129,7 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
 @click.option("--since", default="24h", show_default=True, help="How far back: 30m, 1h, 7d.")
 @click.option("--rule", help="Only this rule path (use '' for requests no rule governs).")
 @click.option("--reason", help="Only this reason code, such as origin-not-allowed.")
-@click.option("--mode", type=click.Choice(["enforce", "report-only"]))
+@click.option("--mode", type=click.Choice(APPLIED_MODES))
 @click.option("--origin", help="Only origins containing this text.")
 @click.option("--limit", default=100, show_default=True, help=f"At most {MAX_PAGE_SIZE}.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")

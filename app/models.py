@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -22,24 +23,37 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .cors.origins import OriginKind
+from .cors.vocabulary import (
+    ENFORCE,
+    MODES,
+    NO_TENANT_SOURCE,
+    REFUSE_UNKNOWN_TENANT,
+    TENANT_SOURCES,
+    UNKNOWN_TENANT_OPTIONS,
+)
 from .extensions import db, login_manager
 
-MODES = ("enforce", "report-only", "off")
-ORIGIN_KINDS = ("exact", "subdomain-wildcard", "any-port", "any")
+ORIGIN_KINDS = tuple(kind.value for kind in OriginKind)
 ROLES = ("admin", "editor", "viewer", "tenant-editor", "tenant-viewer")
 TENANT_ROLES = ("tenant-editor", "tenant-viewer")
-TENANT_SOURCES = ("none", "view-arg", "subdomain", "header")
+
+
+def _one_of(column: str, values: Iterable[str]) -> str:
+    """The SQL of a CHECK that *column* holds one of *values*: ``mode IN ('enforce', 'off')``."""
+    return f"{column} IN ({', '.join(_sql_text(value) for value in values)})"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _role_constraints() -> tuple[CheckConstraint, CheckConstraint]:
     """Users and API tokens hold a role, and a tenant exactly when the role is a tenant's."""
     return (
-        CheckConstraint(
-            "role IN ('admin', 'editor', 'viewer', 'tenant-editor', 'tenant-viewer')",
-            name="role"),
-        CheckConstraint(
-            "(role IN ('tenant-editor', 'tenant-viewer')) = (tenant_id IS NOT NULL)",
-            name="tenant_role"),
+        CheckConstraint(_one_of("role", ROLES), name="role"),
+        CheckConstraint(f"({_one_of('role', TENANT_ROLES)}) = (tenant_id IS NOT NULL)",
+                        name="tenant_role"),
     )
 
 
@@ -52,11 +66,11 @@ class Rule(db.Model):
 
     __tablename__ = "rules"
     __table_args__ = (
-        CheckConstraint("mode IN ('enforce', 'report-only', 'off')", name="mode"),
+        CheckConstraint(_one_of("mode", MODES), name="mode"),
         CheckConstraint("max_age IS NULL OR max_age >= 0", name="max_age"),
-        CheckConstraint("tenant_source IN ('none', 'view-arg', 'subdomain', 'header')",
-                        name="tenant_source"),
-        CheckConstraint("unknown_tenant IN ('refuse', 'shared')", name="unknown_tenant"),
+        CheckConstraint(_one_of("tenant_source", TENANT_SOURCES), name="tenant_source"),
+        CheckConstraint(_one_of("unknown_tenant", UNKNOWN_TENANT_OPTIONS),
+                        name="unknown_tenant"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -67,17 +81,17 @@ class Rule(db.Model):
     supports_credentials: Mapped[bool] = mapped_column(Boolean, default=False)
     max_age: Mapped[int | None] = mapped_column(Integer)
     allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
-    mode: Mapped[str] = mapped_column(String(20), default="enforce")
+    mode: Mapped[str] = mapped_column(String(20), default=ENFORCE)
     description: Mapped[str] = mapped_column(Text, default="")
     # The tenant that owns the rule; None for rules of the platform (admins manage them).
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="RESTRICT"), index=True)
     # A tenant-selecting rule picks the allowlist of the request's tenant.
-    tenant_source: Mapped[str] = mapped_column(String(20), default="none",
-                                               server_default="none")
+    tenant_source: Mapped[str] = mapped_column(String(20), default=NO_TENANT_SOURCE,
+                                               server_default=NO_TENANT_SOURCE)
     tenant_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
-    unknown_tenant: Mapped[str] = mapped_column(String(20), default="refuse",
-                                                server_default="refuse")
+    unknown_tenant: Mapped[str] = mapped_column(String(20), default=REFUSE_UNKNOWN_TENANT,
+                                                server_default=REFUSE_UNKNOWN_TENANT)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -111,9 +125,7 @@ class AllowedOrigin(db.Model):
         Index("uq_allowed_origins_tenant", "rule_id", "tenant_id", "value", unique=True,
               sqlite_where=sa.text("tenant_id IS NOT NULL"),
               postgresql_where=sa.text("tenant_id IS NOT NULL")),
-        CheckConstraint(
-            "kind IN ('exact', 'subdomain-wildcard', 'any-port', 'any')", name="kind"
-        ),
+        CheckConstraint(_one_of("kind", ORIGIN_KINDS), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

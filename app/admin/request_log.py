@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 from ..cors import get_control
 from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
 from ..cors.snapshot import CompiledRule, PolicySnapshot
+from ..cors.vocabulary import APPLIED_MODES
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.errors import FieldError, ValidationError
@@ -48,7 +49,6 @@ SINCE_PRESETS = ("1h", "24h", "7d", "30d")
 CUSTOM = "custom"
 DEFAULT_SINCE = "24h"
 NO_RULE = "none"
-MODES = ("enforce", "report-only")
 PER_PAGE = 50
 # Counting stops past this many rows ("10,000+"): an exact count of a large period costs
 # as much as reading it, and nobody pages that far.
@@ -275,7 +275,7 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
         "custom": CUSTOM,
         "no_rule": NO_RULE,
         "reasons": REASONS,
-        "modes": MODES,
+        "modes": APPLIED_MODES,
         "can_edit": has_role("editor"),
         "next_url": request.full_path.rstrip("?"),
         "utc": utc_text,

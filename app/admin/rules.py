@@ -14,8 +14,9 @@ from flask import current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from ..cors.snapshot import DEFAULT_METHODS
+from ..cors.vocabulary import APPLIED_MODES, ENFORCE, MODES, OFF
 from ..extensions import db
-from ..models import MODES, Rule
+from ..models import Rule
 from ..services import policy, rules_query
 from ..services.errors import Conflict, ValidationError
 from ..services.tenants import list_tenants
@@ -117,15 +118,15 @@ def rule_update(rule_id: int):
 @bp.post("/rules/<int:rule_id>/disable")
 @requires("editor")
 def rule_disable(rule_id: int):
-    rule = _set_mode(rule_id, "off")
+    rule = _set_mode(rule_id, OFF)
     return _saved(rule, f"Disabled rule {rule.path}: the engine ignores it, as if absent.")
 
 
 @bp.post("/rules/<int:rule_id>/enable")
 @requires("editor")
 def rule_enable(rule_id: int):
-    mode = request.form.get("mode", "enforce")
-    rule = _set_mode(rule_id, mode if mode in ("enforce", "report-only") else "enforce")
+    mode = request.form.get("mode", ENFORCE)
+    rule = _set_mode(rule_id, mode if mode in APPLIED_MODES else ENFORCE)
     return _saved(rule, f"Enabled rule {rule.path} in mode {rule.mode}.")
 
 
@@ -346,7 +347,7 @@ def _blank_form() -> dict[str, Any]:
     """The create form's starting values: the service's defaults."""
     return {"path": "", "methods": ", ".join(DEFAULT_METHODS), "allow_headers": "*",
             "expose_headers": "", "supports_credentials": False, "max_age": "",
-            "allow_private_network": False, "mode": "enforce", "description": ""}
+            "allow_private_network": False, "mode": ENFORCE, "description": ""}
 
 
 def _form_of(rule: Rule) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from ..cors.vocabulary import MODES, REPORT_ONLY
 from ..extensions import db
 from ..models import (
-    MODES,
     AllowedOrigin,
     EngineProcess,
     PolicyState,
@@ -161,7 +161,7 @@ def refusal_chart(*, now: datetime, actor: Actor | None = None) -> RefusalChart:
     for bucket_start, mode, count in rows:
         index = int((_utc(bucket_start) - first_hour).total_seconds() // 3600)
         if 0 <= index < CHART_HOURS:
-            (report_only if mode == "report-only" else enforce)[index] += int(count or 0)
+            (report_only if mode == REPORT_ONLY else enforce)[index] += int(count or 0)
     return RefusalChart([
         HourOfRefusals(first_hour + timedelta(hours=i), enforce[i], report_only[i])
         for i in range(CHART_HOURS)

@@ -17,8 +17,9 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import selectinload
 
 from ..cors.paths import PatternIndex, parse_pattern
+from ..cors.vocabulary import MODES, OFF
 from ..extensions import db
-from ..models import MODES, AllowedOrigin, Rule
+from ..models import AllowedOrigin, Rule
 from .policy import Actor, visible_origin_rows, visible_rules
 from .validation import OriginInput, RuleInput
 from .warnings import rule_warnings
@@ -244,8 +245,8 @@ def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
     patterns = [(parse_pattern(row.path), RuleRef(row.id, row.path, row.mode)) for row in stored]
     # The engine's own index decides. Like compile_policy, the enabled index leaves rules in
     # mode off out; a second index over those finds an off rule that would win if enabled.
-    enabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode != "off"])
-    disabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode == "off"])
+    enabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode != OFF])
+    disabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode == OFF])
     rank = {id(ref): pattern.specificity for pattern, ref in patterns}
 
     result = []
