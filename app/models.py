@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -33,6 +34,7 @@ from .cors.vocabulary import (
     UNKNOWN_TENANT_OPTIONS,
 )
 from .extensions import db, login_manager
+from .timefmt import as_utc
 
 ORIGIN_KINDS = tuple(kind.value for kind in OriginKind)
 ROLES = ("admin", "editor", "viewer", "tenant-editor", "tenant-viewer")
@@ -55,6 +57,28 @@ def _role_constraints() -> tuple[CheckConstraint, CheckConstraint]:
         CheckConstraint(f"({_one_of('role', TENANT_ROLES)}) = (tenant_id IS NOT NULL)",
                         name="tenant_role"),
     )
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A moment, stored as ``DateTime(timezone=True)`` and always read as an aware UTC datetime.
+
+    SQLite keeps no time zone and returns naive values; PostgreSQL returns them in the
+    session's zone. Both come back in UTC here, so no caller ever looks at ``tzinfo``. A naive
+    value is refused on the way in: nothing says which zone it was meant in.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None,
+                             dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # SQLite keeps no zone: what it returns was stored in UTC by process_bind_param.
+        return as_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
 
 
 def utcnow() -> datetime:
@@ -92,10 +116,9 @@ class Rule(db.Model):
     tenant_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
     unknown_tenant: Mapped[str] = mapped_column(String(20), default=REFUSE_UNKNOWN_TENANT,
                                                 server_default=REFUSE_UNKNOWN_TENANT)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow,
+                                                 onupdate=utcnow)
     updated_by: Mapped[str] = mapped_column(String(200), default="")
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
@@ -136,8 +159,8 @@ class AllowedOrigin(db.Model):
     kind: Mapped[str] = mapped_column(String(30))
     note: Mapped[str] = mapped_column(Text, default="")
     added_by: Mapped[str] = mapped_column(String(200), default="")
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # On a tenant-selecting rule: whose allowlist this entry is on (None: every tenant's).
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -158,7 +181,7 @@ class Tenant(db.Model):
     # The name requests use (URL variable, subdomain label or header value).
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:
         return f"<Tenant {self.slug!r}>"
@@ -179,11 +202,11 @@ class ApiToken(db.Model):
     role: Mapped[str] = mapped_column(String(20))
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200), default="")
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tenant: Mapped[Tenant | None] = relationship()
 
@@ -195,7 +218,7 @@ class PolicyState(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
-    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class User(UserMixin, db.Model):
@@ -209,7 +232,7 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(300))
     role: Mapped[str] = mapped_column(String(20), default="viewer")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set exactly for the tenant roles: the one tenant this user may see and change.
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -231,7 +254,7 @@ class AuditEntry(db.Model):
     __tablename__ = "audit_entries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(20))
     action: Mapped[str] = mapped_column(String(40))
@@ -269,7 +292,7 @@ class RequestLogEntry(db.Model):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True)
-    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime)
     rule_id: Mapped[int | None] = mapped_column(Integer)
     # The rule's path when recorded ("" when no rule matched): the row outlives renames.
     rule_path: Mapped[str] = mapped_column(String(500))
@@ -281,8 +304,8 @@ class RequestLogEntry(db.Model):
     detail: Mapped[str] = mapped_column(String(200))
     mode: Mapped[str] = mapped_column(String(20))
     count: Mapped[int] = mapped_column(BigInteger)
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     # A sample of the first occurrence in the bucket.
     path: Mapped[str] = mapped_column(String(500))
     method: Mapped[str] = mapped_column(String(20))
@@ -300,8 +323,8 @@ class SignInThrottle(db.Model):
 
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EngineProcess(db.Model):
@@ -313,6 +336,6 @@ class EngineProcess(db.Model):
     host: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
     policy_version: Mapped[int | None] = mapped_column(BigInteger)
-    last_check: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_check: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")

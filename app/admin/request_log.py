@@ -235,8 +235,7 @@ def request_log_allow(entry_id: int):
     (row,) = log_rows([entry], _rules_now(ids=[entry.rule_id]),
                       get_control(current_app).cache.get())
     return render("admin/_log_row.html", row=row, message=message, message_category=category,
-                  can_edit=True, next_url=request.form.get("next", ""), utc=utc_text,
-                  utc_iso=utc_iso)
+                  can_edit=True, next_url=request.form.get("next", ""))
 
 
 # The rule filter lists this many rules; more are reached by search or a rule's own page.
@@ -278,8 +277,6 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
         "modes": APPLIED_MODES,
         "can_edit": has_role("editor"),
         "next_url": request.full_path.rstrip("?"),
-        "utc": utc_text,
-        "utc_iso": utc_iso,
     }
 
 
@@ -307,20 +304,6 @@ def _back_to_log(next_url: str) -> str:
     if parts.scheme or parts.netloc or parts.path != home:
         return home
     return f"{home}?{parts.query}" if parts.query else home
-
-
-def utc_text(value: datetime) -> str:
-    return _as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def utc_iso(value: datetime) -> str:
-    return _as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:  # SQLite returns naive datetimes; they are stored in UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def csv_lines(entries: Iterable[RequestLogEntry], *, batch: int = 500) -> Iterator[str]:

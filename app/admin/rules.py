@@ -76,7 +76,6 @@ def _list_context(*, form: dict[str, Any] | None = None,
         "rule": None,
         "form": form or _blank_form(),
         "errors": errors or {},
-        "utc": rules_query.utc_text,
     }
 
 
@@ -204,7 +203,6 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
         "origin_form": origin_form or {"value": "", "note": "", "expires_at": "", "tenant": ""},
         "origin_errors": origin_errors or {},
         "origin_check": origin_check,
-        "utc": rules_query.utc_text,
     }
 
 

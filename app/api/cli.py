@@ -4,7 +4,7 @@ from the command line (the services decide; these commands only print)."""
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from flask import Flask
@@ -15,6 +15,7 @@ from ..models import ROLES, ApiToken
 from ..services.errors import ServiceError
 from ..services.tenants import create_tenant, list_tenants
 from ..services.tokens import create_token, list_tokens, revoke_token, token_state
+from ..timefmt import utc_text
 from .representation import iso
 
 tokens_group = AppGroup("tokens", help="Manage API tokens for the JSON admin API.")
@@ -105,12 +106,11 @@ def _timestamp(text: str) -> datetime:
         click.echo(f"Error: --expires {text!r} is not an ISO 8601 time; use one such as "
                    "2026-12-31T00:00:00Z.", err=True)
         sys.exit(1)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment  # create_token takes a time without a zone as UTC
 
 
 def _when(moment: datetime | None, none: str = "-") -> str:
-    text = iso(moment)
-    return text[:19].replace("T", " ") + " UTC" if text else none
+    return utc_text(moment) if moment is not None else none
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

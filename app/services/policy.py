@@ -29,6 +29,7 @@ from ..models import (
     Tenant,
     utcnow,
 )
+from ..timefmt import iso_utc
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .validation import (
     RULE_FIELDS,
@@ -201,7 +202,7 @@ def origin_to_json(origin: AllowedOrigin | OriginInput) -> str | dict[str, Any]:
     if origin.note:
         entry["note"] = origin.note
     if origin.expires_at is not None:
-        entry["expires_at"] = _iso(origin.expires_at)
+        entry["expires_at"] = iso_utc(origin.expires_at)
     if tenant:
         entry["tenant"] = tenant
     return entry
@@ -376,7 +377,7 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
             rule_input = _scoped_input(validate_rule(recorded, reserved_prefixes=_reserved()),
                                        actor)
             rule = db.session.get(Rule, entry.rule_id)
-            if rule is not None and _aware(rule.created_at) > _aware(entry.at):
+            if rule is not None and rule.created_at > entry.at:
                 rule = None  # SQLite reuses the ids of deleted rows: that is another rule
             rule = rule or db.session.scalar(
                 sa.select(Rule).where(Rule.path == rule_input.path))
@@ -419,7 +420,7 @@ def purge_expired_origins(retention_days: float, *, actor: Actor = SYSTEM) -> in
             db.session.flush()
             _audit(actor, "origin.expire", rule, before, rule_to_dict(rule), version,
                    f"removed {len(origins)} origin(s) of {rule.path} that expired before "
-                   f"{_iso(cutoff)}")
+                   f"{iso_utc(cutoff)}")
     return len(stale)
 
 
@@ -852,13 +853,3 @@ def _ensure_tenants(document: Mapping[str, Any], inputs: list[RuleInput],
 
 def _reserved() -> tuple[str, ...]:
     return tuple(current_app.config.get("CORS_EXCLUDED_PREFIXES", ()))
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -17,6 +17,7 @@ from ..extensions import db
 from ..models import RequestLogEntry
 from ..request_log.recorder import OVERFLOW
 from ..request_log.recorder import prune as prune_rows
+from ..timefmt import iso_utc
 from .errors import FieldError, ValidationError
 from .policy import Actor, visible_log_rows
 
@@ -154,7 +155,7 @@ def iter_log(filters: LogFilter, *, batch_size: int = 1000,
 def entry_to_dict(entry: RequestLogEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        "bucket_start": _iso(entry.bucket_start),
+        "bucket_start": iso_utc(entry.bucket_start),
         "rule": entry.rule_path or None,
         "rule_id": entry.rule_id,
         "origin": entry.origin,
@@ -162,8 +163,8 @@ def entry_to_dict(entry: RequestLogEntry) -> dict[str, Any]:
         "detail": entry.detail,
         "mode": entry.mode,
         "count": entry.count,
-        "first_seen": _iso(entry.first_seen),
-        "last_seen": _iso(entry.last_seen),
+        "first_seen": iso_utc(entry.first_seen),
+        "last_seen": iso_utc(entry.last_seen),
         "sample": {
             "path": entry.path,
             "method": entry.method,
@@ -180,9 +181,3 @@ def prune_log(retention_days: float | None = None) -> int:
     days = retention_days if retention_days is not None else float(
         current_app.config.get("REQUEST_LOG_RETENTION_DAYS", 30))
     return prune_rows(db.engine, days)
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -185,11 +185,7 @@ def origin_advice(rule: Rule, origins: list[OriginInput], *,
 
 
 def _past(moment: datetime | None, now: datetime) -> bool:
-    if moment is None:
-        return False
-    if moment.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment <= now
+    return moment is not None and moment <= now
 
 
 # -- coverage of the app's routes ----------------------------------------------------------
@@ -260,12 +256,3 @@ def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
         result.append(RouteCoverage(route, sample, tuple(sorted(methods)),
                                     tuple(sorted(endpoints)), rule, off))  # type: ignore[arg-type]
     return result
-
-
-def utc_text(moment: datetime | None) -> str:
-    """A stored time as the dashboard shows it: ``2026-12-31 18:00 UTC``; "" for none."""
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
