@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -17,30 +18,67 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .cors.origins import OriginKind
+from .cors.vocabulary import (
+    ENFORCE,
+    MODES,
+    NO_TENANT_SOURCE,
+    REFUSE_UNKNOWN_TENANT,
+    TENANT_SOURCES,
+    UNKNOWN_TENANT_OPTIONS,
+)
 from .extensions import db, login_manager
+from .timefmt import as_utc
 
-MODES = ("enforce", "report-only", "off")
-ORIGIN_KINDS = ("exact", "subdomain-wildcard", "any-port", "any")
+ORIGIN_KINDS = tuple(kind.value for kind in OriginKind)
 ROLES = ("admin", "editor", "viewer", "tenant-editor", "tenant-viewer")
 TENANT_ROLES = ("tenant-editor", "tenant-viewer")
-TENANT_SOURCES = ("none", "view-arg", "subdomain", "header")
+
+
+def _one_of(column: str, values: Iterable[str]) -> str:
+    """The SQL of a CHECK that *column* holds one of *values*: ``mode IN ('enforce', 'off')``."""
+    return f"{column} IN ({', '.join(_sql_text(value) for value in values)})"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _role_constraints() -> tuple[CheckConstraint, CheckConstraint]:
     """Users and API tokens hold a role, and a tenant exactly when the role is a tenant's."""
     return (
-        CheckConstraint(
-            "role IN ('admin', 'editor', 'viewer', 'tenant-editor', 'tenant-viewer')",
-            name="role"),
-        CheckConstraint(
-            "(role IN ('tenant-editor', 'tenant-viewer')) = (tenant_id IS NOT NULL)",
-            name="tenant_role"),
+        CheckConstraint(_one_of("role", ROLES), name="role"),
+        CheckConstraint(f"({_one_of('role', TENANT_ROLES)}) = (tenant_id IS NOT NULL)",
+                        name="tenant_role"),
     )
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A moment, stored as ``DateTime(timezone=True)`` and always read as an aware UTC datetime.
+
+    SQLite keeps no time zone and returns naive values; PostgreSQL returns them in the
+    session's zone. Both come back in UTC here, so no caller ever looks at ``tzinfo``. A naive
+    value is refused on the way in: nothing says which zone it was meant in.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None,
+                             dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # SQLite keeps no zone: what it returns was stored in UTC by process_bind_param.
+        return as_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
 
 
 def utcnow() -> datetime:
@@ -52,11 +90,11 @@ class Rule(db.Model):
 
     __tablename__ = "rules"
     __table_args__ = (
-        CheckConstraint("mode IN ('enforce', 'report-only', 'off')", name="mode"),
+        CheckConstraint(_one_of("mode", MODES), name="mode"),
         CheckConstraint("max_age IS NULL OR max_age >= 0", name="max_age"),
-        CheckConstraint("tenant_source IN ('none', 'view-arg', 'subdomain', 'header')",
-                        name="tenant_source"),
-        CheckConstraint("unknown_tenant IN ('refuse', 'shared')", name="unknown_tenant"),
+        CheckConstraint(_one_of("tenant_source", TENANT_SOURCES), name="tenant_source"),
+        CheckConstraint(_one_of("unknown_tenant", UNKNOWN_TENANT_OPTIONS),
+                        name="unknown_tenant"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -67,21 +105,20 @@ class Rule(db.Model):
     supports_credentials: Mapped[bool] = mapped_column(Boolean, default=False)
     max_age: Mapped[int | None] = mapped_column(Integer)
     allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
-    mode: Mapped[str] = mapped_column(String(20), default="enforce")
+    mode: Mapped[str] = mapped_column(String(20), default=ENFORCE)
     description: Mapped[str] = mapped_column(Text, default="")
     # The tenant that owns the rule; None for rules of the platform (admins manage them).
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="RESTRICT"), index=True)
     # A tenant-selecting rule picks the allowlist of the request's tenant.
-    tenant_source: Mapped[str] = mapped_column(String(20), default="none",
-                                               server_default="none")
+    tenant_source: Mapped[str] = mapped_column(String(20), default=NO_TENANT_SOURCE,
+                                               server_default=NO_TENANT_SOURCE)
     tenant_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
-    unknown_tenant: Mapped[str] = mapped_column(String(20), default="refuse",
-                                                server_default="refuse")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
-    )
+    unknown_tenant: Mapped[str] = mapped_column(String(20), default=REFUSE_UNKNOWN_TENANT,
+                                                server_default=REFUSE_UNKNOWN_TENANT)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow,
+                                                 onupdate=utcnow)
     updated_by: Mapped[str] = mapped_column(String(200), default="")
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
@@ -111,9 +148,7 @@ class AllowedOrigin(db.Model):
         Index("uq_allowed_origins_tenant", "rule_id", "tenant_id", "value", unique=True,
               sqlite_where=sa.text("tenant_id IS NOT NULL"),
               postgresql_where=sa.text("tenant_id IS NOT NULL")),
-        CheckConstraint(
-            "kind IN ('exact', 'subdomain-wildcard', 'any-port', 'any')", name="kind"
-        ),
+        CheckConstraint(_one_of("kind", ORIGIN_KINDS), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -124,8 +159,8 @@ class AllowedOrigin(db.Model):
     kind: Mapped[str] = mapped_column(String(30))
     note: Mapped[str] = mapped_column(Text, default="")
     added_by: Mapped[str] = mapped_column(String(200), default="")
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # On a tenant-selecting rule: whose allowlist this entry is on (None: every tenant's).
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -146,7 +181,7 @@ class Tenant(db.Model):
     # The name requests use (URL variable, subdomain label or header value).
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:
         return f"<Tenant {self.slug!r}>"
@@ -167,11 +202,11 @@ class ApiToken(db.Model):
     role: Mapped[str] = mapped_column(String(20))
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200), default="")
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tenant: Mapped[Tenant | None] = relationship()
 
@@ -183,7 +218,7 @@ class PolicyState(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
-    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class User(UserMixin, db.Model):
@@ -197,7 +232,7 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(300))
     role: Mapped[str] = mapped_column(String(20), default="viewer")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set exactly for the tenant roles: the one tenant this user may see and change.
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -219,7 +254,7 @@ class AuditEntry(db.Model):
     __tablename__ = "audit_entries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(20))
     action: Mapped[str] = mapped_column(String(40))
@@ -257,7 +292,7 @@ class RequestLogEntry(db.Model):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True)
-    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime)
     rule_id: Mapped[int | None] = mapped_column(Integer)
     # The rule's path when recorded ("" when no rule matched): the row outlives renames.
     rule_path: Mapped[str] = mapped_column(String(500))
@@ -269,8 +304,8 @@ class RequestLogEntry(db.Model):
     detail: Mapped[str] = mapped_column(String(200))
     mode: Mapped[str] = mapped_column(String(20))
     count: Mapped[int] = mapped_column(BigInteger)
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     # A sample of the first occurrence in the bucket.
     path: Mapped[str] = mapped_column(String(500))
     method: Mapped[str] = mapped_column(String(20))
@@ -288,8 +323,8 @@ class SignInThrottle(db.Model):
 
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EngineProcess(db.Model):
@@ -301,6 +336,6 @@ class EngineProcess(db.Model):
     host: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
     policy_version: Mapped[int | None] = mapped_column(BigInteger)
-    last_check: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_check: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")

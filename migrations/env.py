@@ -38,6 +38,16 @@ target_db = current_app.extensions["migrate"].db
 # ... etc.
 
 
+def render_item(type_, obj, autogen_context):
+    """Autogenerate writes the app's UTC column type as the plain type it stores, so a
+    revision does not import the app."""
+    from app.models import UTCDateTime
+
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def get_metadata():
     if hasattr(target_db, "metadatas"):
         return target_db.metadatas[None]
@@ -57,7 +67,8 @@ def run_migrations_offline():
 
     """
     url = config.get_main_option("sqlalchemy.url")
-    context.configure(url=url, target_metadata=get_metadata(), literal_binds=True)
+    context.configure(url=url, target_metadata=get_metadata(), literal_binds=True,
+                      render_item=render_item)
 
     with context.begin_transaction():
         context.run_migrations()
@@ -84,6 +95,7 @@ def run_migrations_online():
     conf_args = current_app.extensions["migrate"].configure_args
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
+    conf_args.setdefault("render_item", render_item)
 
     connectable = get_engine()
 

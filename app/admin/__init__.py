@@ -16,9 +16,12 @@ from werkzeug.wrappers import Response
 from ..extensions import login_manager
 from ..services.errors import Forbidden, NotFound
 from ..services.tenants import tenant_slug
+from ..timefmt import utc_text
 from .access import has_role, is_platform_user
 
 bp = Blueprint("admin", __name__)
+# Templates write every time through one filter: {{ moment|utc }}, |utc("minutes"), |utc("iso").
+bp.add_app_template_filter(utc_text, "utc")
 
 
 @bp.before_request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from ..services.overview import RefusalChart, load_overview
 from . import bp
@@ -23,15 +23,6 @@ def overview():
     data = load_overview(actor=current_actor())
     return render("admin/overview.html", "admin/_overview.html",
                   overview=data, chart=chart_layout(data.chart))
-
-
-@bp.app_template_filter("utc")
-def utc_text(value: datetime | None) -> str:
-    """A timestamp in UTC, the same on every host: ``2025-01-31 14:05:09 UTC``."""
-    if value is None:
-        return "—"
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # -- the bar chart, laid out here so the template only places elements ------------------------

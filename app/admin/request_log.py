@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 from ..cors import get_control
 from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
 from ..cors.snapshot import PolicySnapshot
+from ..cors.vocabulary import APPLIED_MODES
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.access import visible_log_rows, visible_rules
@@ -49,7 +50,6 @@ SINCE_PRESETS = ("1h", "24h", "7d", "30d")
 CUSTOM = "custom"
 DEFAULT_SINCE = "24h"
 NO_RULE = "none"
-MODES = ("enforce", "report-only")
 PER_PAGE = 50
 # Counting stops past this many rows ("10,000+"): an exact count of a large period costs
 # as much as reading it, and nobody pages that far.
@@ -229,8 +229,7 @@ def request_log_allow(entry_id: int):
     (row,) = log_rows([entry], _rules_now(ids=[entry.rule_id]),
                       get_control(current_app).cache.get())
     return render("admin/_log_row.html", row=row, message=message, message_category=category,
-                  can_edit=True, next_url=request.form.get("next", ""), utc=utc_text,
-                  utc_iso=utc_iso)
+                  can_edit=True, next_url=request.form.get("next", ""))
 
 
 # The rule filter lists this many rules; more are reached by search or a rule's own page.
@@ -269,11 +268,9 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
         "custom": CUSTOM,
         "no_rule": NO_RULE,
         "reasons": REASONS,
-        "modes": MODES,
+        "modes": APPLIED_MODES,
         "can_edit": has_role("editor"),
         "next_url": request.full_path.rstrip("?"),
-        "utc": utc_text,
-        "utc_iso": utc_iso,
     }
 
 
@@ -301,20 +298,6 @@ def _back_to_log(next_url: str) -> str:
     if parts.scheme or parts.netloc or parts.path != home:
         return home
     return f"{home}?{parts.query}" if parts.query else home
-
-
-def utc_text(value: datetime) -> str:
-    return _as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def utc_iso(value: datetime) -> str:
-    return _as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:  # SQLite returns naive datetimes; they are stored in UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def csv_lines(entries: Iterable[RequestLogEntry], *, batch: int = 500) -> Iterator[str]:

@@ -14,8 +14,9 @@ from flask import current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from ..cors.snapshot import DEFAULT_METHODS
+from ..cors.vocabulary import APPLIED_MODES, ENFORCE, MODES, OFF
 from ..extensions import db
-from ..models import MODES, Rule
+from ..models import Rule
 from ..services import access, policy, policy_read, rules_query
 from ..services.errors import Conflict, ValidationError
 from ..services.tenants import list_tenants
@@ -75,7 +76,6 @@ def _list_context(*, form: dict[str, Any] | None = None,
         "rule": None,
         "form": form or _blank_form(),
         "errors": errors or {},
-        "utc": rules_query.utc_text,
     }
 
 
@@ -117,15 +117,15 @@ def rule_update(rule_id: int):
 @bp.post("/rules/<int:rule_id>/disable")
 @requires("editor")
 def rule_disable(rule_id: int):
-    rule = _set_mode(rule_id, "off")
+    rule = _set_mode(rule_id, OFF)
     return _saved(rule, f"Disabled rule {rule.path}: the engine ignores it, as if absent.")
 
 
 @bp.post("/rules/<int:rule_id>/enable")
 @requires("editor")
 def rule_enable(rule_id: int):
-    mode = request.form.get("mode", "enforce")
-    rule = _set_mode(rule_id, mode if mode in ("enforce", "report-only") else "enforce")
+    mode = request.form.get("mode", ENFORCE)
+    rule = _set_mode(rule_id, mode if mode in APPLIED_MODES else ENFORCE)
     return _saved(rule, f"Enabled rule {rule.path} in mode {rule.mode}.")
 
 
@@ -203,7 +203,6 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
         "origin_form": origin_form or {"value": "", "note": "", "expires_at": "", "tenant": ""},
         "origin_errors": origin_errors or {},
         "origin_check": origin_check,
-        "utc": rules_query.utc_text,
     }
 
 
@@ -346,7 +345,7 @@ def _blank_form() -> dict[str, Any]:
     """The create form's starting values: the service's defaults."""
     return {"path": "", "methods": ", ".join(DEFAULT_METHODS), "allow_headers": "*",
             "expose_headers": "", "supports_credentials": False, "max_age": "",
-            "allow_private_network": False, "mode": "enforce", "description": ""}
+            "allow_private_network": False, "mode": ENFORCE, "description": ""}
 
 
 def _form_of(rule: Rule) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 
 from flask import jsonify
 
-from ..cors.snapshot import DEFAULT_METHODS, MODES, TENANT_SOURCES, UNKNOWN_TENANT
+from ..cors.snapshot import DEFAULT_METHODS
+from ..cors.vocabulary import APPLIED_MODES, MODES, TENANT_SOURCES, UNKNOWN_TENANT_OPTIONS
 from ..models import ORIGIN_KINDS, ROLES
 from ..services.audit import MAX_PAGE_SIZE as AUDIT_PAGE_SIZE
 from ..services.request_log import REASONS
@@ -56,7 +57,7 @@ TENANT_SELECTOR = {
         "source": {"enum": list(TENANT_SOURCES)},
         "key": {"type": "string", "description": "the URL variable, the parent domain or "
                                                  "the header name"},
-        "unknown": {"enum": list(UNKNOWN_TENANT)},
+        "unknown": {"enum": list(UNKNOWN_TENANT_OPTIONS)},
     },
     "additionalProperties": False,
 }
@@ -513,7 +514,7 @@ PATHS: dict[str, Any] = {
                 _query("since", "how far back: 30m, 1h, 7d, 2w"),
                 _query("rule", "a rule path; empty for requests no rule governed"),
                 _query("reason", "a reason code", {"enum": list(REASONS)}),
-                _query("mode", "enforce or report-only", {"enum": ["enforce", "report-only"]}),
+                _query("mode", "enforce or report-only", {"enum": list(APPLIED_MODES)}),
                 _query("origin", "text in the origin"),
                 *PAGING,
             ],

@@ -13,6 +13,7 @@ from typing import Any
 from ..models import AllowedOrigin, ApiToken, Rule, Tenant
 from ..services.access import Actor
 from ..services.policy_read import rule_to_dict
+from ..timefmt import iso_utc
 
 READ_ONLY_RULE_FIELDS = ("id", "version", "created_at", "updated_at", "updated_by")
 
@@ -40,7 +41,7 @@ def origin_resource(origin: AllowedOrigin, *, now: datetime | None = None) -> di
         "kind": origin.kind,
         "note": origin.note or "",
         "expires_at": iso(origin.expires_at),
-        "expired": origin.expires_at is not None and _aware(origin.expires_at) <= now,
+        "expired": origin.expires_at is not None and origin.expires_at <= now,
         "tenant": origin.tenant.slug if origin.tenant_id is not None else None,
         "added_by": origin.added_by or "",
         "added_at": iso(origin.added_at),
@@ -63,12 +64,5 @@ def token_resource(token: ApiToken) -> dict[str, Any]:
 
 
 def iso(value: datetime | None) -> str | None:
-    """A stored time as ISO 8601 in UTC (``2026-12-31T18:00:00Z``); SQLite returns naive
-    datetimes, which are stored as UTC."""
-    if value is None:
-        return None
-    return _aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    """A stored time as ISO 8601 in UTC (``2026-12-31T18:00:00Z``), or None."""
+    return None if value is None else iso_utc(value)

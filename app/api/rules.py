@@ -17,8 +17,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..cors.origins import OriginError, parse_origin
 from ..cors.snapshot import DEFAULT_METHODS
+from ..cors.vocabulary import ENFORCE, MODES
 from ..extensions import db
-from ..models import MODES, AllowedOrigin, Rule, Tenant
+from ..models import AllowedOrigin, Rule, Tenant
 from ..services import policy
 from ..services.access import Actor, visible_origin_rows
 from ..services.errors import Conflict, FieldError, ValidationError
@@ -48,7 +49,7 @@ RULE_ID = "<int:rule_id>"
 RULE_DEFAULTS: dict[str, Any] = {
     "origins": [], "methods": list(DEFAULT_METHODS), "allow_headers": ["*"],
     "expose_headers": [], "supports_credentials": False, "max_age": None,
-    "allow_private_network": False, "mode": "enforce", "description": "", "tenant": None,
+    "allow_private_network": False, "mode": ENFORCE, "description": "", "tenant": None,
     "tenant_selector": None,
 }
 

@@ -9,9 +9,9 @@ from datetime import datetime
 
 import click
 
-from ..api.representation import iso
 from ..services.access import Actor
 from ..services.errors import ServiceError, ValidationError
+from ..timefmt import utc_text
 
 
 def cli_actor() -> Actor:
@@ -47,5 +47,4 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def when(moment: datetime | None, none: str = "-") -> str:
     """A time as a table shows it: ``2026-05-01 12:00:00 UTC``, or *none*."""
-    text = iso(moment)
-    return text[:19].replace("T", " ") + " UTC" if text else none
+    return utc_text(moment) if moment is not None else none

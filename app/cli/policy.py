@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 
 from ..cors import get_control
 from ..cors.text import printable
+from ..cors.vocabulary import APPLIED_MODES
 from ..services.errors import ServiceError
 from ..services.policy import import_policy, purge_expired_origins
 from ..services.policy_read import export_policy
@@ -115,7 +116,7 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
 @click.option("--since", default="24h", show_default=True, help="How far back: 30m, 1h, 7d.")
 @click.option("--rule", help="Only this rule path (use '' for requests no rule governs).")
 @click.option("--reason", help="Only this reason code, such as origin-not-allowed.")
-@click.option("--mode", type=click.Choice(["enforce", "report-only"]))
+@click.option("--mode", type=click.Choice(APPLIED_MODES))
 @click.option("--origin", help="Only origins containing this text.")
 @click.option("--limit", default=100, show_default=True, help=f"At most {MAX_PAGE_SIZE}.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")

@@ -4,15 +4,15 @@ line (the services decide; these commands only print)."""
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from flask.cli import AppGroup
 
-from ..api.representation import iso
 from ..models import ROLES, ApiToken
 from ..services.errors import ServiceError
 from ..services.tokens import create_token, list_tokens, revoke_token, token_state
+from ..timefmt import iso_utc
 from .common import cli_actor, fail, print_table, when
 
 tokens_group = AppGroup("tokens", help="Manage API tokens for the JSON admin API.")
@@ -36,7 +36,7 @@ def tokens_create(name: str, role: str, tenant: str | None, expires: str | None)
         return
     token = issued.token
     scope = f", tenant {tenant}" if tenant else ""
-    until = f", expires {iso(token.expires_at)}" if token.expires_at else ""
+    until = f", expires {iso_utc(token.expires_at)}" if token.expires_at else ""
     click.echo(f"Created token {token.name} ({token.role}{scope}{until}). Its secret is shown "
                "only this once; store it now:", err=True)
     click.echo(issued.secret)
@@ -78,4 +78,4 @@ def _timestamp(text: str) -> datetime:
         click.echo(f"Error: --expires {text!r} is not an ISO 8601 time; use one such as "
                    "2026-12-31T00:00:00Z.", err=True)
         sys.exit(1)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment  # create_token takes a time without a zone as UTC

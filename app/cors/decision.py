@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 from .snapshot import Allowlist, CompiledRule, PolicySnapshot
 from .text import printable
+from .vocabulary import (
+    NO_TENANT_SOURCE,
+    REFUSE_UNKNOWN_TENANT,
+    TENANT_FROM_HEADER,
+    TENANT_FROM_SUBDOMAIN,
+    TENANT_FROM_VIEW_ARG,
+)
 
 ALLOWED = "allowed"
 NO_ORIGIN = "no-origin"
@@ -148,7 +155,7 @@ def decide(
                 allowed=False, reason=NO_ORIGIN, rule=rule, headers=(("Vary", VARY_ACTUAL),))
         return decision
     allowlist = rule.allowlist
-    if rule.tenant_source != "none":
+    if rule.tenant_source != NO_TENANT_SOURCE:
         allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
     if method == "OPTIONS":
         request_method = headers.get("Access-Control-Request-Method")
@@ -178,12 +185,12 @@ def tenant_of(
 ) -> str | None:
     """The tenant a request names, where the rule says to look; None when it names none."""
     source = rule.tenant_source
-    if source == "view-arg":
+    if source == TENANT_FROM_VIEW_ARG:
         value = route_args.get(rule.tenant_key) if route_args else None
         return value if isinstance(value, str) and value else None
-    if source == "header":
+    if source == TENANT_FROM_HEADER:
         return headers.get(rule.tenant_key) or None
-    if source == "subdomain":
+    if source == TENANT_FROM_SUBDOMAIN:
         host = headers.get("Host") or ""
         if host.startswith("["):
             return None
@@ -203,7 +210,7 @@ def _origin_grant(
     rule: CompiledRule, allowlist: Allowlist, origin: str, now: float | None
 ) -> str | None:
     """The ACAO value the rule grants *origin*, or None."""
-    if allowlist.unknown_tenant and rule.unknown_tenant == "refuse":
+    if allowlist.unknown_tenant and rule.unknown_tenant == REFUSE_UNKNOWN_TENANT:
         return None
     if allowlist.tenant_origins is not None and allowlist.tenant_origins.allows(origin, now):
         return origin
@@ -218,7 +225,7 @@ def _origin_grant(
 
 
 def _origin_refusal(rule: CompiledRule, allowlist: Allowlist) -> tuple[str, str]:
-    if allowlist.unknown_tenant and rule.unknown_tenant == "refuse":
+    if allowlist.unknown_tenant and rule.unknown_tenant == REFUSE_UNKNOWN_TENANT:
         return UNKNOWN_TENANT, printable(allowlist.tenant or "(none)", 100)
     return ORIGIN_NOT_ALLOWED, ""
 

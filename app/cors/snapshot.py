@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 
 from .origins import OriginError, OriginKind, parse_origin
 from .paths import PathPattern, PatternIndex, parse_pattern
+from .vocabulary import (
+    ENFORCE,
+    NO_TENANT_SOURCE,
+    OFF,
+    REFUSE_UNKNOWN_TENANT,
+    REPORT_ONLY,
+    TENANT_FROM_SUBDOMAIN,
+)
 
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE")
-MODES = ("enforce", "report-only", "off")
-# Where a tenant-selecting rule finds the tenant of a request.
-TENANT_SOURCES = ("none", "view-arg", "subdomain", "header")
-# What a tenant-selecting rule does for a tenant nobody configured.
-UNKNOWN_TENANT = ("refuse", "shared")
 
 _REQUEST_ORIGIN = re.compile(
     r"(https?)://([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*)"
@@ -55,12 +58,12 @@ class RuleSpec:
     supports_credentials: bool = False
     max_age: int | None = None
     allow_private_network: bool = False
-    mode: str = "enforce"
+    mode: str = ENFORCE
     rule_id: int | None = None
-    # Tenant selection: one rule, one allowlist per tenant (see TENANT_SOURCES).
-    tenant_source: str = "none"
+    # Tenant selection: one rule, one allowlist per tenant (see vocabulary.TENANT_SOURCES).
+    tenant_source: str = NO_TENANT_SOURCE
     tenant_key: str = ""
-    unknown_tenant: str = "refuse"
+    unknown_tenant: str = REFUSE_UNKNOWN_TENANT
 
 
 class OriginSet:
@@ -184,9 +187,9 @@ class CompiledRule:
     allow_methods_value: str
     max_age_value: str | None
     expose_headers_value: str | None
-    tenant_source: str = "none"
+    tenant_source: str = NO_TENANT_SOURCE
     tenant_key: str = ""
-    unknown_tenant: str = "refuse"
+    unknown_tenant: str = REFUSE_UNKNOWN_TENANT
     tenant_origins: dict[str, OriginSet] = field(default_factory=dict)
     allowlist: Allowlist = field(init=False, repr=False)
     # Decisions that depend only on this rule and a few request values, kept by decide() so
@@ -206,7 +209,7 @@ class CompiledRule:
 
     @property
     def selects_tenant(self) -> bool:
-        return self.tenant_source != "none"
+        return self.tenant_source != NO_TENANT_SOURCE
 
     @property
     def path(self) -> str:
@@ -214,7 +217,7 @@ class CompiledRule:
 
     @property
     def report_only(self) -> bool:
-        return self.mode == "report-only"
+        return self.mode == REPORT_ONLY
 
 
 def compile_rule(spec: RuleSpec) -> CompiledRule:
@@ -234,11 +237,11 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
         mode=spec.mode,
         origins=OriginSet(shared),
         tenant_source=spec.tenant_source,
-        tenant_key=spec.tenant_key.lower() if spec.tenant_source == "subdomain"
+        tenant_key=spec.tenant_key.lower() if spec.tenant_source == TENANT_FROM_SUBDOMAIN
         else spec.tenant_key,
         unknown_tenant=spec.unknown_tenant,
         tenant_origins={tenant: OriginSet(entries) for tenant, entries in per_tenant.items()}
-        if spec.tenant_source != "none" else {},
+        if spec.tenant_source != NO_TENANT_SOURCE else {},
         methods=frozenset(spec.methods),
         any_header=any_header,
         allow_headers=frozenset(headers),
@@ -302,6 +305,6 @@ def compile_policy(
     """
     return PolicySnapshot(
         version=version,
-        rules=tuple(compile_rule(spec) for spec in specs if spec.mode != "off"),
+        rules=tuple(compile_rule(spec) for spec in specs if spec.mode != OFF),
         tenants=frozenset(tenants),
     )

@@ -7,7 +7,7 @@ process) that shares the database, and so the poller thread needs no application
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -105,8 +105,4 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
 
 
 def _timestamp(value: datetime | None) -> float | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
+    return None if value is None else value.timestamp()

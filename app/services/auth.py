@@ -58,7 +58,7 @@ def _locked_until(keys: list[str], now: datetime) -> datetime | None:
     rows = db.session.scalars(sa.select(SignInThrottle).where(SignInThrottle.key.in_(keys)))
     latest = None
     for row in rows:
-        until = _aware(row.locked_until)
+        until = row.locked_until
         if until is not None and until > now and (latest is None or until > latest):
             latest = until
     return latest
@@ -71,7 +71,7 @@ def _record_failure(keys: list[str], now: datetime) -> None:
         if row is None:
             row = SignInThrottle(key=key, failures=0, window_start=now)
             db.session.add(row)
-        if now - _aware(row.window_start) > WINDOW:
+        if now - row.window_start > WINDOW:
             row.failures, row.window_start, row.locked_until = 0, now, None
         row.failures += 1
         if row.failures >= limit:
@@ -82,9 +82,3 @@ def _record_failure(keys: list[str], now: datetime) -> None:
 def _clear(keys: list[str]) -> None:
     db.session.execute(sa.delete(SignInThrottle).where(SignInThrottle.key.in_(keys)))
     db.session.commit()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from ..cors.vocabulary import MODES, REPORT_ONLY
 from ..extensions import db
 from ..models import (
-    MODES,
     AllowedOrigin,
     EngineProcess,
     PolicyState,
@@ -165,9 +165,9 @@ def refusal_chart(*, now: datetime, actor: Actor | None = None) -> RefusalChart:
     enforce = [0] * CHART_HOURS
     report_only = [0] * CHART_HOURS
     for bucket_start, mode, count in rows:
-        index = int((_utc(bucket_start) - first_hour).total_seconds() // 3600)
+        index = int((bucket_start - first_hour).total_seconds() // 3600)
         if 0 <= index < CHART_HOURS:
-            (report_only if mode == "report-only" else enforce)[index] += int(count or 0)
+            (report_only if mode == REPORT_ONLY else enforce)[index] += int(count or 0)
     return RefusalChart([
         HourOfRefusals(first_hour + timedelta(hours=i), enforce[i], report_only[i])
         for i in range(CHART_HOURS)
@@ -188,7 +188,7 @@ def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS,
         .order_by(total.desc(), table.origin)
         .limit(limit)
     ).all()
-    return [RefusedOrigin(origin, rule_path, reason, mode, int(count), _utc(last_seen))
+    return [RefusedOrigin(origin, rule_path, reason, mode, int(count), last_seen)
             for origin, rule_path, reason, mode, count, last_seen in rows]
 
 
@@ -228,7 +228,7 @@ def _mode_label(mode: str) -> str:
 
 
 def _status(row: EngineProcess, current_version: int, now: datetime) -> ProcessStatus:
-    age = max(0, int((now - _utc(row.last_check)).total_seconds()))
+    age = max(0, int((now - row.last_check).total_seconds()))
     reasons = []
     if row.policy_version is None:
         reasons.append("no policy loaded")
@@ -239,12 +239,7 @@ def _status(row: EngineProcess, current_version: int, now: datetime) -> ProcessS
         reasons.append(f"last checked {duration_text(age)} ago")
     return ProcessStatus(
         id=row.id, host=row.host, pid=row.pid, policy_version=row.policy_version,
-        last_check=_utc(row.last_check), started_at=_utc(row.started_at),
+        last_check=row.last_check, started_at=row.started_at,
         last_error=row.last_error or "", seconds_since_check=age,
         stale_reasons=tuple(reasons),
     )
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite returns naive datetimes (stored in UTC); PostgreSQL returns aware ones."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import selectinload
 from ..cors.paths import find_tie, parse_pattern
 from ..extensions import db
 from ..models import AllowedOrigin, AuditEntry, Rule, Tenant, utcnow
+from ..timefmt import iso_utc
 from .access import SYSTEM, Actor, owns, require_writer, sees, visible_audit_entries
 from .changes import Unchanged, policy_change, policy_version
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
@@ -188,7 +189,7 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
             rule_input = _scoped_input(validate_rule(recorded, reserved_prefixes=_reserved()),
                                        actor)
             rule = db.session.get(Rule, entry.rule_id)
-            if rule is not None and _aware(rule.created_at) > _aware(entry.at):
+            if rule is not None and rule.created_at > entry.at:
                 rule = None  # SQLite reuses the ids of deleted rows: that is another rule
             rule = rule or db.session.scalar(
                 sa.select(Rule).where(Rule.path == rule_input.path))
@@ -232,7 +233,7 @@ def purge_expired_origins(retention_days: float, *, actor: Actor = SYSTEM) -> in
             db.session.flush()
             change.audit("origin.expire",
                          f"removed {len(origins)} origin(s) of {rule.path} that expired "
-                         f"before {_iso(cutoff)}", rule=rule, before=before,
+                         f"before {iso_utc(cutoff)}", rule=rule, before=before,
                          after=rule_to_dict(rule))
     return len(stale)
 
@@ -577,13 +578,3 @@ def _ensure_tenants(document: Mapping[str, Any], inputs: list[RuleInput],
 
 def _reserved() -> tuple[str, ...]:
     return tuple(current_app.config.get("CORS_EXCLUDED_PREFIXES", ()))
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -7,7 +7,6 @@ Writes go through :mod:`.policy`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
+from ..timefmt import iso_utc
 from .access import Actor, sees, sees_origin, visible_rules, visible_tenants
 from .errors import NotFound
 from .validation import OriginInput, RuleInput, TenantSelector
@@ -106,7 +106,7 @@ def origin_to_json(origin: AllowedOrigin | OriginInput) -> str | dict[str, Any]:
     if origin.note:
         entry["note"] = origin.note
     if origin.expires_at is not None:
-        entry["expires_at"] = _iso(origin.expires_at)
+        entry["expires_at"] = iso_utc(origin.expires_at)
     if tenant:
         entry["tenant"] = tenant
     return entry
@@ -126,9 +126,3 @@ def export_policy(actor: Actor | None = None) -> dict[str, Any]:
     if tenant_list:
         document["tenants"] = tenant_list
     return document
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

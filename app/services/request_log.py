@@ -12,10 +12,12 @@ import sqlalchemy as sa
 from flask import current_app
 
 from ..cors.decision import REFUSAL_REASONS
+from ..cors.vocabulary import APPLIED_MODES
 from ..extensions import db
 from ..models import RequestLogEntry
 from ..request_log.recorder import OVERFLOW
 from ..request_log.recorder import prune as prune_rows
+from ..timefmt import iso_utc
 from .access import Actor, visible_log_rows, whole_platform
 from .errors import FieldError, ValidationError
 
@@ -56,7 +58,7 @@ def validate_filter(*, since: str | None = None, rule: str | None = None,
             errors.extend(exc.errors)
     if reason and reason not in REASONS:
         errors.append(FieldError("reason", f"reason must be one of {', '.join(REASONS)}"))
-    if mode and mode not in ("enforce", "report-only"):
+    if mode and mode not in APPLIED_MODES:
         errors.append(FieldError("mode", "mode must be enforce or report-only"))
     if errors:
         raise ValidationError(errors)
@@ -153,7 +155,7 @@ def iter_log(filters: LogFilter, *, batch_size: int = 1000,
 def entry_to_dict(entry: RequestLogEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        "bucket_start": _iso(entry.bucket_start),
+        "bucket_start": iso_utc(entry.bucket_start),
         "rule": entry.rule_path or None,
         "rule_id": entry.rule_id,
         "origin": entry.origin,
@@ -161,8 +163,8 @@ def entry_to_dict(entry: RequestLogEntry) -> dict[str, Any]:
         "detail": entry.detail,
         "mode": entry.mode,
         "count": entry.count,
-        "first_seen": _iso(entry.first_seen),
-        "last_seen": _iso(entry.last_seen),
+        "first_seen": iso_utc(entry.first_seen),
+        "last_seen": iso_utc(entry.last_seen),
         "sample": {
             "path": entry.path,
             "method": entry.method,
@@ -179,9 +181,3 @@ def prune_log(retention_days: float | None = None) -> int:
     days = retention_days if retention_days is not None else float(
         current_app.config.get("REQUEST_LOG_RETENTION_DAYS", 30))
     return prune_rows(db.engine, days)
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -17,8 +17,9 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import selectinload
 
 from ..cors.paths import PatternIndex, parse_pattern
+from ..cors.vocabulary import MODES, OFF
 from ..extensions import db
-from ..models import MODES, AllowedOrigin, Rule, Tenant
+from ..models import AllowedOrigin, Rule, Tenant
 from .access import Actor, visible_origin_rows, visible_rules
 from .validation import OriginInput, RuleInput
 from .warnings import rule_warnings
@@ -191,11 +192,7 @@ def origin_advice(rule: Rule, origins: list[OriginInput], *,
 
 
 def _past(moment: datetime | None, now: datetime) -> bool:
-    if moment is None:
-        return False
-    if moment.tzinfo is None:  # SQLite returns naive datetimes; they are stored as UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment <= now
+    return moment is not None and moment <= now
 
 
 # -- coverage of the app's routes ----------------------------------------------------------
@@ -251,8 +248,8 @@ def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
     patterns = [(parse_pattern(row.path), RuleRef(row.id, row.path, row.mode)) for row in stored]
     # The engine's own index decides. Like compile_policy, the enabled index leaves rules in
     # mode off out; a second index over those finds an off rule that would win if enabled.
-    enabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode != "off"])
-    disabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode == "off"])
+    enabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode != OFF])
+    disabled = PatternIndex([(p, ref) for p, ref in patterns if ref.mode == OFF])
     rank = {id(ref): pattern.specificity for pattern, ref in patterns}
 
     result = []
@@ -266,12 +263,3 @@ def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
         result.append(RouteCoverage(route, sample, tuple(sorted(methods)),
                                     tuple(sorted(endpoints)), rule, off))  # type: ignore[arg-type]
     return result
-
-
-def utc_text(moment: datetime | None) -> str:
-    """A stored time as the dashboard shows it: ``2026-12-31 18:00 UTC``; "" for none."""
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -15,7 +15,18 @@ from typing import Any
 
 from ..cors.origins import OriginError, OriginKind, parse_origin
 from ..cors.paths import PathPattern, PatternError, parse_pattern
-from ..cors.snapshot import DEFAULT_METHODS, MODES, TENANT_SOURCES, UNKNOWN_TENANT
+from ..cors.snapshot import DEFAULT_METHODS
+from ..cors.vocabulary import (
+    ENFORCE,
+    MODES,
+    NO_TENANT_SOURCE,
+    REFUSE_UNKNOWN_TENANT,
+    TENANT_FROM_HEADER,
+    TENANT_FROM_SUBDOMAIN,
+    TENANT_FROM_VIEW_ARG,
+    TENANT_SOURCES,
+    UNKNOWN_TENANT_OPTIONS,
+)
 from .errors import FieldError, ValidationError
 
 RULE_FIELDS = (
@@ -61,9 +72,9 @@ class TenantSelector:
     route, named by ``key``), ``subdomain`` (the label in front of the domain ``key``) or
     ``header`` (the header named ``key``); ``unknown`` is ``refuse`` or ``shared``."""
 
-    source: str = "none"
+    source: str = NO_TENANT_SOURCE
     key: str = ""
-    unknown: str = "refuse"
+    unknown: str = REFUSE_UNKNOWN_TENANT
 
 
 @dataclass(slots=True)
@@ -77,7 +88,7 @@ class RuleInput:
     supports_credentials: bool = False
     max_age: int | None = None
     allow_private_network: bool = False
-    mode: str = "enforce"
+    mode: str = ENFORCE
     description: str = ""
     tenant: str | None = None  # the owner's slug
     selector: TenantSelector = field(default_factory=TenantSelector)
@@ -126,14 +137,14 @@ def validate_rule(
         supports_credentials=credentials,
         max_age=_max_age(data.get("max_age"), err),
         allow_private_network=_boolean(data, "allow_private_network", False, err),
-        mode=_mode(data.get("mode", "enforce"), err),
+        mode=_mode(data.get("mode", ENFORCE), err),
         description=_text(data.get("description", ""), "description", MAX_DESCRIPTION, err),
         tenant=_tenant_slug(data.get("tenant"), "tenant", err),
         selector=_selector(data.get("tenant_selector"), err),
     )
     rule.origins = validate_origins(data.get("origins", []), credentials=credentials,
                                     where=f"{where}origins", errors=errors)
-    if rule.selector.source == "none":
+    if rule.selector.source == NO_TENANT_SOURCE:
         for index, origin in enumerate(rule.origins):
             if origin.tenant is not None:
                 err(f"origins[{index}].tenant", "only a rule with a tenant_selector keeps "
@@ -229,32 +240,34 @@ def _selector(value: Any, err) -> TenantSelector:
     if unknown:
         err("tenant_selector", f"unknown field {unknown[0]!r}; a tenant_selector has "
                                "source, key and unknown")
-    source = value.get("source", "none")
+    source = value.get("source", NO_TENANT_SOURCE)
     key = value.get("key", "")
-    behaviour = value.get("unknown", "refuse")
+    behaviour = value.get("unknown", REFUSE_UNKNOWN_TENANT)
     if source not in TENANT_SOURCES:
         err("tenant_selector.source", f"source must be one of {', '.join(TENANT_SOURCES)}")
         return TenantSelector()
-    if behaviour not in UNKNOWN_TENANT:
+    if behaviour not in UNKNOWN_TENANT_OPTIONS:
         err("tenant_selector.unknown", "unknown must be refuse (an unknown tenant is refused) "
                                        "or shared (it gets the rule's shared origins)")
-    if source == "none":
+    if source == NO_TENANT_SOURCE:
         return TenantSelector()
     if isinstance(key, str) and len(key) > 200:
         err("tenant_selector.key", "key is longer than 200 characters")
         return TenantSelector(source, "", behaviour)
     if not isinstance(key, str) or not key:
-        hint = {"view-arg": "the URL variable, such as tenant for /api/t/<tenant>/orders",
-                "subdomain": "the domain under which tenants are subdomains, such as "
-                             "api.example.com",
-                "header": "the header name, such as X-Tenant"}[source]
+        hint = {
+            TENANT_FROM_VIEW_ARG: "the URL variable, such as tenant for /api/t/<tenant>/orders",
+            TENANT_FROM_SUBDOMAIN: "the domain under which tenants are subdomains, such as "
+                                   "api.example.com",
+            TENANT_FROM_HEADER: "the header name, such as X-Tenant",
+        }[source]
         err("tenant_selector.key", f"key names {hint}")
         return TenantSelector(source, "", behaviour)
-    if source == "view-arg" and not _IDENTIFIER.match(key):
+    if source == TENANT_FROM_VIEW_ARG and not _IDENTIFIER.match(key):
         err("tenant_selector.key", "a URL variable name is letters, digits and underscores")
-    elif source == "header" and not _TOKEN.match(key):
+    elif source == TENANT_FROM_HEADER and not _TOKEN.match(key):
         err("tenant_selector.key", "a header name is letters, digits and hyphens")
-    elif source == "subdomain":
+    elif source == TENANT_FROM_SUBDOMAIN:
         try:
             key = parse_origin(f"https://{key}").host
         except OriginError:
@@ -336,7 +349,7 @@ def _max_age(value: Any, err) -> int | None:
 def _mode(value: Any, err) -> str:
     if value not in MODES:
         err("mode", f"mode must be one of {', '.join(MODES)}")
-        return "enforce"
+        return ENFORCE
     return value
 
 

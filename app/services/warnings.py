@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..cors.vocabulary import REPORT_ONLY
 from .validation import RuleInput
 
 
@@ -39,7 +40,7 @@ def rule_warnings(rule: RuleInput, *, api_is_https: bool = True) -> list[RuleWar
         if host in LOCAL_HOSTS or origin.kind == "any-port":
             warnings.append(RuleWarning(field, f"{origin.value} is a local development origin; "
                                     "any page served on that machine can call the API"))
-    if rule.mode == "report-only" and rule.supports_credentials:
+    if rule.mode == REPORT_ONLY and rule.supports_credentials:
         warnings.append(RuleWarning("mode", "a report-only rule allows every origin; with "
                                 "credentials that means any site can read responses with "
                                 "your users' cookies until you enforce it"))
