@@ -167,7 +167,7 @@ def poisoned_origin(database_url):
 
 def test_a_row_refused_on_its_own_is_quarantined_and_the_rest_is_stored(
         make_app, database_url, poisoned_origin, caplog):
-    app = make_app()
+    app = make_app(METRICS_ENABLED=True)
     _load(app, RULE)
     client = app.test_client()
     origins = [f"https://ok{i}.example.net" for i in range(5)]
@@ -183,6 +183,10 @@ def test_a_row_refused_on_its_own_is_quarantined_and_the_rest_is_stored(
     lines = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
     assert len(lines) == 1 and f"origin='{poisoned_origin}'" in lines[0]
     assert "3 events" in lines[0]
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "cors_log_quarantined_rows_total 1.0" in text
+    assert "cors_log_quarantined_events_total 3.0" in text
+    assert client.get("/healthz").json["request_log"]["quarantined_rows"] == 1
 
 
 def test_a_refused_row_is_quarantined_once_and_later_rows_are_unaffected(
@@ -360,3 +364,90 @@ def _wait_until_served(url: str, server: subprocess.Popen, timeout: float = 60) 
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer 200 (server exit code {server.poll()})")
 
+
+# -- what /healthz and /metrics say ----------------------------------------------------------
+
+
+def test_a_failing_log_is_degraded_in_healthz_and_metrics_while_healthz_stays_200(
+        make_app):
+    app = make_app(METRICS_ENABLED=True, METRICS_TOKEN="s3cret-token")
+    _load(app, RULE)
+    client = app.test_client()
+    recorder = get_request_log(app).recorder
+    assert client.get("/healthz").json["request_log"] == {
+        "status": "ok", "pending_keys": 0, "pending_events": 0,
+        "oldest_pending_age_seconds": 0, "failing_for_seconds": None, "quarantined_rows": 0}
+    good_engine = recorder.engine
+    recorder.engine = create_source_engine(UNREACHABLE)
+    try:
+        for origin in (EVIL, EVIL, "https://other.example.net"):
+            client.get("/api/orders", headers={"Origin": origin})
+        assert recorder.flush() == 0
+        health = client.get("/healthz")
+        assert health.status_code == 200 and health.json["status"] == "ok"
+        log = health.json["request_log"]
+        assert log["status"] == "degraded"
+        assert (log["pending_keys"], log["pending_events"]) == (2, 3)
+        assert log["oldest_pending_age_seconds"] >= 0 and log["failing_for_seconds"] >= 0
+        assert "127.0.0.1" not in health.get_data(as_text=True)
+        text = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"}
+                          ).get_data(as_text=True)
+        assert "cors_log_flush_failing 1.0" in text
+        assert "cors_log_pending_keys 2.0" in text and "cors_log_pending_events 3.0" in text
+        assert "cors_log_oldest_pending_age_seconds " in text
+        assert "cors_log_flush_failures_total 1.0" in text
+    finally:
+        recorder.engine.dispose()
+        recorder.engine = good_engine
+    assert recorder.flush() == 2
+    log = client.get("/healthz").json["request_log"]
+    assert (log["status"], log["pending_keys"], log["failing_for_seconds"]) == ("ok", 0, None)
+
+
+def test_healthz_gives_a_generic_reason_during_a_database_outage(make_app, caplog):
+    with caplog.at_level(logging.ERROR, logger="app.cors"):
+        app = make_app(CORS_DATABASE_URL=UNREACHABLE)
+        health = app.test_client().get("/healthz")
+    assert health.status_code == 503
+    assert health.json["reason"] == "the policy database is unreachable (details in the log)"
+    text = health.get_data(as_text=True)
+    for secret in ("127.0.0.1", "port", "postgres", "Operational", "refused"):
+        assert secret not in text
+    # The details are for the operator, in the server log.
+    assert any("127.0.0.1" in r.getMessage() for r in caplog.records)
+
+
+def test_healthz_of_a_stale_policy_gives_a_generic_error(app, client, policy):
+    from app.cors import get_control
+    from app.source import DatabasePolicySource
+
+    policy(RULE)
+    cache = get_control(app).cache
+    cache.stop()
+    good_source = cache.source
+    cache.source = DatabasePolicySource.from_url(UNREACHABLE)
+    try:
+        cache.refresh()
+        health = client.get("/healthz")
+    finally:
+        cache.source.dispose()
+        cache.source = good_source
+    assert health.status_code == 200 and health.json["stale"] is True
+    assert "unreachable" in health.json["error"]
+    assert "127.0.0.1" not in health.get_data(as_text=True)
+
+
+def test_metrics_without_a_token_answer_only_direct_loopback_requests(make_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        app = make_app(METRICS_ENABLED=True)
+    assert any("METRICS_ENABLED without METRICS_TOKEN" in r.getMessage()
+               for r in caplog.records)
+    client = app.test_client()
+    for address in ("127.0.0.1", "::1"):
+        local = client.get("/metrics", environ_base={"REMOTE_ADDR": address})
+        assert local.status_code == 200 and b"cors_log_pending_keys" in local.data
+    remote = client.get("/metrics", environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert remote.status_code == 403 and b"METRICS_TOKEN" in remote.data
+    proxied = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                         headers={"X-Forwarded-For": "192.0.2.7"})
+    assert proxied.status_code == 403
