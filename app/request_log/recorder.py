@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -119,14 +119,6 @@ def storable(text: str, limit: int) -> str:
     return printable(text, limit)
 
 
-class _Target(NamedTuple):
-    """What a recorded refusal is filed under: the rule (if any) and its mode."""
-
-    rule_path: str
-    rule_id: int | None
-    mode: str
-
-
 _live_recorders: weakref.WeakSet[RequestLogRecorder] = weakref.WeakSet()
 
 
@@ -157,13 +149,10 @@ class RequestLogRecorder:
 
     def record(self, decision: Decision, request: Request) -> None:
         """Engine listener: add a refusal (or a report-only finding) to the aggregate."""
-        if not decision.recordable:
-            return
-        target = self._target(decision, request.path)
-        if target is None:
+        if not decision.recordable or not self._records(decision, request.path):
             return
         now = time.time()
-        key = self._key(decision, target, request.environ, now)
+        key = self._key(decision, request.environ, now)
         with self._lock:
             aggregate = self._pending.get(key)
             if aggregate is not None:
@@ -175,26 +164,32 @@ class RequestLogRecorder:
                 return
             if self._thread is None:
                 self.start()
-            self._pending[key] = _sample(decision, target.rule_id, request, now)
+            self._pending[key] = _sample(decision, request, now)
             should_log = self._should_log(key, now)
         if should_log:
-            _log_refusal(decision, target, key, request)
+            _log_refusal(key, request)
 
-    def _target(self, decision: Decision, path: str) -> _Target | None:
-        """The rule a refusal is filed under; None for what is not recorded (no rule matched
-        outside the API prefixes)."""
-        if decision.rule is None:
-            if decision.reason == NO_RULE and not path.startswith(self.settings.api_prefixes):
-                return None
-            return _Target("", None, "enforce")
-        mode = "report-only" if decision.report_only else "enforce"
-        return _Target(storable(decision.rule.path, 500), decision.rule.rule_id, mode)
+    def _records(self, decision: Decision, path: str) -> bool:
+        """A request no rule matched is recorded only under the API prefixes."""
+        return (decision.rule is not None or decision.reason != NO_RULE
+                or path.startswith(self.settings.api_prefixes))
 
-    def _key(self, decision: Decision, target: _Target, environ: dict, now: float) -> Key:
-        origin = environ.get("HTTP_ORIGIN") or ""  # read directly: absent headers cost nothing
-        return (now - now % self.settings.bucket_seconds, target.rule_path,
-                storable(decision.tenant or "", 100), storable(origin, 300),
-                decision.reason, storable(decision.detail, 200), target.mode)
+    def _key(self, decision: Decision, environ: dict, now: float) -> Key:
+        """The aggregate's key, every client-given part made storable. On the request path:
+        printable() is called directly, and only on non-empty values."""
+        rule = decision.rule
+        if rule is None:
+            rule_path, mode = "", "enforce"
+        else:  # the rule's path came from the database: it is storable as it is
+            rule_path, mode = rule.path, "report-only" if decision.report_only else "enforce"
+        origin = environ.get("HTTP_ORIGIN")  # read directly: absent headers cost nothing
+        tenant, detail = decision.tenant, decision.detail
+        return (now - now % self.settings.bucket_seconds, rule_path,
+                printable(tenant, 100) if tenant else "",
+                printable(origin, 300) if origin else "",
+                decision.reason,
+                printable(detail, 200) if detail else "",
+                mode)
 
     def _count_overflow(self, count: int, first: float) -> None:
         """Under the lock: events past the key bound go to the overflow counter."""
@@ -427,11 +422,11 @@ class RequestLogRecorder:
         self._failing_since = None
 
 
-def _sample(decision: Decision, rule_id: int | None, request: Request, now: float) -> Aggregate:
+def _sample(decision: Decision, request: Request, now: float) -> Aggregate:
     """The first request of a key, kept as its sample; every string storable."""
     environ = request.environ
     return Aggregate(
-        rule_id=rule_id,
+        rule_id=None if decision.rule is None else decision.rule.rule_id,
         count=1,
         first_seen=now,
         last_seen=now,
@@ -445,14 +440,15 @@ def _sample(decision: Decision, rule_id: int | None, request: Request, now: floa
     )
 
 
-def _log_refusal(decision: Decision, target: _Target, key: Key, request: Request) -> None:
-    """One INFO line per new key; its values are already escaped (see :func:`storable`)."""
+def _log_refusal(key: Key, request: Request) -> None:
+    """One INFO line per new key; the key's values are already escaped."""
+    _bucket, rule_path, _tenant, origin, reason, detail, mode = key
     logger.info(
         "CORS %s %s: origin=%s rule=%s method=%s path=%s%s",
-        "would refuse (report-only)" if target.mode == "report-only" else "refused",
-        decision.reason, key[3], target.rule_path or "(none)",
+        "would refuse (report-only)" if mode == "report-only" else "refused",
+        reason, origin, printable(rule_path) or "(none)",
         printable(request.method), printable(request.path, 200),
-        f" detail={key[5]}" if key[5] else "",
+        f" detail={detail}" if detail else "",
     )
 
 
