@@ -52,9 +52,11 @@ class Config:
         self.REQUEST_LOG_BUCKET_SECONDS = int(_float("REQUEST_LOG_BUCKET_SECONDS", 3600))
         self.REQUEST_LOG_MAX_KEYS = int(_float("REQUEST_LOG_MAX_KEYS", 10_000))
         self.REQUEST_LOG_RETENTION_DAYS = _float("REQUEST_LOG_RETENTION_DAYS", 30)
+        # How long a stopping process retries writing what it still holds.
+        self.REQUEST_LOG_EXIT_FLUSH_SECONDS = _float("REQUEST_LOG_EXIT_FLUSH_SECONDS", 5.0)
         # Expired origins stop matching at once; they are deleted this many days later.
         self.EXPIRED_ORIGIN_RETENTION_DAYS = _float("EXPIRED_ORIGIN_RETENTION_DAYS", 30)
-        # /metrics: off unless enabled; protected by a bearer token when one is set.
+        # /metrics: off unless enabled; behind a bearer token when one is set, else loopback only.
         self.METRICS_ENABLED = os.environ.get("METRICS_ENABLED", "0") in ("1", "true", "yes")
         self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
         self.DEMO_POLICY = os.environ.get("DEMO_POLICY", "1") not in ("0", "false", "no")

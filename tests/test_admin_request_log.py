@@ -263,7 +263,8 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(app, client, pol
     formula = "=HYPERLINK(\"https://evil.example\",\"x\")"
     refuse(app, client, formula, **{"User-Agent": "+cmd|' /C calc'!A0",
                                     "Referer": "@SUM(1+1)"})
-    refuse(app, client, "-2+3", **{"User-Agent": "\tTab", "Referer": "safe"})
+    # The recorder escapes control characters now; rows written before still hold them raw.
+    add_rows(app, 1, origin="-2+3", user_agent="\tTab", referer="safe")
     rows = {row["origin"]: row for row in csv_rows(sign_in("viewer").get("/admin/log.csv"))}
     assert set(rows) == {"'" + formula, "'-2+3"}
     first = rows["'" + formula]

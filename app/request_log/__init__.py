@@ -8,6 +8,7 @@ and records through a :class:`~app.request_log.recorder.RequestLogRecorder` writ
 from __future__ import annotations
 
 import hmac
+import logging
 
 import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, abort, current_app, request
@@ -18,6 +19,10 @@ from .metrics import CorsCollector, DecisionCounters
 from .recorder import RecorderSettings, RequestLogRecorder
 
 _EXTENSION_KEY = "request_log"
+# /metrics without METRICS_TOKEN answers only these peers (see ``metrics``).
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+logger = logging.getLogger(__name__)
 
 
 class RequestLog:
@@ -41,6 +46,7 @@ class RequestLog:
             max_keys=int(config.get("REQUEST_LOG_MAX_KEYS", 10_000)),
             retention_days=float(config.get("REQUEST_LOG_RETENTION_DAYS", 30)),
             api_prefixes=tuple(config.get("CORS_API_PREFIXES", ("/api/",))),
+            exit_flush_seconds=float(config.get("REQUEST_LOG_EXIT_FLUSH_SECONDS", 5.0)),
         )
         self.recorder = RequestLogRecorder(self.engine, settings)
         control.add_listener(self.counters.observe)
@@ -48,10 +54,14 @@ class RequestLog:
         self.registry.register(CorsCollector(self.counters, self.recorder, control.cache))
         app.extensions[_EXTENSION_KEY] = self
         app.register_blueprint(metrics_bp)
+        if config.get("METRICS_ENABLED") and not config.get("METRICS_TOKEN"):
+            logger.warning("METRICS_ENABLED without METRICS_TOKEN: /metrics answers only "
+                           "direct requests from 127.0.0.1 and ::1; set METRICS_TOKEN to "
+                           "scrape it from elsewhere or through a proxy")
 
     def close(self, *, flush: bool = True) -> None:
-        """Stop the recorder, writing what is pending first unless *flush* is false; the engine
-        is left to its owner."""
+        """Stop recording; with *flush*, write what is pending, retrying for at most
+        ``REQUEST_LOG_EXIT_FLUSH_SECONDS``. The database engine is left to its owner."""
         if self.recorder is not None:
             self.recorder.stop(flush=flush)
 
@@ -65,7 +75,12 @@ metrics_bp = Blueprint("metrics", __name__)
 
 @metrics_bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus metrics: off unless METRICS_ENABLED; behind METRICS_TOKEN when it is set."""
+    """Prometheus metrics: off unless METRICS_ENABLED; behind METRICS_TOKEN when it is set.
+
+    Without a token only a direct loopback peer gets an answer: a scraper on the same host.
+    A request that came through a proxy (it carries a forwarding header) is refused even from
+    loopback, since the proxy's own address says nothing about the client behind it.
+    """
     config = current_app.config
     if not config.get("METRICS_ENABLED"):
         abort(404)
@@ -75,5 +90,14 @@ def metrics() -> Response:
         if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
             return Response("a bearer token is required\n", status=401, mimetype="text/plain",
                             headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    elif not _direct_loopback():
+        return Response("/metrics answers only local requests while METRICS_TOKEN is unset; "
+                        "set METRICS_TOKEN to scrape it from elsewhere\n", status=403,
+                        mimetype="text/plain")
     registry = get_request_log(current_app).registry
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _direct_loopback() -> bool:
+    forwarded = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+    return request.remote_addr in LOOPBACK and not any(h in request.headers for h in forwarded)

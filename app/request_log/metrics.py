@@ -8,6 +8,7 @@ number of rules and reason codes.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -57,13 +58,7 @@ class CorsCollector(Collector):
         for (rule, outcome, reason), count in sorted(self.counters.snapshot().items()):
             requests.add_metric([rule, outcome, reason], count)
         yield requests
-        yield CounterMetricFamily("cors_log_flush_failures", "Failed request log flushes",
-                                  value=self.recorder.flush_failures)
-        yield CounterMetricFamily(
-            "cors_log_overflow", "Refusals counted only in the overflow row because the "
-            "in-memory key bound was reached", value=self.recorder.overflow_total)
-        yield GaugeMetricFamily("cors_log_pending_keys", "Request log keys waiting for a flush",
-                                value=self.recorder.pending_keys)
+        yield from self._log_health()
         status = self.cache.status()
         yield GaugeMetricFamily("cors_policy_version", "Policy version loaded by this process "
                                 "(-1 when none)", value=-1 if status.version is None
@@ -71,3 +66,30 @@ class CorsCollector(Collector):
         yield GaugeMetricFamily("cors_policy_last_check_timestamp_seconds",
                                 "When this process last checked the policy version",
                                 value=status.last_check or 0)
+
+    def _log_health(self) -> Iterator:
+        """A flush that keeps failing shows as a growing oldest-pending age and failing=1;
+        rows the database refused on their own as quarantined."""
+        health = self.recorder.health()
+        yield CounterMetricFamily("cors_log_flush_failures", "Failed request log flushes",
+                                  value=health.flush_failures)
+        yield CounterMetricFamily(
+            "cors_log_overflow", "Refusals counted only in the overflow row because the "
+            "in-memory key bound was reached", value=self.recorder.overflow_total)
+        yield GaugeMetricFamily("cors_log_pending_keys", "Request log keys waiting for a flush",
+                                value=health.pending_keys)
+        yield GaugeMetricFamily("cors_log_pending_events",
+                                "Refusals waiting in memory for a flush",
+                                value=health.pending_events)
+        yield GaugeMetricFamily("cors_log_oldest_pending_age_seconds",
+                                "Age of the oldest refusal not yet written (0 when none)",
+                                value=health.oldest_pending_age(time.time()))
+        yield GaugeMetricFamily("cors_log_flush_failing",
+                                "1 while request log flushes fail, else 0",
+                                value=1 if health.degraded else 0)
+        yield CounterMetricFamily("cors_log_quarantined_rows",
+                                  "Request log rows dropped because the database refused "
+                                  "them on their own", value=health.quarantined_rows)
+        yield CounterMetricFamily("cors_log_quarantined_events",
+                                  "Refusals in the quarantined rows",
+                                  value=health.quarantined_events)
