@@ -63,6 +63,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.csrf.exempt(api_bp)  # authenticated by bearer tokens, never by the session cookie
     cli.init_app(app)
     api_cli.init_app(app)
+    from . import errors
+    errors.init_app(app)  # the admin surface answers 503 while the database is down
     return app
 
 

@@ -100,18 +100,23 @@ def make_app(database_url, tmp_path) -> Iterator:
     empty_database(database_url)
     yield build
     for app in apps:
-        request_log = app.extensions.get("request_log")
-        if request_log is not None:
-            request_log.close(flush=False)
-        control = app.extensions.get("cors_control")
-        if control is not None:
-            control.cache.stop()
-            source = control.cache.source
-            if hasattr(source, "dispose"):
-                source.dispose()
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        shut_down(app)
+
+
+def shut_down(app: Flask) -> None:
+    """Stop an app's threads and close its database connections."""
+    request_log = app.extensions.get("request_log")
+    if request_log is not None:
+        request_log.close(flush=False)
+    control = app.extensions.get("cors_control")
+    if control is not None:
+        control.cache.stop()
+        source = control.cache.source
+        if hasattr(source, "dispose"):
+            source.dispose()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
 
 
 @pytest.fixture
