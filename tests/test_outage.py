@@ -24,6 +24,7 @@ from flask_migrate import upgrade
 
 from app import create_app
 from app.api import URL_PREFIX
+from app.api.openapi import DOCUMENT
 from app.cors import get_control
 from app.extensions import db
 from app.models import Rule
@@ -171,6 +172,7 @@ def test_admin_surface_answers_503_while_its_database_is_down_and_recovers(
     assert problem["detail"] == message
     assert problem["policy_version"] == version
     assert problem["instance"] == URL_PREFIX + "/rules"
+    assert "503" in DOCUMENT["paths"]["/rules"]["get"]["responses"]  # and it is documented
 
     assert login.status_code == 503
     login_body = login.get_data(as_text=True)
