@@ -43,7 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     runtime.attach_heartbeat(control, policy_database)
     runtime.attach_housekeeping(app, control)
 
-    from . import cli
+    from . import cli, errors
     from .admin import bp as admin_bp
     from .api import URL_PREFIX as API_PREFIX
     from .api import bp as api_bp
@@ -59,6 +59,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp, url_prefix=API_PREFIX)
     security.csrf.exempt(api_bp)  # authenticated by bearer tokens, never by the session cookie
     cli.init_app(app)
+    errors.init_app(app)  # the admin surface answers 503 while the database is down
     return app
 
 

@@ -37,6 +37,22 @@
     }
   });
 
+  // htmx swaps no error response. A 503 that names its own target (HX-Retarget: the server's
+  // notice that the database is unreachable) is shown there, replacing an earlier notice;
+  // other errors, a proxy's 503 included, still never land in a table cell. The notice goes
+  // once a request succeeds again.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    var notice = document.getElementById("database-unreachable");
+    var outage = xhr.status === 503 && xhr.getResponseHeader("HX-Retarget");
+    if (notice && (outage || xhr.status < 400)) {
+      notice.remove();
+    }
+    if (outage) {
+      event.detail.shouldSwap = true;
+    }
+  });
+
   // Confirmations without inline handlers: <form data-confirm="Remove this origin?">.
   document.addEventListener("submit", function (event) {
     var form = event.target;

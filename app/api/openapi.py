@@ -350,6 +350,8 @@ SCHEMAS: dict[str, Any] = {
             "errors": {"type": "array", "items": _ref("FieldError")},
             "current_version": {"type": "integer",
                                 "description": "on 409 and 412: the rule's version now"},
+            "policy_version": {"type": ["integer", "null"],
+                               "description": "on 503: the version the engine keeps serving"},
         },
     },
     "RulePage": _page("RuleSummary"),
@@ -369,6 +371,7 @@ PROBLEMS = {
     415: "The body is not application/json.",
     422: "Invalid fields; `errors` names each one with the fix.",
     428: "PUT needs If-Match.",
+    503: "The database is unreachable; retry after Retry-After seconds.",
 }
 
 
@@ -377,6 +380,8 @@ def _problem(status: int) -> dict[str, Any]:
                                 "content": {PROBLEM_MEDIA_TYPE: {"schema": _ref("Problem")}}}
     if status == 401:
         response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    if status == 503:
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     return response
 
 
@@ -392,7 +397,7 @@ def _ok(schema: str, description: str = "OK", **headers: str) -> dict[str, Any]:
 
 def _responses(success: dict[int, Any], *problems: int) -> dict[str, Any]:
     responses = {str(status): response for status, response in success.items()}
-    for status in sorted({401, *problems}):
+    for status in sorted({401, 503, *problems}):
         responses[str(status)] = _problem(status)
     return responses
 

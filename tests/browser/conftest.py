@@ -75,7 +75,7 @@ class LiveServer:
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
                     return
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, ConnectionError, TimeoutError):  # worker booting
                 time.sleep(0.1)
         raise RuntimeError("the app server did not become ready")
 
