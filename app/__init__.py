@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import security
 from .config import ROOT, Config, default_database_url
@@ -63,6 +64,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.csrf.exempt(api_bp)  # authenticated by bearer tokens, never by the session cookie
     cli.init_app(app)
     api_cli.init_app(app)
+    if app.config["TRUSTED_PROXIES"]:
+        proxies = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore
     return app
 
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models import ROLES, TENANT_ROLES, AuditEntry, Tenant, User
+from .auth import forget_failed_sign_ins
 from .errors import Conflict, FieldError, NotFound, ValidationError
 from .policy import Actor, policy_version
 
@@ -34,6 +35,13 @@ def get_user(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
         raise NotFound(f"there is no user with id {user_id}")
+    return user
+
+
+def get_user_by_email(email: str) -> User:
+    user = db.session.scalar(sa.select(User).where(User.email == (email or "").strip().lower()))
+    if user is None:
+        raise NotFound(f"there is no user {email}; `flask users list` shows them")
     return user
 
 
@@ -68,7 +76,8 @@ def create_user(email: str, password: str, *, role: str = "viewer",
 
 
 def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
-    """Disable or re-enable an account. A disabled user cannot sign in and is signed out.
+    """Disable or re-enable an account. A disabled user cannot sign in and is signed out;
+    re-enabled, they sign in again (their old sessions stay ended).
 
     Refused when it would leave no active admin.
     """
@@ -78,6 +87,7 @@ def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
     before = _state(user)
     _lock_active_admins()
     user.active = active
+    user.end_sessions()
     _refuse_without_admin(user, actor, "", "disabling")
     verb = "enabled" if active else "disabled"
     _audit(actor, "user.enable" if active else "user.disable", user, before, _state(user),
@@ -106,6 +116,7 @@ def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
     before = _state(user)
     _lock_active_admins()
     user.role = role
+    user.end_sessions()  # sessions signed in under the old role end
     _refuse_without_admin(user, actor, "role", "demoting")
     _audit(actor, "user.role", user, before, _state(user),
            f"changed the role of {user.email} from {before['role']} to {role}")
@@ -114,12 +125,15 @@ def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
 
 
 def reset_password(user_id: int, password: str, *, actor: Actor) -> User:
-    """Set a new password; the audit entry records that it changed, never the password."""
+    """Set a new password, end the user's sessions and clear their sign-in delay; the audit
+    entry records that it changed, never the password."""
     errors = _password_errors(password)
     if errors:
         raise ValidationError(errors)
     user = get_user(user_id)
     user.set_password(password)
+    user.end_sessions()
+    forget_failed_sign_ins(user.email)
     _audit(actor, "user.password", user, None, None, f"reset the password of {user.email}")
     _commit()
     return user
