@@ -71,6 +71,9 @@ class Config:
         # Dashboard sessions end this long after sign-in, or after this long unused.
         self.PERMANENT_SESSION_LIFETIME = timedelta(hours=_float("SESSION_LIFETIME_HOURS", 12))
         self.SESSION_IDLE_TIMEOUT = timedelta(minutes=_float("SESSION_IDLE_MINUTES", 60))
+        # A CSRF token lives as long as its session, not a fixed hour: a page used through
+        # htmx for longer than that keeps working, and the session limits above still apply.
+        self.WTF_CSRF_TIME_LIMIT = None
         # Reverse proxies in front of the app that set X-Forwarded-For (and -Proto); the
         # client address for sign-in throttling is the one the outermost of them saw.
         self.TRUSTED_PROXIES = _count("TRUSTED_PROXIES", 0)

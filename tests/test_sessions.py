@@ -250,3 +250,21 @@ def test_bad_session_and_proxy_settings_are_refused_with_the_variable_named(monk
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=variable):
         Config()
+
+
+def test_a_csrf_token_is_good_for_as_long_as_its_session(app, sign_in):
+    """A dashboard page used through htmx for more than an hour keeps working."""
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    class TwoHoursAgo(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 2 * 3600
+
+    client = sign_in("admin")
+    with client.session_transaction() as session:
+        raw = session["csrf_token"]
+        session[LAST_SEEN] = int(time.time())
+    old_token = URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token",
+                                       signer=TwoHoursAgo).dumps(raw)
+    response = client.post("/admin/logout", data={"csrf_token": old_token})
+    assert response.status_code == 302
