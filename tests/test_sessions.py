@@ -60,6 +60,14 @@ def test_a_cookie_copied_before_logout_no_longer_opens_pages_after_logout(app, s
     assert not _opens_rules(client)
 
 
+def test_signing_out_again_from_a_second_tab_is_not_an_error(sign_in):
+    client = sign_in("viewer")
+    first = client.post("/admin/logout", data={"csrf_token": client.csrf})
+    second = client.post("/admin/logout", data={"csrf_token": client.csrf})
+    assert first.status_code == second.status_code == 302
+    assert not _opens_rules(client)
+
+
 def test_logout_ends_the_users_sessions_in_other_browsers_too(app, sign_in):
     laptop = sign_in("viewer")
     phone = _sign_in(app, laptop.user_email)

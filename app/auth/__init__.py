@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, flash, redirect, request, session, url_for
+from flask import Blueprint, Response, flash, redirect, request, url_for
 from flask_login import current_user, login_user, logout_user
 
 from ..admin.rendering import is_htmx, render
@@ -55,8 +55,7 @@ def logout():
     """Sign out here and everywhere else: the user's session token changes."""
     if current_user.is_authenticated:
         sign_out_everywhere(current_user._get_current_object())
-    logout_user()
-    session.clear()
+    logout_user()  # the CSRF token stays, so a second tab's "Sign out" still works
     flash("You are signed out.")
     return redirect(url_for("auth.login"))
 
