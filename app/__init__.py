@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import runtime, security
 from .config import ROOT, Config, default_database_url
@@ -60,6 +61,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.csrf.exempt(api_bp)  # authenticated by bearer tokens, never by the session cookie
     cli.init_app(app)
     errors.init_app(app)  # the admin surface answers 503 while the database is down
+    if app.config["TRUSTED_PROXIES"]:
+        proxies = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore
     return app
 
 

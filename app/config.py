@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +20,15 @@ def _float(name: str, default: float) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be greater than 0, not {raw!r}")
     return value
+
+
+def _count(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit():
+        raise ValueError(f"{name} must be a whole number, 0 or more, not {raw!r}")
+    return int(raw)
 
 
 def _prefixes(name: str, default: str) -> tuple[str, ...]:
@@ -60,3 +70,12 @@ class Config:
         self.METRICS_ENABLED = os.environ.get("METRICS_ENABLED", "0") in ("1", "true", "yes")
         self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
         self.DEMO_POLICY = os.environ.get("DEMO_POLICY", "1") not in ("0", "false", "no")
+        # Dashboard sessions end this long after sign-in, or after this long unused.
+        self.PERMANENT_SESSION_LIFETIME = timedelta(hours=_float("SESSION_LIFETIME_HOURS", 12))
+        self.SESSION_IDLE_TIMEOUT = timedelta(minutes=_float("SESSION_IDLE_MINUTES", 60))
+        # A CSRF token lives as long as its session, not a fixed hour: a page used through
+        # htmx for longer than that keeps working, and the session limits above still apply.
+        self.WTF_CSRF_TIME_LIMIT = None
+        # Reverse proxies in front of the app that set X-Forwarded-For (and -Proto); the
+        # client address for sign-in throttling is the one the outermost of them saw.
+        self.TRUSTED_PROXIES = _count("TRUSTED_PROXIES", 0)

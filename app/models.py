@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -83,6 +84,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_session_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 class Rule(db.Model):
@@ -236,10 +241,21 @@ class User(UserMixin, db.Model):
     # Set exactly for the tenant roles: the one tenant this user may see and change.
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    # What the session cookie names the user by (Flask-Login's alternative id): a new token
+    # ends every session signed in with the old one.
+    session_token: Mapped[str] = mapped_column(String(64), unique=True,
+                                               default=new_session_token)
 
     @property
     def is_active(self) -> bool:  # Flask-Login: disabled users cannot sign in
         return self.active
+
+    def get_id(self) -> str:
+        return self.session_token
+
+    def end_sessions(self) -> None:
+        """Sign the user out everywhere: cookies naming the old token no longer load them."""
+        self.session_token = new_session_token()
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
@@ -269,8 +285,8 @@ class AuditEntry(db.Model):
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_token: str) -> User | None:
+    user = db.session.scalar(sa.select(User).where(User.session_token == session_token))
     return user if user is not None and user.active else None
 
 
@@ -317,14 +333,21 @@ class RequestLogEntry(db.Model):
 
 
 class SignInThrottle(db.Model):
-    """Failed sign-ins per account and per client address, shared by every worker."""
+    """Sign-in attempts per account and per client address, shared by every worker and host.
+
+    Each attempt is counted by one upsert before its password is checked
+    (:mod:`app.services.auth`).
+    """
 
     __tablename__ = "sign_in_throttle"
 
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts since the window started, counting the one in progress.
+    attempts: Mapped[int] = mapped_column(Integer)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # An account's last password check: delayed attempts are measured from it.
+    last_check: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EngineProcess(db.Model):

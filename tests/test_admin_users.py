@@ -190,7 +190,12 @@ def test_changing_a_role_is_applied_and_audited(app, sign_in):
     admin.post(f"/admin/users/{target.id}/role", data={"role": "editor",
                                                        "csrf_token": admin.csrf})
     assert _user(app, viewer.user_email).role == "editor"
-    assert viewer.get("/admin/users").status_code == 403
+    assert viewer.get("/admin/users").status_code == 302  # the role change ended the session
+    editor = app.test_client()
+    editor.post("/admin/login", data={"email": viewer.user_email, "password": PASSWORD,
+                                      "csrf_token": csrf_token_of(editor)})
+    assert editor.get("/admin/rules").status_code == 200
+    assert editor.get("/admin/users").status_code == 403
     [entry] = _entries(app, "user.role")
     assert (entry.before["role"], entry.after["role"]) == ("viewer", "editor")
     assert entry.summary == f"changed the role of {viewer.user_email} from viewer to editor"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import abort, flash, redirect, request, url_for
+from flask_login import current_user, login_user
 from werkzeug.wrappers import Response
 
 from ..models import ROLES, TENANT_ROLES, User
@@ -88,6 +89,8 @@ def _change(user_id: int, apply: Callable[[], User], done: Callable[[User], str]
         user, message, category = _user_or_404(user_id), str(error), "error"
     else:
         message, category = done(user), "message"
+        if user.id == current_user.id:
+            login_user(user)  # the change ended this user's sessions; this one goes on
     if is_htmx():
         return render("admin/users.html", "admin/_user_row.html", user=user,
                       tenant_slugs=_tenant_slugs(), row_notice=message,

@@ -1,4 +1,4 @@
-"""Signing in and out of the dashboard."""
+"""Signing in and out of the dashboard; sessions end as :mod:`.sessions` says."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from flask_login import current_user, login_user, logout_user
 
 from ..admin.rendering import is_htmx, render
 from ..extensions import login_manager
-from ..services.auth import Attempt, SignInRefused, authenticate
+from ..services.auth import (
+    Attempt,
+    SignInRefused,
+    SignInThrottled,
+    authenticate,
+    sign_out_everywhere,
+)
+from . import sessions
 
 bp = Blueprint("auth", __name__)
+bp.before_app_request(sessions.end_expired)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -21,23 +29,33 @@ def login():
         return redirect(next_url)
     error = None
     email = ""
+    status, retry_after = 200, None
     if request.method == "POST":
         email = request.form.get("email", "")
         try:
             user = authenticate(Attempt(email, request.form.get("password", ""),
                                         request.remote_addr or "unknown"))
+        except SignInThrottled as throttled:
+            error, status, retry_after = str(throttled), 429, throttled.retry_after
         except SignInRefused as refused:
-            error = str(refused)
+            error, status = str(refused), 401
         else:
+            sessions.start()
             login_user(user)
             return redirect(next_url)
-    return render("auth/login.html", error=error, email=email, next_url=next_url,
-                  status=401 if error else 200)
+    response = render("auth/login.html", error=error, email=email, next_url=next_url,
+                      status=status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @bp.post("/logout")
 def logout():
-    logout_user()
+    """Sign out here and everywhere else: the user's session token changes."""
+    if current_user.is_authenticated:
+        sign_out_everywhere(current_user._get_current_object())
+    logout_user()  # the CSRF token stays, so a second tab's "Sign out" still works
     flash("You are signed out.")
     return redirect(url_for("auth.login"))
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models import ROLES, TENANT_ROLES, Tenant, User
 from .access import Actor
+from .auth import forget_failed_sign_ins
 from .changes import Change, Unchanged, policy_change
 from .errors import Conflict, FieldError, NotFound, ValidationError
 
@@ -39,6 +40,13 @@ def get_user(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
         raise NotFound(f"there is no user with id {user_id}")
+    return user
+
+
+def get_user_by_email(email: str) -> User:
+    user = db.session.scalar(sa.select(User).where(User.email == (email or "").strip().lower()))
+    if user is None:
+        raise NotFound(f"there is no user {email}; `flask users list` shows them")
     return user
 
 
@@ -74,7 +82,8 @@ def create_user(email: str, password: str, *, role: str = "viewer",
 
 
 def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
-    """Disable or re-enable an account. A disabled user cannot sign in and is signed out.
+    """Disable or re-enable an account. A disabled user cannot sign in and is signed out;
+    re-enabled, they sign in again (their old sessions stay ended).
 
     Refused when it would leave no active admin.
     """
@@ -86,6 +95,7 @@ def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
             before = _state(user)
             _lock_active_admins()
             user.active = active
+            user.end_sessions()
             _refuse_without_admin(user, actor, "", "disabling")
             verb = "enabled" if active else "disabled"
             change.audit("user.enable" if active else "user.disable", f"{verb} {user.email}",
@@ -117,6 +127,7 @@ def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
             before = _state(user)
             _lock_active_admins()
             user.role = role
+            user.end_sessions()  # sessions signed in under the old role end
             _refuse_without_admin(user, actor, "role", "demoting")
             change.audit("user.role",
                          f"changed the role of {user.email} from {before['role']} to {role}",
@@ -127,13 +138,16 @@ def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
 
 
 def reset_password(user_id: int, password: str, *, actor: Actor) -> User:
-    """Set a new password; the audit entry records that it changed, never the password."""
+    """Set a new password, end the user's sessions and clear their sign-in delay; the audit
+    entry records that it changed, never the password."""
     errors = _password_errors(password)
     if errors:
         raise ValidationError(errors)
     with _account_change(actor) as change:
         user = get_user(user_id)
         user.set_password(password)
+        user.end_sessions()
+        forget_failed_sign_ins(user.email)
         change.audit("user.password", f"reset the password of {user.email}",
                      tenant_id=user.tenant_id)
     return user
