@@ -29,6 +29,7 @@ from ..cors.snapshot import CompiledRule, PolicySnapshot
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.errors import FieldError, ValidationError
+from ..services.limits import MAX_ID, whole_number
 from ..services.policy import visible_log_rows, visible_rules
 from ..services.request_log import (
     MAX_PAGE_SIZE,
@@ -41,6 +42,7 @@ from ..services.request_log import (
 )
 from . import bp
 from .access import current_actor, has_role, requires
+from .paging import page_arg
 from .rendering import is_htmx, render
 from .simulator import allow_on_rule, one_click_refusal, rule_link
 
@@ -84,7 +86,7 @@ class LogQuery:
         custom = args.get("since_custom", "")
         if since not in SINCE_PRESETS and since != CUSTOM:
             since, custom = CUSTOM, since  # a link may carry any duration: ?since=90m
-        per_page = args.get("per_page", PER_PAGE, type=int) or PER_PAGE
+        per_page = page_arg(args, "per_page", PER_PAGE)
         return cls(
             since=since,
             since_custom=custom.strip() if since == CUSTOM else "",
@@ -92,7 +94,7 @@ class LogQuery:
             reason=args.get("reason", ""),
             mode=args.get("mode", ""),
             origin=args.get("origin", ""),
-            page=max(1, args.get("page", 1, type=int) or 1),
+            page=page_arg(args),
             per_page=max(1, min(per_page, MAX_PAGE_SIZE)),
         )
 
@@ -102,8 +104,10 @@ class LogQuery:
         rule_id: int | None = None
         if self.rule == NO_RULE:
             rule_path = ""
-        elif self.rule.isdigit():
-            rule_id = int(self.rule)
+        elif whole_number(self.rule) is not None:
+            rule_id = whole_number(self.rule)
+            if rule_id > MAX_ID:
+                raise ValidationError([FieldError("rule", "choose a rule from the list")])
         elif self.rule.startswith("/"):
             rule_path = self.rule
         elif self.rule:
