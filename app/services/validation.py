@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..cors.origins import OriginError, OriginKind, parse_origin
-from ..cors.paths import PathPattern, PatternError, parse_pattern
+from ..cors.origins import OriginError, OriginKind, parse_new_origin, parse_origin
+from ..cors.paths import PathPattern, PatternError, parse_new_pattern
 from ..cors.snapshot import DEFAULT_METHODS, MODES, TENANT_SOURCES, UNKNOWN_TENANT
 from .errors import FieldError, ValidationError
 
@@ -106,7 +106,7 @@ def validate_rule(
         err("path", "a rule needs a path, such as /api/*")
     else:
         try:
-            pattern = parse_pattern(data["path"])
+            pattern = parse_new_pattern(data["path"])
         except PatternError as exc:
             err("path", str(exc))
         else:
@@ -194,7 +194,7 @@ def validate_origin(item: Any, *, credentials: bool) -> OriginInput:
     else:
         value = item
     try:
-        spec = parse_origin(value)
+        spec = parse_new_origin(value)
     except OriginError as exc:
         errors.append(FieldError("origin", str(exc)))
     else:
