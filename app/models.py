@@ -43,6 +43,12 @@ def _role_constraints() -> tuple[CheckConstraint, CheckConstraint]:
     )
 
 
+# SQLite reuses the largest id after it is deleted; AUTOINCREMENT never does, so an audit
+# entry or log row that names a deleted rule never names a new one (migration 0007).
+# PostgreSQL's sequences never reuse a value.
+NEVER_REUSED_IDS = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -57,6 +63,7 @@ class Rule(db.Model):
         CheckConstraint("tenant_source IN ('none', 'view-arg', 'subdomain', 'header')",
                         name="tenant_source"),
         CheckConstraint("unknown_tenant IN ('refuse', 'shared')", name="unknown_tenant"),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -114,6 +121,7 @@ class AllowedOrigin(db.Model):
         CheckConstraint(
             "kind IN ('exact', 'subdomain-wildcard', 'any-port', 'any')", name="kind"
         ),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -141,6 +149,7 @@ class Tenant(db.Model):
     """A customer of a multi-tenant API, with its own allowlists and its own users."""
 
     __tablename__ = "tenants"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The name requests use (URL variable, subdomain label or header value).
@@ -158,6 +167,7 @@ class ApiToken(db.Model):
     __tablename__ = "api_tokens"
     __table_args__ = (
         *_role_constraints(),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -190,6 +200,7 @@ class User(UserMixin, db.Model):
     __tablename__ = "users"
     __table_args__ = (
         *_role_constraints(),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -217,6 +228,7 @@ class AuditEntry(db.Model):
     """Who changed what, through which channel, with the state before and after."""
 
     __tablename__ = "audit_entries"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
