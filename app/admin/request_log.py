@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 from ..cors import get_control
 from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
 from ..cors.snapshot import CompiledRule, PolicySnapshot
+from ..cors.text import escape_unprintable
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.errors import FieldError, ValidationError
@@ -352,8 +353,12 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
+    if isinstance(value, str):
+        # Recorded from requests: no raw control character reaches the file, and no cell
+        # starts a formula in a spreadsheet.
+        value = escape_unprintable(value)
+        if value.startswith(FORMULA_PREFIXES):
+            return "'" + value
     return value
 
 
