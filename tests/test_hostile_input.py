@@ -142,6 +142,14 @@ CASES = {
     "dashboard max_age of 5,000 digits": Case(
         "dashboard", "POST", "/admin/rules", 422, ("max_age must be a whole number",),
         body={"path": "/api/digits/*", "max_age": "9" * 5000}),
+    "api expiry past the last representable day": Case(
+        "api", "PUT", f"/rules/RULE/origins/{quote('https://a.example.com', safe='')}", 422,
+        ("between the years 1 and 9999",),
+        body='{"expires_at": "9999-12-31T23:59:59-12:00"}', headers=JSON),
+    "api expiry before the first representable day": Case(
+        "api", "POST", "/rules", 422, ("between the years 1 and 9999",),
+        body='{"path": "/api/early/*", "origins": [{"value": "https://a.example.com", '
+             '"expires_at": "0001-01-01T00:00:00+14:00"}]}', headers=JSON),
     # -- the sign-in page's next ---------------------------------------------------------
     "next with CR/LF, signed in": Case(
         "dashboard", "GET", "/admin/login?next=/admin/rules%0d%0aSet-Cookie:%20x=1", 302,

@@ -373,7 +373,11 @@ def _timestamp(value: Any, err) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-12:00 is past the last day a date can hold
+        err("expires_at", "expires_at must fall between the years 1 and 9999 in UTC")
+        return None
 
 
 def _quote(value: Any) -> str:
