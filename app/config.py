@@ -51,6 +51,9 @@ class Config:
         # Request bodies: 1 MB, except policy imports (README, "Limits").
         self.MAX_CONTENT_LENGTH = _bytes("MAX_CONTENT_LENGTH", 1024 * 1024)
         self.IMPORT_MAX_BYTES = _bytes("IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+        # One limit for forms too (Werkzeug's own default for a form field is 500 KB), so
+        # the page that refuses a form names the limit that applied.
+        self.MAX_FORM_MEMORY_SIZE = self.MAX_CONTENT_LENGTH
         # How often each process checks the policy version (seconds).
         self.CORS_REFRESH_INTERVAL = _float("CORS_REFRESH_INTERVAL", 0.5)
         # Paths the engine never governs: the admin surface and the health endpoint.

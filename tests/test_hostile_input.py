@@ -69,6 +69,9 @@ CASES = {
     "dashboard form over 1 MB": Case(
         "dashboard", "POST", "/admin/rules", 413, ("at most 1 MB", "nothing was saved"),
         body={"path": "/api/*", "description": "x" * MB}),
+    "dashboard form field of 600 KB is read and validated": Case(
+        "dashboard", "POST", "/admin/rules", 422, ("description",),
+        body={"path": "/api/long/*", "description": "x" * 600_000}),
     "sign-in form over 1 MB": Case(
         "anyone", "POST", "/admin/login", 413, ("at most 1 MB",),
         body={"email": "a@example.com", "password": "x" * MB}),
