@@ -533,8 +533,8 @@ def import_policy(
                 policy_version=version,
             ))
             result.policy_version = version
-    except _Unchanged as unchanged:
-        result = unchanged.obj  # type: ignore[assignment]
+    except _Unchanged:  # nothing to write: the version bump was rolled back
+        result = plan.result
         result.policy_version = policy_version()
     return result.sorted()
 
