@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import runtime, security
-from .config import ROOT, Config, default_database_url
+from .config import ROOT, Config
 from .extensions import db, login_manager, migrate
+from .instance import prepare_instance
 
 __all__ = ["close_app", "create_app"]
 
@@ -28,11 +27,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(vars(Config()))
     if test_config:
         app.config.from_mapping(test_config)
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
-        app.config["SQLALCHEMY_DATABASE_URI"] = default_database_url(app.instance_path)
-    if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = _local_secret_key(Path(app.instance_path))
+    prepare_instance(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
@@ -77,14 +72,3 @@ def close_app(app: Flask, *, flush_log: bool = True) -> None:
         db.session.remove()
         db.engine.dispose()
 
-
-def _local_secret_key(instance: Path) -> str:
-    """Without SECRET_KEY in the environment, a random key kept in instance/ (never committed),
-    so sessions survive a restart of ``make run``."""
-    path = instance / "secret-key"
-    if path.exists():
-        return path.read_text().strip()
-    key = secrets.token_hex(32)
-    path.write_text(key)
-    path.chmod(0o600)
-    return key

@@ -31,6 +31,15 @@ def _count(name: str, default: int) -> int:
     return int(raw)
 
 
+def _bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) == 0:
+        raise ValueError(f"{name} must be a whole number of bytes greater than 0, not {raw!r}")
+    return int(raw)
+
+
 def _prefixes(name: str, default: str) -> tuple[str, ...]:
     raw = os.environ.get(name, default)
     return tuple(p.strip() for p in raw.split(",") if p.strip())
@@ -49,6 +58,12 @@ class Config:
         # None means: SQLite under instance/, filled in by create_app.
         self.SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or None
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # Request bodies: 1 MB, except policy imports (README, "Limits").
+        self.MAX_CONTENT_LENGTH = _bytes("MAX_CONTENT_LENGTH", 1024 * 1024)
+        self.IMPORT_MAX_BYTES = _bytes("IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+        # One limit for forms too (Werkzeug's own default for a form field is 500 KB), so
+        # the page that refuses a form names the limit that applied.
+        self.MAX_FORM_MEMORY_SIZE = self.MAX_CONTENT_LENGTH
         # How often each process checks the policy version (seconds).
         self.CORS_REFRESH_INTERVAL = _float("CORS_REFRESH_INTERVAL", 0.5)
         # Paths the engine never governs: the admin surface and the health endpoint.

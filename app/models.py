@@ -82,6 +82,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return as_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
 
 
+# SQLite reuses the largest id after it is deleted; AUTOINCREMENT never does, so an audit
+# entry or log row that names a deleted rule never names a new one (migration 0007).
+# PostgreSQL's sequences never reuse a value.
+NEVER_REUSED_IDS = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -100,6 +106,7 @@ class Rule(db.Model):
         CheckConstraint(_one_of("tenant_source", TENANT_SOURCES), name="tenant_source"),
         CheckConstraint(_one_of("unknown_tenant", UNKNOWN_TENANT_OPTIONS),
                         name="unknown_tenant"),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -154,6 +161,7 @@ class AllowedOrigin(db.Model):
               sqlite_where=sa.text("tenant_id IS NOT NULL"),
               postgresql_where=sa.text("tenant_id IS NOT NULL")),
         CheckConstraint(_one_of("kind", ORIGIN_KINDS), name="kind"),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -181,6 +189,7 @@ class Tenant(db.Model):
     """A customer of a multi-tenant API, with its own allowlists and its own users."""
 
     __tablename__ = "tenants"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The name requests use (URL variable, subdomain label or header value).
@@ -198,6 +207,7 @@ class ApiToken(db.Model):
     __tablename__ = "api_tokens"
     __table_args__ = (
         *_role_constraints(),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -230,6 +240,7 @@ class User(UserMixin, db.Model):
     __tablename__ = "users"
     __table_args__ = (
         *_role_constraints(),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -268,6 +279,7 @@ class AuditEntry(db.Model):
     """Who changed what, through which channel, with the state before and after."""
 
     __tablename__ = "audit_entries"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -75,3 +75,31 @@ def test_migration_seeds_the_policy_version_row(app):
     with app.app_context():
         rows = db.session.execute(sa.text("SELECT id, version FROM policy_state")).all()
     assert [tuple(r) for r in rows] == [(1, 0)]
+
+
+def test_upgrade_to_autoincrement_keeps_the_rows_and_a_deleted_id_is_never_reused(
+        empty_database_url, tmp_path):
+    """0007 rebuilds the tables on SQLite (a no-op on PostgreSQL, whose sequences never
+    reuse a value): rows and ids survive, and deleting the newest rule frees no id."""
+    before = _flask(empty_database_url, tmp_path, "db", "upgrade", "0005")
+    assert before.returncode == 0, before.stderr
+    engine = sa.create_engine(empty_database_url)
+    rule = sa.text(
+        "INSERT INTO rules (path, methods, allow_headers, expose_headers, "
+        "supports_credentials, allow_private_network, mode, description, created_at, "
+        "updated_at, updated_by, version) VALUES (:path, '[]', '[]', '[]', false, false, "
+        "'enforce', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '', 1) RETURNING id")
+    try:
+        with engine.begin() as conn:
+            old_id = conn.execute(rule, {"path": "/api/*"}).scalar()
+        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT id, path FROM rules")).all() == [
+                (old_id, "/api/*")]
+            conn.execute(sa.text("DELETE FROM rules WHERE id = :id"), {"id": old_id})
+        with engine.begin() as conn:
+            new_id = conn.execute(rule, {"path": "/api/new"}).scalar()
+        assert new_id > old_id
+    finally:
+        engine.dispose()

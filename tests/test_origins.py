@@ -20,6 +20,7 @@ from app.cors.origins import (
     OriginError,
     OriginKind,
     OriginSpec,
+    parse_new_origin,
     parse_origin,
 )
 from app.cors.snapshot import OriginEntry, OriginSet
@@ -257,6 +258,37 @@ def test_refused_origin_message_names_the_problem_and_the_fix(
     message = str(caught.value)
     for fragment in expected:
         assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix"),
+    [
+        ("https://*.co.uk", "co.uk"),
+        ("https://*.github.io", "github.io"),
+        ("http://*.blogspot.com", "blogspot.com"),
+        ("https://*.com.au:8443", "com.au"),
+        ("https://*.公司.cn", "xn--55qx5d.cn"),
+    ],
+)
+def test_a_new_wildcard_under_a_public_suffix_is_refused_naming_the_suffix(
+    text: str, suffix: str
+) -> None:
+    stored = parse_origin(text)  # an entry stored before the rule still loads and matches
+    assert OriginSet([OriginEntry(stored.value)]).allows(
+        stored.value.replace("*", "anyone", 1), NOW)
+    with pytest.raises(OriginError) as caught:
+        parse_new_origin(text)
+    message = str(caught.value)
+    assert f"the public suffix {suffix};" in message
+    assert f"*.example.{suffix}" in message
+
+
+@pytest.mark.parametrize("text", [
+    "https://*.example.co.uk", "https://*.acme.github.io", "https://*.example.com",
+    "https://app.co.uk", "https://github.io", "http://localhost:*", "*",
+])
+def test_a_new_entry_under_a_registered_domain_is_accepted(text: str) -> None:
+    assert parse_new_origin(text) == parse_origin(text)
 
 
 @pytest.mark.parametrize("value", [None, 42, b"https://app.example.com", ["*"]])

@@ -19,6 +19,7 @@ from ..services.policy import restore_rule
 from ..services.tenants import tenant_slug
 from . import bp
 from .access import current_actor, requires
+from .paging import page_arg
 from .rendering import is_htmx, render
 
 
@@ -74,8 +75,8 @@ def _page_context(args) -> dict[str, Any]:
 def _paging_args(args) -> dict[str, int]:
     paging = {}
     for name in ("page", "per_page"):
-        value = args.get(name, type=int)
-        if value is not None and value > 0:
+        value = page_arg(args, name, 0)
+        if value > 0:
             paging[name] = value
     return paging
 

@@ -26,11 +26,13 @@ from werkzeug.wrappers import Response
 from ..cors import get_control
 from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
 from ..cors.snapshot import PolicySnapshot
+from ..cors.text import escape_unprintable
 from ..cors.vocabulary import APPLIED_MODES
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.access import visible_log_rows, visible_rules
 from ..services.errors import FieldError, ValidationError
+from ..services.limits import MAX_ID, whole_number
 from ..services.request_log import (
     MAX_PAGE_SIZE,
     REASONS,
@@ -43,6 +45,7 @@ from ..services.request_log import (
 from ..services.simulator import allows_origin_now, one_click_refusal
 from . import bp
 from .access import current_actor, has_role, requires
+from .paging import page_arg
 from .refusals import allow_on_rule, rule_link
 from .rendering import is_htmx, render
 
@@ -85,7 +88,7 @@ class LogQuery:
         custom = args.get("since_custom", "")
         if since not in SINCE_PRESETS and since != CUSTOM:
             since, custom = CUSTOM, since  # a link may carry any duration: ?since=90m
-        per_page = args.get("per_page", PER_PAGE, type=int) or PER_PAGE
+        per_page = page_arg(args, "per_page", PER_PAGE)
         return cls(
             since=since,
             since_custom=custom.strip() if since == CUSTOM else "",
@@ -93,7 +96,7 @@ class LogQuery:
             reason=args.get("reason", ""),
             mode=args.get("mode", ""),
             origin=args.get("origin", ""),
-            page=max(1, args.get("page", 1, type=int) or 1),
+            page=page_arg(args),
             per_page=max(1, min(per_page, MAX_PAGE_SIZE)),
         )
 
@@ -103,8 +106,10 @@ class LogQuery:
         rule_id: int | None = None
         if self.rule == NO_RULE:
             rule_path = ""
-        elif self.rule.isdigit():
-            rule_id = int(self.rule)
+        elif whole_number(self.rule) is not None:
+            rule_id = whole_number(self.rule)
+            if rule_id > MAX_ID:
+                raise ValidationError([FieldError("rule", "choose a rule from the list")])
         elif self.rule.startswith("/"):
             rule_path = self.rule
         elif self.rule:
@@ -325,8 +330,12 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
+    if isinstance(value, str):
+        # Recorded from requests: no raw control character reaches the file, and no cell
+        # starts a formula in a spreadsheet.
+        value = escape_unprintable(value)
+        if value.startswith(FORMULA_PREFIXES):
+            return "'" + value
     return value
 
 

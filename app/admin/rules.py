@@ -24,6 +24,7 @@ from ..services.validation import validate_origin, validate_rule
 from ..services.warnings import rule_warnings
 from . import bp
 from .access import current_actor, requires, requires_platform
+from .paging import page_arg
 from .rendering import is_htmx, render
 
 # The fields of the rule form, in the policy file's vocabulary (the service's field names).
@@ -65,8 +66,8 @@ def _list_context(*, form: dict[str, Any] | None = None,
     rule_filter = rules_query.RuleFilter.from_args(request.args)
     listing = rules_query.search_rules(
         rule_filter,
-        page=request.args.get("page", 1, type=int),
-        per_page=request.args.get("per_page", rules_query.RULES_PER_PAGE, type=int),
+        page=page_arg(request.args),
+        per_page=page_arg(request.args, "per_page", rules_query.RULES_PER_PAGE),
         actor=current_actor(),
     )
     return {
@@ -174,8 +175,8 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
     form = form or saved_form
     origins = rules_query.rule_origins(
         rule, text=request.args.get("oq", ""),
-        page=request.args.get("opage", 1, type=int),
-        per_page=request.args.get("per_page", rules_query.ORIGINS_PER_PAGE, type=int),
+        page=page_arg(request.args, "opage"),
+        per_page=page_arg(request.args, "per_page", rules_query.ORIGINS_PER_PAGE),
         api_is_https=_api_is_https(), actor=actor)
     selects_tenant = rule.tenant_source != "none"
     return {
@@ -384,7 +385,8 @@ def _rule_data(form: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit() and text.isascii()
+    # int() of thousands of digits is refused; max_age's bound is far below 18 digits.
+    return text.lstrip("-").isdigit() and text.isascii() and len(text) <= 18
 
 
 def _differences(form: dict[str, Any], saved: dict[str, Any]) -> set[str]:

@@ -6,6 +6,7 @@ with its content are the service layer's ``ValidationError``, raised as is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +14,16 @@ from typing import Any
 from flask import Response, json, request
 from flask_sqlalchemy.pagination import Pagination
 
-from ..services.errors import FieldError, NotFound, ValidationError
+from ..services.errors import FieldError, ValidationError
+from ..services.limits import MAX_PAGE, check_ids, page_message, whole_number
 from .problems import ApiProblem
 
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 50
-MAX_PAGE = 2**31 - 1
-MAX_ID = 2**31 - 1
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPENING = frozenset(b"[{")
+_NOT_A_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
 
@@ -32,6 +36,9 @@ def json_body(*, required: bool = True) -> Any:
         _require_json_media_type()
         raise _malformed("the request has no body; send a JSON document")
     _require_json_media_type()
+    if nesting_exceeds(request.get_data(), MAX_JSON_DEPTH):
+        raise _malformed(f"the JSON document nests arrays and objects more than "
+                         f"{MAX_JSON_DEPTH} deep; no document of this API needs more than 5")
     try:
         document = json.loads(request.get_data().decode("utf-8"))
     except UnicodeDecodeError:
@@ -42,6 +49,18 @@ def json_body(*, required: bool = True) -> Any:
     if problems:
         raise ValidationError(problems)
     return document
+
+
+def nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Whether the JSON text *data* opens more than *limit* arrays or objects inside each
+    other, found without parsing it: the parser recurses once per level, and a body of
+    100,000 ``[`` would exhaust the stack. Brackets inside strings do not count."""
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_A_BRACKET):
+        depth += 1 if byte in _OPENING else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def _malformed(detail: str) -> ApiProblem:
@@ -93,9 +112,7 @@ def check_arguments() -> None:
               if isinstance(value, str) and "\x00" in value]
     if errors:
         raise ValidationError(errors)
-    rule_id = view_args.get("rule_id")
-    if isinstance(rule_id, int) and rule_id > MAX_ID:
-        raise NotFound(f"there is no rule with id {rule_id}")
+    check_ids(view_args)
 
 
 def text_arg(name: str) -> str | None:
@@ -136,14 +153,10 @@ def _whole_number(name: str, default: int, maximum: int | None,
     text = request.args.get(name)
     if text is None:
         return default
-    limit = f" to {maximum}" if maximum else ""
-    value = 0
-    if text.isascii() and text.isdigit():
-        digits = text.lstrip("0")
-        # Past 18 digits a number is simply too large (and int() refuses thousands of them).
-        value = int(digits or "0") if len(digits) <= 18 else 10**18
+    value = whole_number(text) or 0
     if value < 1 or (maximum is not None and value > maximum):
-        errors.append(FieldError(name, f"{name} must be a whole number from 1{limit}"))
+        errors.append(FieldError(name, page_message(name) if maximum
+                                 else f"{name} must be a whole number from 1"))
         return default
     return value
 

@@ -362,12 +362,14 @@ SCHEMAS: dict[str, Any] = {
 }
 
 PROBLEMS = {
-    400: "Malformed JSON, or no body where one is needed.",
+    400: "Malformed JSON, JSON nested more than 32 deep, or no body where one is needed.",
     401: "No token, or an unknown, expired or revoked one (see WWW-Authenticate).",
     403: "The token's role does not allow this.",
     404: "No such object, or one the token's tenant cannot see.",
     409: "The change conflicts with the stored policy or with a change made meanwhile.",
     412: "If-Match names a version that is no longer current; nothing was changed.",
+    413: "The body is larger than 1 MB (MAX_CONTENT_LENGTH), 20 MB for an import "
+         "(IMPORT_MAX_BYTES).",
     415: "The body is not application/json.",
     422: "Invalid fields; `errors` names each one with the fix.",
     428: "PUT needs If-Match.",
@@ -440,7 +442,7 @@ PATHS: dict[str, Any] = {
             "responses": _responses(
                 {201: _ok("Rule", "Created", ETag=RULE_ETAG["ETag"],
                           Location="the new rule")},
-                400, 403, 409, 415, 422),
+                400, 403, 409, 413, 415, 422),
         },
     },
     "/rules/{rule_id}": {
@@ -456,7 +458,7 @@ PATHS: dict[str, Any] = {
             "parameters": [{"$ref": "#/components/parameters/if_match_required"}],
             "requestBody": _body("RuleInput"),
             "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
-                                    400, 403, 404, 409, 412, 415, 422, 428),
+                                    400, 403, 404, 409, 412, 413, 415, 422, 428),
         },
         "patch": {
             "operationId": "updateRule",
@@ -466,7 +468,7 @@ PATHS: dict[str, Any] = {
             "parameters": [IF_MATCH],
             "requestBody": _body("RulePatch"),
             "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
-                                    400, 403, 404, 409, 412, 415, 422),
+                                    400, 403, 404, 409, 412, 413, 415, 422),
         },
         "delete": {
             "operationId": "deleteRule",
@@ -494,7 +496,7 @@ PATHS: dict[str, Any] = {
             "responses": _responses(
                 {201: _ok("Origin", "Added", Location="the rule's origins"),
                  200: _ok("Origin", "Already allowed")},
-                400, 403, 404, 409, 415, 422),
+                400, 403, 404, 409, 413, 415, 422),
         },
         "delete": {
             "operationId": "removeOrigin",
@@ -508,7 +510,7 @@ PATHS: dict[str, Any] = {
             "operationId": "check",
             "summary": "What the engine decides for a request (the simulator)",
             "requestBody": _body("CheckRequest"),
-            "responses": _responses({200: _ok("Decision")}, 400, 404, 415, 422),
+            "responses": _responses({200: _ok("Decision")}, 400, 404, 413, 415, 422),
         },
     },
     "/log": {
@@ -551,7 +553,7 @@ PATHS: dict[str, Any] = {
                 _query("dry_run", "only return what would change", {"type": "boolean"}),
             ],
             "requestBody": _body("Policy"),
-            "responses": _responses({200: _ok("ImportResult")}, 400, 403, 409, 415, 422),
+            "responses": _responses({200: _ok("ImportResult")}, 400, 403, 409, 413, 415, 422),
         },
     },
     "/tenants": {

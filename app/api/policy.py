@@ -3,6 +3,8 @@ the difference without writing (the same document and rules as ``flask cors expo
 
 from __future__ import annotations
 
+from flask import current_app, request
+
 from ..services.policy import import_policy
 from ..services.policy_read import export_policy
 from . import bp
@@ -18,6 +20,8 @@ def export():
 @bp.post("/import")
 def import_():
     actor = require_writer()
+    # A policy file may be larger than other bodies; set before the body is read.
+    request.max_content_length = current_app.config["IMPORT_MAX_BYTES"]
     replace = bool_arg("replace")
     dry_run = bool_arg("dry_run")
     result = import_policy(json_body(), actor=actor, replace=replace, dry_run=dry_run)

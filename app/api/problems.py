@@ -14,6 +14,7 @@ from flask import Response, current_app, json, request
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 from ..services.errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
+from ..services.limits import body_limit_text
 from . import URL_PREFIX, bp
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -95,6 +96,15 @@ def _http_problem(error: HTTPException) -> Response:
 # (an HTML error page of the dashboard) never answers an API client.
 for _code in default_exceptions:
     bp.register_error_handler(_code, _http_problem)
+
+
+@bp.errorhandler(413)
+def _too_large(error: HTTPException) -> Response:
+    limit = request.max_content_length
+    return problem(413, "content-too-large", "Content Too Large",
+                   f"the request body is larger than {body_limit_text(limit)}, the most this "
+                   "endpoint accepts; send less (a policy import may be larger: "
+                   "IMPORT_MAX_BYTES)")
 
 
 @bp.app_errorhandler(HTTPException)

@@ -75,7 +75,7 @@ def unauthorized() -> Response:
 def _safe_next(value: str | None) -> str:
     """Only local admin paths: never an open redirect."""
     default = url_for("admin.overview")
-    if not value:
+    if not value or not value.isprintable():  # CR/LF would split the Location header
         return default
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not parts.path.startswith("/admin") \

@@ -6,8 +6,8 @@ This package knows nothing of the dashboard, the admin API or the CLI; they are 
 from .cache import PolicyCache, PolicySource
 from .decision import Decision, decide
 from .extension import CorsControl, get_control
-from .origins import OriginError, OriginKind, OriginSpec, parse_origin
-from .paths import PathPattern, PatternError, parse_pattern
+from .origins import OriginError, OriginKind, OriginSpec, parse_new_origin, parse_origin
+from .paths import PathPattern, PatternError, parse_new_pattern, parse_pattern
 from .snapshot import OriginEntry, PolicySnapshot, RuleSpec, compile_policy
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "compile_policy",
     "decide",
     "get_control",
+    "parse_new_origin",
+    "parse_new_pattern",
     "parse_origin",
     "parse_pattern",
 ]

@@ -12,11 +12,13 @@ trailing slash. Matching is then an exact string comparison, never a regular exp
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
 
 import idna
+from publicsuffixlist import PublicSuffixList
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_ORIGIN_LENGTH = 300
@@ -65,8 +67,71 @@ def parse_origin(text: str) -> OriginSpec:
 
     Accepted: ``http(s)://host[:port]``, ``https://*.example.com`` (one or more whole labels
     in front of the suffix), ``http://localhost:*`` (any port, loopback only) and ``*``.
-    Whether ``*`` fits the rule (no credentials) is the rule's check, not this function's.
+    Whether ``*`` fits the rule (no credentials) is the rule's check, not this function's;
+    what only a new entry must also meet is :func:`parse_new_origin`'s.
     """
+    _check_text(text)
+    if text == "*":
+        return ANY_ORIGIN
+    if text.lower() == "null":
+        raise OriginError(
+            "null is sent by sandboxed frames, file: pages and redirects, which any site can "
+            "produce, so it can never be allowed; allow the real origin of the page instead"
+        )
+    scheme, rest = _split_scheme(text)
+    authority, suffix = _split_authority(rest)
+    if "@" in authority:
+        raise OriginError(
+            "an origin has no user name or password; use "
+            f"{scheme}://{_shown(authority.rsplit('@', 1)[1])}"
+        )
+    host_text, port_text = _split_port(authority)
+    spec_port, any_port = _parse_port(port_text, scheme)
+    if suffix:
+        fixed = _canonical_for_message(scheme, host_text, port_text)
+        what = {"?": "query", "#": "fragment"}.get(suffix[0], "path")
+        raise OriginError(f"an origin has no {what}; use {fixed}")
+    if host_text.startswith("*."):
+        return _subdomain_wildcard(scheme, host_text, spec_port, any_port)
+    if "*" in host_text:
+        raise OriginError(
+            "a wildcard may only stand for whole leading labels, as in https://*.example.com"
+        )
+    host = _parse_host(host_text, scheme)
+    if any_port:
+        return _any_port(scheme, host)
+    return OriginSpec(
+        f"{scheme}://{host}{_port_suffix(spec_port)}", OriginKind.EXACT, scheme, host, spec_port
+    )
+
+
+def parse_new_origin(text: str) -> OriginSpec:
+    """:func:`parse_origin`, plus the rules an entry must meet when it is saved: a subdomain
+    wildcard names a registered domain, never a public suffix (``*.co.uk``,
+    ``*.github.io``), where every registrant is a different site.
+
+    Entries stored before this rule still load through :func:`parse_origin`, so the engine
+    keeps serving them; only saving one again is refused.
+    """
+    spec = parse_origin(text)
+    if spec.kind is OriginKind.SUBDOMAIN_WILDCARD and _public_suffixes().is_public(spec.host):
+        raise OriginError(
+            f"*.{spec.host} would allow every site registered under the public suffix "
+            f"{spec.host}; name the registered domain, as in "
+            f"{spec.scheme}://*.example.{spec.host}"
+        )
+    return spec
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List shipped with the package (ICANN and private sections), read
+    once per process on the first save that needs it, never per request."""
+    return PublicSuffixList()
+
+
+def _check_text(text: str) -> None:
+    """What any entry must be before it is read as an origin: short printable text."""
     if not isinstance(text, str):
         raise OriginError("an origin must be text such as https://app.example.com")
     if text == "":
@@ -84,76 +149,53 @@ def parse_origin(text: str) -> OriginSpec:
         raise OriginError("an origin has no whitespace inside it; enter one origin per entry")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         raise OriginError("the origin contains control characters; type it again")
-    if text == "*":
-        return ANY_ORIGIN
-    if text.lower() == "null":
-        raise OriginError(
-            "null is sent by sandboxed frames, file: pages and redirects, which any site can "
-            "produce, so it can never be allowed; allow the real origin of the page instead"
-        )
 
+
+def _split_scheme(text: str) -> tuple[str, str]:
+    """``https://rest`` into (``https``, ``rest``), for the two schemes browsers send."""
     scheme_match = _SCHEME.match(text)
     if scheme_match is None or not text[scheme_match.end():].startswith("//"):
         raise OriginError(
             f"the origin has no scheme; use https://{_shown(_strip_scheme_like(text))}"
         )
     scheme = scheme_match.group(1).lower()
-    rest = text[scheme_match.end() + 2:]
     if scheme not in DEFAULT_PORTS:
         raise OriginError(
             f"the scheme {scheme}: is not served by browsers' CORS; use http:// or https://"
         )
+    return scheme, text[scheme_match.end() + 2:]
 
-    authority, suffix = _split_authority(rest)
-    if "@" in authority:
-        raise OriginError(
-            "an origin has no user name or password; use "
-            f"{scheme}://{_shown(authority.rsplit('@', 1)[1])}"
-        )
-    host_text, port_text = _split_port(authority)
-    spec_port, any_port = _parse_port(port_text, scheme)
 
-    if suffix:
-        fixed = _canonical_for_message(scheme, host_text, port_text)
-        what = {"?": "query", "#": "fragment"}.get(suffix[0], "path")
-        raise OriginError(f"an origin has no {what}; use {fixed}")
-
-    if host_text.startswith("*."):
-        if any_port:
-            raise OriginError(
-                "a subdomain wildcard cannot also allow any port; list the port, "
-                f"as in {scheme}://{_shown(host_text)}:8443, or leave it out"
-            )
-        suffix_host = _parse_name(host_text[2:], scheme)
-        if "." not in suffix_host:
-            raise OriginError(
-                f"*.{suffix_host} would allow every host under a top-level domain; "
-                "use a registered domain such as *.example.com"
-            )
-        if _looks_numeric(suffix_host):
-            # *.0.0.1 would match https://127.0.0.1: labels of an IP address are not subdomains.
-            raise OriginError(
-                f"*.{suffix_host} is part of an IP address, not a domain; list each address, "
-                f"as in {scheme}://192.0.2.10"
-            )
-        value = f"{scheme}://*.{suffix_host}{_port_suffix(spec_port)}"
-        return OriginSpec(value, OriginKind.SUBDOMAIN_WILDCARD, scheme, suffix_host, spec_port)
-    if "*" in host_text:
-        raise OriginError(
-            "a wildcard may only stand for whole leading labels, as in https://*.example.com"
-        )
-
-    host = _parse_host(host_text, scheme)
+def _subdomain_wildcard(scheme: str, host_text: str, port: int | None,
+                        any_port: bool) -> OriginSpec:
     if any_port:
-        if host not in {"localhost", "127.0.0.1", "[::1]"}:
-            raise OriginError(
-                "any port (:*) is allowed only for local development on localhost, "
-                f"127.0.0.1 or [::1]; list the port of {scheme}://{host} instead"
-            )
-        return OriginSpec(f"{scheme}://{host}:*", OriginKind.ANY_PORT, scheme, host, None)
-    return OriginSpec(
-        f"{scheme}://{host}{_port_suffix(spec_port)}", OriginKind.EXACT, scheme, host, spec_port
-    )
+        raise OriginError(
+            "a subdomain wildcard cannot also allow any port; list the port, "
+            f"as in {scheme}://{_shown(host_text)}:8443, or leave it out"
+        )
+    suffix_host = _parse_name(host_text[2:], scheme)
+    if "." not in suffix_host:
+        raise OriginError(
+            f"*.{suffix_host} would allow every host under a top-level domain; "
+            "use a registered domain such as *.example.com"
+        )
+    if _looks_numeric(suffix_host):
+        # *.0.0.1 would match https://127.0.0.1: labels of an IP address are not subdomains.
+        raise OriginError(
+            f"*.{suffix_host} is part of an IP address, not a domain; list each address, "
+            f"as in {scheme}://192.0.2.10"
+        )
+    value = f"{scheme}://*.{suffix_host}{_port_suffix(port)}"
+    return OriginSpec(value, OriginKind.SUBDOMAIN_WILDCARD, scheme, suffix_host, port)
+
+
+def _any_port(scheme: str, host: str) -> OriginSpec:
+    if host not in {"localhost", "127.0.0.1", "[::1]"}:
+        raise OriginError(
+            "any port (:*) is allowed only for local development on localhost, "
+            f"127.0.0.1 or [::1]; list the port of {scheme}://{host} instead"
+        )
+    return OriginSpec(f"{scheme}://{host}:*", OriginKind.ANY_PORT, scheme, host, None)
 
 
 def _split_authority(rest: str) -> tuple[str, str]:

@@ -70,6 +70,8 @@ def parse_pattern(text: str) -> PathPattern:
         raise PatternError(f"a path starts with /; use /{text.lstrip('/')}")
     if "?" in text or "#" in text:
         raise PatternError("a path pattern has no query or fragment; remove what follows ? or #")
+    if not text.isprintable():
+        raise PatternError("the path contains control characters; type it again")
     parts = text.split("/")[1:]
     open_ended = len(parts) > 1 and parts[-1] == "*" or text == "/*"
     if open_ended:
@@ -88,6 +90,35 @@ def parse_pattern(text: str) -> PathPattern:
         else:
             segments.append(part)
     return PathPattern(text=text, segments=tuple(segments), open_ended=open_ended)
+
+
+def parse_new_pattern(text: str) -> PathPattern:
+    """:func:`parse_pattern`, plus the rules a pattern must meet when it is saved: nothing
+    that could never match the path Flask routes. Patterns stored before these rules still
+    load through :func:`parse_pattern` (they match nothing, as before)."""
+    pattern = parse_pattern(text)
+    if "//" in text:
+        raise PatternError(
+            f"the path has an empty segment (//), which the path of a request never has; "
+            f"use {_shown(re.sub('/{2,}', '/', text))}"
+        )
+    for part in text.split("/"):
+        if part in (".", ".."):
+            raise PatternError(
+                f"the segment {part} is resolved by browsers and servers before a request "
+                "is routed, so it never matches; write the path it leads to"
+            )
+        if "%" in part:
+            raise PatternError(
+                f"the segment {_shown(part)} has a %-escape, which the decoded path Flask "
+                "routes never holds; write the segment as the app's route names it, such as "
+                "/api/orders"
+            )
+    return pattern
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def overlaps(a: PathPattern, b: PathPattern) -> bool:

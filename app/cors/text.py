@@ -14,6 +14,14 @@ def printable(text: str, limit: int = 300) -> str:
     return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
 
 
+def escape_unprintable(text: str) -> str:
+    """*text* with control and other non-printable characters (NUL, CR, LF, bidi overrides)
+    as ``\\xNN`` escapes; printable non-ASCII letters are kept, for exports read by people."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
 def truncate(text: str, limit: int) -> str:
     """Cut stored data to the column's size; the value is kept as is otherwise."""
     return text if len(text) <= limit else text[:limit]

@@ -255,6 +255,11 @@ class ImportResult:
     def has_changes(self) -> bool:
         return bool(self.added or self.changed or self.removed or self.tenants_added)
 
+    def sorted(self) -> ImportResult:
+        for names in (self.added, self.removed, self.unchanged):
+            names.sort()
+        return self
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
@@ -315,64 +320,97 @@ def import_policy(
     if actor.scoped:
         raise Forbidden("importing a policy is for admins and editors; tenant roles change "
                         "their rules and origins one by one")
-    result = ImportResult(dry_run=dry_run)
+    # The whole document is checked before any transaction opens, so a large file never
+    # holds the write lock while it is validated, and a dry run never takes it at all.
+    inputs = validate_policy(document)
+    if dry_run:
+        plan = _plan_import(document, inputs, replace=replace)
+        plan.result.dry_run = True
+        plan.result.policy_version = policy_version()
+        db.session.rollback()  # ends the read transaction
+        return plan.result.sorted()
     try:
         with policy_change(actor) as change:
-            inputs = validate_policy(document)
-            _ensure_tenants(document, inputs, result)
-            existing = {
-                rule.path: rule
-                for rule in db.session.scalars(
-                    sa.select(Rule).options(selectinload(Rule.origins))
-                )
-            }
-            incoming = [r.path for r in inputs]
-            incoming_set = set(incoming)
-            if not replace:
-                kept = [p for p in existing if p not in incoming_set]
-                ties = _ties_among([*incoming, *kept], {p: i for i, p in enumerate(incoming)})
-                if ties:
-                    raise ValidationError(ties)
-            befores: dict[str, Any] = {}
-            afters: dict[str, Any] = {}
-            for rule_input in inputs:
-                rule = existing.get(rule_input.path)
-                if rule is None:
-                    result.added.append(rule_input.path)
-                    rule = Rule()
-                    _apply(rule, rule_input, actor)
-                    db.session.add(rule)
-                    afters[rule_input.path] = rule_input_to_dict(rule_input)
-                    continue
-                before = rule_to_dict(rule)
-                after = rule_input_to_dict(rule_input)
-                if before == after:
-                    result.unchanged.append(rule.path)
-                    continue
-                result.changed[rule.path] = _changed_fields(before, after)
-                befores[rule.path], afters[rule.path] = before, after
-                _apply(rule, rule_input, actor)
-            if replace:
-                for path, rule in existing.items():
-                    if path not in incoming_set:
-                        result.removed.append(path)
-                        befores[path] = rule_to_dict(rule)
-                        db.session.delete(rule)
-            if dry_run or not result.has_changes:
+            plan = _plan_import(document, inputs, replace=replace)
+            result = plan.result
+            if not result.has_changes:
                 raise Unchanged(result)
-            db.session.flush()
+            _write_import(plan, inputs, document, actor)
             change.audit("policy.import",
                          f"imported policy: {len(result.added)} added, "
                          f"{len(result.changed)} changed, {len(result.removed)} removed"
                          + (f", tenants created: {', '.join(result.tenants_added)}"
                             if result.tenants_added else ""),
-                         before={"rules": befores}, after={"rules": afters})
+                         before={"rules": plan.befores}, after={"rules": plan.afters})
             result.policy_version = change.version
-    except Unchanged:
+    except Unchanged:  # nothing to write: the version bump was rolled back
+        result = plan.result
         result.policy_version = policy_version()
-    for names in (result.added, result.removed, result.unchanged):
-        names.sort()
-    return result
+    return result.sorted()
+
+
+@dataclass
+class _ImportPlan:
+    """What an import changes, found by reading only: the result it reports, the stored
+    rules by path, and the before and after states the audit entry records."""
+
+    result: ImportResult
+    existing: dict[str, Rule]
+    befores: dict[str, Any] = field(default_factory=dict)
+    afters: dict[str, Any] = field(default_factory=dict)
+
+
+def _plan_import(document: Mapping[str, Any], inputs: list[RuleInput], *,
+                 replace: bool) -> _ImportPlan:
+    result = ImportResult(tenants_added=_missing_tenants(document, inputs))
+    existing = {rule.path: rule for rule in db.session.scalars(
+        sa.select(Rule).options(selectinload(Rule.origins)))}
+    plan = _ImportPlan(result, existing)
+    incoming = [r.path for r in inputs]
+    incoming_set = set(incoming)
+    if not replace:
+        kept = [p for p in existing if p not in incoming_set]
+        ties = _ties_among([*incoming, *kept], {p: i for i, p in enumerate(incoming)})
+        if ties:
+            raise ValidationError(ties)
+    for rule_input in inputs:
+        rule = existing.get(rule_input.path)
+        after = rule_input_to_dict(rule_input)
+        if rule is None:
+            result.added.append(rule_input.path)
+            plan.afters[rule_input.path] = after
+            continue
+        before = rule_to_dict(rule)
+        if before == after:
+            result.unchanged.append(rule.path)
+            continue
+        result.changed[rule.path] = _changed_fields(before, after)
+        plan.befores[rule.path], plan.afters[rule.path] = before, after
+    if replace:
+        for path, rule in existing.items():
+            if path not in incoming_set:
+                result.removed.append(path)
+                plan.befores[path] = rule_to_dict(rule)
+    return plan
+
+
+def _write_import(plan: _ImportPlan, inputs: list[RuleInput], document: Mapping[str, Any],
+                  actor: Actor) -> None:
+    declared = {t["slug"]: t.get("name", "") for t in document.get("tenants", [])}
+    for slug in plan.result.tenants_added:
+        db.session.add(Tenant(slug=slug, name=declared[slug] or slug))
+    db.session.flush()
+    for rule_input in inputs:
+        rule = plan.existing.get(rule_input.path)
+        if rule is None:
+            rule = Rule()
+            _apply(rule, rule_input, actor)
+            db.session.add(rule)
+        elif rule_input.path in plan.result.changed:
+            _apply(rule, rule_input, actor)
+    for path in plan.result.removed:
+        db.session.delete(plan.existing[path])
+    db.session.flush()
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -550,17 +588,12 @@ def _validate_tenant_list(tenants: Any) -> list[FieldError]:
     return errors
 
 
-def _ensure_tenants(document: Mapping[str, Any], inputs: list[RuleInput],
-                    result: ImportResult) -> None:
-    """Create the document's tenants that do not exist yet; refuse references to tenants
-    neither in the document nor in the database."""
-    declared = {t["slug"]: t.get("name", "") for t in document.get("tenants", [])}
+def _missing_tenants(document: Mapping[str, Any], inputs: list[RuleInput]) -> list[str]:
+    """The document's tenants that do not exist yet; references to tenants neither in the
+    document nor in the database are refused."""
+    declared = {t["slug"] for t in document.get("tenants", [])}
     existing = set(db.session.scalars(sa.select(Tenant.slug)))
-    for slug in sorted(set(declared) - existing):
-        db.session.add(Tenant(slug=slug, name=declared[slug] or slug))
-        result.tenants_added.append(slug)
-    db.session.flush()
-    known = existing | set(declared)
+    known = existing | declared
     errors = []
     for index, rule_input in enumerate(inputs):
         if rule_input.tenant and rule_input.tenant not in known:
@@ -574,6 +607,7 @@ def _ensure_tenants(document: Mapping[str, Any], inputs: list[RuleInput],
                                          "tenants or create it first"))
     if errors:
         raise ValidationError(errors)
+    return sorted(declared - existing)
 
 
 def _reserved() -> tuple[str, ...]:

@@ -17,13 +17,14 @@ from ..models import AllowedOrigin, Rule, Tenant
 from ..timefmt import iso_utc
 from .access import Actor, sees, sees_origin, visible_rules, visible_tenants
 from .errors import NotFound
+from .limits import MAX_ID
 from .validation import OriginInput, RuleInput, TenantSelector
 
 
 def get_rule(rule_id: int, actor: Actor | None = None) -> Rule:
     """The rule, if it exists and *actor* may see it (another tenant's rule does not exist
     for a tenant role: the answer is the same as for a missing one)."""
-    rule = db.session.get(Rule, rule_id)
+    rule = db.session.get(Rule, rule_id) if 0 < rule_id <= MAX_ID else None
     if rule is None or not sees(actor, rule):
         raise NotFound(f"there is no rule with id {rule_id}")
     return rule

@@ -20,11 +20,12 @@ from ..request_log.recorder import prune as prune_rows
 from ..timefmt import iso_utc
 from .access import Actor, visible_log_rows, whole_platform
 from .errors import FieldError, ValidationError
+from .limits import MAX_LOOKBACK, whole_number
 
 MAX_PAGE_SIZE = 500
 REASONS = (*REFUSAL_REASONS, OVERFLOW)
-_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"^([0-9]+)\s*([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,13 @@ def parse_duration(text: str, *, field: str = "since") -> timedelta:
     match = _DURATION.match((text or "").strip().lower())
     if match is None:
         raise ValidationError([FieldError(field, "use a duration such as 30m, 1h, 7d or 2w")])
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    amount = whole_number(match.group(1))
+    seconds = _UNIT_SECONDS[match.group(2)]
+    if amount is None or amount * seconds > MAX_LOOKBACK.total_seconds():
+        raise ValidationError([FieldError(
+            field, f"reach back at most {MAX_LOOKBACK.days}d (10 years); use a duration "
+                   "such as 7d or 2w")])
+    return timedelta(seconds=amount * seconds)
 
 
 def validate_filter(*, since: str | None = None, rule: str | None = None,

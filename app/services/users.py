@@ -8,12 +8,12 @@ users. The audit entry carries the current version so it sorts among the policy 
 
 from __future__ import annotations
 
-import re
 import secrets
 from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
 
 from ..extensions import db
 from ..models import ROLES, TENANT_ROLES, Tenant, User
@@ -26,10 +26,26 @@ MIN_PASSWORD = 10
 # Roles of the people who run the platform: admin (everything), editor (rules and origins),
 # viewer (read-only). The tenant roles (TENANT_ROLES) belong to accounts of one tenant.
 PLATFORM_ROLES = ("admin", "editor", "viewer")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 # What a uniqueness rule broken at the last moment most likely means for an account.
 _CONFLICT = ("the change conflicts with a change made meanwhile (for example, a user created "
              "with the same email); reload the page and try again")
+MAX_EMAIL = 254
+
+
+def normalized_email(text: str) -> tuple[str, str | None]:
+    """The address as stored (lowercase, international domains normalised), and what is
+    wrong with it, if anything. Syntax only: whether mail is delivered there is not asked
+    (no DNS lookup while an admin waits)."""
+    text = (text or "").strip()
+    try:
+        checked = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as error:
+        return text.lower(), (f"{str(error).rstrip('.')}; enter an email address such as "
+                              "ops@example.com")
+    email = checked.normalized.lower()
+    if len(email) > MAX_EMAIL:
+        return email, f"an email address has at most {MAX_EMAIL} characters"
+    return email, None
 
 
 def list_users() -> list[User]:
@@ -58,9 +74,9 @@ def create_user(email: str, password: str, *, role: str = "viewer",
     tenant the account may see and change; the platform roles take none.
     """
     errors: list[FieldError] = []
-    email = (email or "").strip().lower()
-    if not _EMAIL.match(email) or len(email) > 254:
-        errors.append(FieldError("email", "enter an email address such as ops@example.com"))
+    email, email_error = normalized_email(email)
+    if email_error:
+        errors.append(FieldError("email", email_error))
     errors.extend(_password_errors(password))
     errors.extend(_role_errors(role, ROLES))
     tenant_id, tenant_errors = _tenant_of(role, (tenant or "").strip() or None)

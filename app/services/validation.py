@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..cors.origins import OriginError, OriginKind, parse_origin
-from ..cors.paths import PathPattern, PatternError, parse_pattern
+from ..cors.origins import OriginError, OriginKind, parse_new_origin, parse_origin
+from ..cors.paths import PathPattern, PatternError, parse_new_pattern
 from ..cors.snapshot import DEFAULT_METHODS
 from ..cors.vocabulary import (
     ENFORCE,
@@ -117,7 +117,7 @@ def validate_rule(
         err("path", "a rule needs a path, such as /api/*")
     else:
         try:
-            pattern = parse_pattern(data["path"])
+            pattern = parse_new_pattern(data["path"])
         except PatternError as exc:
             err("path", str(exc))
         else:
@@ -205,7 +205,7 @@ def validate_origin(item: Any, *, credentials: bool) -> OriginInput:
     else:
         value = item
     try:
-        spec = parse_origin(value)
+        spec = parse_new_origin(value)
     except OriginError as exc:
         errors.append(FieldError("origin", str(exc)))
     else:
@@ -388,7 +388,11 @@ def parse_expiry(value: Any, err) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-12:00 is past the last day a date can hold
+        err("expires_at", "expires_at must fall between the years 1 and 9999 in UTC")
+        return None
 
 
 def _quote(value: Any) -> str:
