@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from app.source import create_source_engine
+from app.runtime import create_source_engine
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -418,7 +418,7 @@ def test_healthz_gives_a_generic_reason_during_a_database_outage(make_app, caplo
 
 
 def test_healthz_of_a_stale_policy_gives_a_generic_error(app, client, policy):
-    from app.source import DatabasePolicySource
+    from app.runtime import DatabasePolicySource
 
     from app.cors import get_control
 
