@@ -86,6 +86,7 @@ def _database_unreachable(error: SQLAlchemyError) -> Response:
     _discard_session()
     version = get_control(current_app).cache.status().version
     _log_failure(error, version)
+    response: Response
     if request.blueprint == "api" or request.path.startswith(API_PREFIX + "/"):
         response = problem(503, "database-unreachable", "Database unreachable",
                            _message(version), policy_version=version)
@@ -121,7 +122,7 @@ def _log_failure(error: SQLAlchemyError, version: int | None) -> None:
 
 def _reason(error: SQLAlchemyError) -> str:
     """The driver's error class and first line; the log is for operators, not clients."""
-    cause = error.orig if getattr(error, "orig", None) is not None else error
+    cause = getattr(error, "orig", None) or error
     first_line = next(iter(str(cause).splitlines()), "")
     return printable(f"{type(cause).__name__}: {first_line}")
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from app.runtime import create_source_engine
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from app.cors.decision import ORIGIN_NOT_ALLOWED, Decision
 from app.request_log import get_request_log
 from app.request_log.recorder import RecorderSettings, RequestLogRecorder
+from app.runtime import create_source_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://app.example.com"
@@ -418,9 +418,8 @@ def test_healthz_gives_a_generic_reason_during_a_database_outage(make_app, caplo
 
 
 def test_healthz_of_a_stale_policy_gives_a_generic_error(app, client, policy):
-    from app.runtime import DatabasePolicySource
-
     from app.cors import get_control
+    from app.runtime import DatabasePolicySource
 
     policy(RULE)
     cache = get_control(app).cache

@@ -53,7 +53,8 @@ def audit_restore(entry_id: int):
                       notice=message, notice_category=category, **_page_context(request.form))
     flash(message, category)
     filters = AuditFilter.from_args(request.form)
-    return redirect(url_for("admin.audit", **_paging_args(request.form), **filters.as_args()))
+    args: dict[str, Any] = {**_paging_args(request.form), **filters.as_args()}
+    return redirect(url_for("admin.audit", **args))
 
 
 def _page_context(args) -> dict[str, Any]:

@@ -106,10 +106,10 @@ class LogQuery:
         rule_id: int | None = None
         if self.rule == NO_RULE:
             rule_path = ""
-        elif whole_number(self.rule) is not None:
-            rule_id = whole_number(self.rule)
-            if rule_id > MAX_ID:
+        elif (number := whole_number(self.rule)) is not None:
+            if number > MAX_ID:
                 raise ValidationError([FieldError("rule", "choose a rule from the list")])
+            rule_id = number
         elif self.rule.startswith("/"):
             rule_path = self.rule
         elif self.rule:

@@ -239,7 +239,8 @@ def origin_add(rule_id: int):
                       **_rule_context(_existing(rule_id), origin_form=origin_form,
                                       origin_errors=errors))
     rule = policy_read.get_rule(rule_id, current_actor())
-    where = f"{rule.path} for tenant {origin.tenant.slug}" if origin.tenant_id else rule.path
+    where = (f"{rule.path} for tenant {origin.tenant.slug}" if origin.tenant is not None
+             else rule.path)
     if created:
         message = f"Allowed {origin.value} on {where}."
     else:

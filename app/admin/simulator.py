@@ -136,7 +136,8 @@ def simulator_allow():
         message, category = allow_on_rule(rule_id, question.origin)
     if not is_htmx():
         flash(message, category)
-        return redirect(url_for("admin.simulator", **question.as_args()), code=303)
+        args: dict[str, Any] = question.as_args()
+        return redirect(url_for("admin.simulator", **args), code=303)
     result = answer(question)
     result.message, result.message_category = message, category
     return _render(result)

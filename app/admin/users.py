@@ -118,7 +118,8 @@ def _page_context(*, form: dict[str, str] | None = None, error: ServiceError | N
 
 # A row offers the roles its account can move between: a platform account the platform
 # roles, a tenant's account the tenant roles.
-_ROLE_CHOICES = {"platform_roles": accounts.PLATFORM_ROLES, "tenant_roles": TENANT_ROLES}
+_ROLE_CHOICES: dict[str, Any] = {"platform_roles": accounts.PLATFORM_ROLES,
+                                 "tenant_roles": TENANT_ROLES}
 
 
 def _tenant_slugs() -> dict[int, str]:

@@ -74,7 +74,8 @@ def _not_found(error: NotFound) -> Response:
 
 @bp.errorhandler(Conflict)
 def _conflict(error: Conflict) -> Response:
-    extra = {} if error.current_version is None else {"current_version": error.current_version}
+    extra: dict[str, Any] = ({} if error.current_version is None
+                             else {"current_version": error.current_version})
     return problem(409, "conflict", "Conflict", str(error), **extra)
 
 
@@ -86,7 +87,7 @@ def _forbidden(error: Forbidden) -> Response:
 def _http_problem(error: HTTPException) -> Response:
     headers = {}
     if error.code == 405 and getattr(error, "valid_methods", None):
-        headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]  # MethodNotAllowed
     kind = (error.name or "error").lower().replace(" ", "-")
     return problem(error.code or 500, kind, error.name, error.description or "",
                    headers=headers)

@@ -42,7 +42,7 @@ def origin_resource(origin: AllowedOrigin, *, now: datetime | None = None) -> di
         "note": origin.note or "",
         "expires_at": iso(origin.expires_at),
         "expired": origin.expires_at is not None and origin.expires_at <= now,
-        "tenant": origin.tenant.slug if origin.tenant_id is not None else None,
+        "tenant": origin.tenant.slug if origin.tenant is not None else None,
         "added_by": origin.added_by or "",
         "added_at": iso(origin.added_at),
     }
@@ -56,7 +56,7 @@ def token_resource(token: ApiToken) -> dict[str, Any]:
     return {
         "name": token.name,
         "role": token.role,
-        "tenant": token.tenant.slug if token.tenant_id is not None else None,
+        "tenant": token.tenant.slug if token.tenant is not None else None,
         "expires_at": iso(token.expires_at),
         "created_at": iso(token.created_at),
         "last_used_at": iso(token.last_used_at),

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, flash, redirect, request, url_for
 from flask_login import current_user, login_user, logout_user
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..admin.rendering import is_htmx, render
 from ..extensions import login_manager
@@ -61,7 +62,7 @@ def logout():
 
 
 @login_manager.unauthorized_handler
-def unauthorized() -> Response:
+def unauthorized() -> WerkzeugResponse:
     """A signed-out htmx request redirects the whole page; never swaps the login form in."""
     target = url_for("auth.login", next=request.full_path if request.method == "GET"
                      else None)

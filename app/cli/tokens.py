@@ -54,7 +54,7 @@ def tokens_list() -> None:
 
 
 def _token_row(token: ApiToken) -> tuple[str, ...]:
-    return (token.name, token.role, token.tenant.slug if token.tenant_id else "-",
+    return (token.name, token.role, token.tenant.slug if token.tenant is not None else "-",
             token_state(token), when(token.expires_at), when(token.last_used_at, "never"),
             when(token.created_at))
 

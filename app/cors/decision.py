@@ -8,8 +8,8 @@ raises on hostile input: anything it cannot make sense of is a refusal with a re
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from .snapshot import Allowlist, CompiledRule, PolicySnapshot
 from .text import printable
@@ -20,6 +20,20 @@ from .vocabulary import (
     TENANT_FROM_SUBDOMAIN,
     TENANT_FROM_VIEW_ARG,
 )
+
+
+class RequestHeaders(Protocol):
+    """What :func:`decide` reads of the request headers: ``get(name)``, case-insensitive,
+    None when absent (werkzeug's ``Headers``, or the engine's view of the WSGI environ)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+class RouteArgs(Protocol):
+    """The URL variables of the Flask route: ``get(name)``, None when absent."""
+
+    def get(self, key: str, /) -> object: ...
+
 
 ALLOWED = "allowed"
 NO_ORIGIN = "no-origin"
@@ -126,9 +140,9 @@ def decide(
     snapshot: PolicySnapshot | None,
     method: str,
     path: str,
-    headers: Mapping[str, str],
+    headers: RequestHeaders,
     *,
-    route_args: Mapping[str, object] | None = None,
+    route_args: RouteArgs | None = None,
     now: float | None = None,
 ) -> Decision:
     """Decide a request.
@@ -167,8 +181,8 @@ def decide(
 def _tenant_allowlist(
     snapshot: PolicySnapshot,
     rule: CompiledRule,
-    headers: Mapping[str, str],
-    route_args: Mapping[str, object] | None,
+    headers: RequestHeaders,
+    route_args: RouteArgs | None,
 ) -> Allowlist:
     tenant = tenant_of(rule, headers, route_args)
     if tenant is not None and tenant in snapshot.tenants:
@@ -181,7 +195,7 @@ def _tenant_allowlist(
 
 
 def tenant_of(
-    rule: CompiledRule, headers: Mapping[str, str], route_args: Mapping[str, object] | None
+    rule: CompiledRule, headers: RequestHeaders, route_args: RouteArgs | None
 ) -> str | None:
     """The tenant a request names, where the rule says to look; None when it names none."""
     source = rule.tenant_source
@@ -202,7 +216,7 @@ def tenant_of(
     return None
 
 
-def _is_preflight(method: str, headers: Mapping[str, str]) -> bool:
+def _is_preflight(method: str, headers: RequestHeaders) -> bool:
     return method == "OPTIONS" and headers.get("Access-Control-Request-Method") is not None
 
 
@@ -232,7 +246,7 @@ def _origin_refusal(rule: CompiledRule, allowlist: Allowlist) -> tuple[str, str]
 
 def _decide_actual(
     rule: CompiledRule, allowlist: Allowlist, origin: str, method: str,
-    headers: Mapping[str, str], now: float | None,
+    headers: RequestHeaders, now: float | None,
 ) -> Decision:
     grant = _origin_grant(rule, allowlist, origin, now)
     credentialed = headers.get("Cookie") is not None
@@ -257,13 +271,13 @@ def _decide_actual(
         return Decision(allowed=True, reason=reason, rule=rule, detail=detail, report_only=True,
                         tenant=tenant, headers=_actual_headers(rule, grant or origin))
     memo = rule.memo
-    key = (reason, detail, tenant)
-    decision = memo.get(key)
+    refusal = (reason, detail, tenant)
+    decision = memo.get(refusal)
     if decision is None:
         decision = Decision(allowed=False, reason=reason, rule=rule, detail=detail,
                             tenant=tenant, headers=(("Vary", VARY_ACTUAL),))
         if len(memo) < MEMO_LIMIT:
-            memo[key] = decision
+            memo[refusal] = decision
     return decision
 
 
@@ -302,7 +316,7 @@ def _decide_preflight(
     allowlist: Allowlist,
     origin: str,
     request_method: str,
-    headers: Mapping[str, str],
+    headers: RequestHeaders,
     now: float | None,
 ) -> Decision:
     grant = _origin_grant(rule, allowlist, origin, now)
@@ -325,7 +339,7 @@ def _decide_preflight(
     elif private_network and not rule.allow_private_network:
         reason = PRIVATE_NETWORK_NOT_ALLOWED
 
-    if reason == ALLOWED:
+    if grant is not None and reason == ALLOWED:
         return Decision(allowed=True, reason=ALLOWED, rule=rule, preflight=True, tenant=tenant,
                         headers=_preflight_headers(rule, grant, rule.allow_methods_value,
                                                    requested, private_network))

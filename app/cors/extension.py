@@ -18,15 +18,20 @@ select a tenant by one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 from .cache import PolicyCache, PolicySource
-from .decision import NO_ORIGIN, POLICY_UNAVAILABLE, Decision, decide
+from .decision import NO_ORIGIN, POLICY_UNAVAILABLE, Decision, RequestHeaders, decide
 from .text import printable
 
 DecisionListener = Callable[[Decision, "RequestView"], None]
@@ -72,13 +77,14 @@ class CorsControl:
         self._excluded_prefixes = excluded_prefixes
         self._api_prefixes = api_prefixes
         self.listeners: list[DecisionListener] = []
-        self.cache: PolicyCache | None = None
+        # Made here so that it is never None; init_app sets the app's interval on it.
+        self.cache = PolicyCache(source, interval=interval or 0.5)
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        interval = self._interval or float(app.config.get("CORS_REFRESH_INTERVAL", 0.5))
-        self.cache = PolicyCache(self._source, interval=interval)
+        if self._interval is None:
+            self.cache.interval = float(app.config.get("CORS_REFRESH_INTERVAL", 0.5))
         self.excluded = tuple(
             self._excluded_prefixes
             if self._excluded_prefixes is not None
@@ -93,8 +99,9 @@ class CorsControl:
             else app.config.get("CORS_API_PREFIXES", ("/api/",))
         )
         self.app = app
-        self._adapters: dict[tuple, Any] = {}
+        self._adapters: dict[tuple[object, ...], MapAdapter] = {}
         app.extensions[_EXTENSION_KEY] = self
+        # Flask's documented way to wrap the app in WSGI middleware.
         app.wsgi_app = _CorsMiddleware(app.wsgi_app, self)  # type: ignore[method-assign]
 
     def add_listener(self, listener: DecisionListener) -> None:
@@ -103,11 +110,11 @@ class CorsControl:
         must not raise; an exception is logged and the request goes on."""
         self.listeners.append(listener)
 
-    def decide(self, method: str, path: str, headers) -> Decision:
+    def decide(self, method: str, path: str, headers: RequestHeaders) -> Decision:
         """Decide with this process's current snapshot, as a request would be."""
         return decide(self.cache.get(), method, path, headers)
 
-    def _url_adapter(self, environ: dict[str, Any]):
+    def _url_adapter(self, environ: WSGIEnvironment) -> MapAdapter:
         """The app's URL map bound to the request's host, script root and scheme; binding
         costs more than matching, so adapters are kept per (host, root, scheme), bounded."""
         key = (environ.get("HTTP_HOST"), environ.get("SCRIPT_NAME"),
@@ -178,27 +185,30 @@ class _RouteArgs:
         self.control = control
         self.environ = environ
         self.path = path
-        self._args: dict[str, Any] | None = None
+        self._args: Mapping[str, Any] | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
-        if self._args is None:
+        args = self._args
+        if args is None:
             try:
-                _endpoint, self._args = self.control._url_adapter(self.environ).match(
+                _endpoint, args = self.control._url_adapter(self.environ).match(
                     self.path, self.environ.get("REQUEST_METHOD", "GET"))
             except HTTPException:
-                self._args = {}
-        return self._args.get(name, default)
+                args = {}
+            self._args = args
+        return args.get(name, default)
 
     def __bool__(self) -> bool:
         return True
 
 
 class _CorsMiddleware:
-    def __init__(self, wsgi_app: Callable, control: CorsControl) -> None:
+    def __init__(self, wsgi_app: WSGIApplication, control: CorsControl) -> None:
         self.wsgi_app = wsgi_app
         self.control = control
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
         control = self.control
         path = _request_path(environ)
         if path in control._excluded_exact or path.startswith(control._excluded_trees):
@@ -217,7 +227,8 @@ class _CorsMiddleware:
             return _answer_preflight(decision, start_response)
         grant = decision.headers
 
-        def start_with_cors(status: str, headers: list[tuple[str, str]], exc_info=None):
+        def start_with_cors(status: str, headers: list[tuple[str, str]],
+                            exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
             _apply(headers, grant)
             return start_response(status, headers, exc_info)
 
@@ -275,7 +286,7 @@ def _merged_vary(lines: list[str], value: str) -> str:
     return ", ".join([kept, *missing]) if kept else ", ".join(missing)
 
 
-def _answer_preflight(decision: Decision, start_response: Callable) -> list[bytes]:
+def _answer_preflight(decision: Decision, start_response: StartResponse) -> list[bytes]:
     if decision.allowed:
         start_response(_STATUS[204], list(decision.headers))
         return [b""]
@@ -293,9 +304,10 @@ def _answer_preflight(decision: Decision, start_response: Callable) -> list[byte
 def get_control(app: Flask) -> CorsControl:
     """The :class:`CorsControl` attached to *app*."""
     try:
-        return app.extensions[_EXTENSION_KEY]
+        control: CorsControl = app.extensions[_EXTENSION_KEY]
     except KeyError:
         raise RuntimeError(
             "CorsControl is not attached to this app; call CorsControl(app, source=...)"
         ) from None
+    return control
 

@@ -62,7 +62,7 @@ class OriginSpec:
 ANY_ORIGIN = OriginSpec(value="*", kind=OriginKind.ANY)
 
 
-def parse_origin(text: str) -> OriginSpec:
+def parse_origin(text: object) -> OriginSpec:
     """Validate *text* as an allowlist entry and return its canonical form.
 
     Accepted: ``http(s)://host[:port]``, ``https://*.example.com`` (one or more whole labels
@@ -70,7 +70,7 @@ def parse_origin(text: str) -> OriginSpec:
     Whether ``*`` fits the rule (no credentials) is the rule's check, not this function's;
     what only a new entry must also meet is :func:`parse_new_origin`'s.
     """
-    _check_text(text)
+    text = _check_text(text)
     if text == "*":
         return ANY_ORIGIN
     if text.lower() == "null":
@@ -105,7 +105,7 @@ def parse_origin(text: str) -> OriginSpec:
     )
 
 
-def parse_new_origin(text: str) -> OriginSpec:
+def parse_new_origin(text: object) -> OriginSpec:
     """:func:`parse_origin`, plus the rules an entry must meet when it is saved: a subdomain
     wildcard names a registered domain, never a public suffix (``*.co.uk``,
     ``*.github.io``), where every registrant is a different site.
@@ -130,7 +130,7 @@ def _public_suffixes() -> PublicSuffixList:
     return PublicSuffixList()
 
 
-def _check_text(text: str) -> None:
+def _check_text(text: object) -> str:
     """What any entry must be before it is read as an origin: short printable text."""
     if not isinstance(text, str):
         raise OriginError("an origin must be text such as https://app.example.com")
@@ -149,6 +149,7 @@ def _check_text(text: str) -> None:
         raise OriginError("an origin has no whitespace inside it; enter one origin per entry")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         raise OriginError("the origin contains control characters; type it again")
+    return text
 
 
 def _split_scheme(text: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .origins import OriginError, OriginKind, parse_origin
 from .paths import PathPattern, PatternIndex, parse_pattern
@@ -23,6 +24,9 @@ from .vocabulary import (
     REPORT_ONLY,
     TENANT_FROM_SUBDOMAIN,
 )
+
+if TYPE_CHECKING:
+    from .decision import Decision
 
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE")
 
@@ -104,7 +108,7 @@ class OriginSet:
                 self._store(self._any_port, (spec.scheme, spec.host), expiry)
 
     @staticmethod
-    def _store(table: dict, key: object, expiry: float | None) -> None:
+    def _store(table: dict[Any, float | None], key: object, expiry: float | None) -> None:
         table[key] = _later(table[key], expiry) if key in table else expiry
 
     def __len__(self) -> int:
@@ -145,7 +149,7 @@ class OriginSet:
         return key in self._any_port and _live(self._any_port[key], now)
 
     def allows_any(self, now: float | None = None) -> bool:
-        return self.any is not False and _live(self.any, now)  # type: ignore[arg-type]
+        return self.any is not False and _live(self.any, now)
 
 
 def _live(expiry: float | None, now: float | None) -> bool:
@@ -194,7 +198,7 @@ class CompiledRule:
     allowlist: Allowlist = field(init=False, repr=False)
     # Decisions that depend only on this rule and a few request values, kept by decide() so
     # the common cases build no new object; bounded (see decision.MEMO_LIMIT).
-    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    memo: dict[object, Decision] = field(default_factory=dict, repr=False, compare=False)
 
     tenant_allowlists: dict[str, Allowlist] = field(init=False, repr=False)
 
@@ -276,12 +280,12 @@ class PolicySnapshot:
         so past that the index answers each time (it is fast, only not free).
         """
         paths = self._paths
-        rule = paths.get(path, _MISSING)
+        rule: object = paths.get(path, _MISSING)  # one dictionary lookup on the hot path
         if rule is _MISSING:
             rule = self._index.lookup(path)
             if len(paths) < PATH_MEMO_LIMIT:
-                paths[path] = rule
-        return rule  # type: ignore[return-value]
+                paths[path] = rule  # type: ignore[assignment]  # lookup() returns a rule or None
+        return rule  # type: ignore[return-value]  # the sentinel was replaced above
 
     @property
     def origin_count(self) -> int:

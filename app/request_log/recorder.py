@@ -41,7 +41,7 @@ from ..cors.text import printable
 from ..models import RequestLogEntry
 
 if TYPE_CHECKING:
-    from werkzeug.wrappers import Request
+    from ..cors.extension import RequestView as Request
 
 logger = logging.getLogger("app.cors")
 

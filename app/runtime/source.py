@@ -59,7 +59,8 @@ class DatabasePolicySource:
         for _attempt in range(5):
             with self.engine.connect() as conn:
                 before = _version(conn)
-                tenants = dict(conn.execute(sa.select(_tenants.c.id, _tenants.c.slug)).all())
+                tenants: dict[int, str] = dict(
+                    conn.execute(sa.select(_tenants.c.id, _tenants.c.slug)).all())
                 specs = _load_rules(conn, tenants)
                 if _version(conn) == before:
                     break

@@ -154,13 +154,13 @@ def _count_attempt(key: str, now: datetime, *, fresh: sa.ColumnElement[bool],
     if checked_freely:
         last_check = sa.case((sa.or_(fresh, c.attempts < checked_freely), at),
                              else_=c.last_check)
-    statement = statement.on_conflict_do_update(index_elements=[c.key], set_={
+    upsert = statement.on_conflict_do_update(index_elements=[c.key], set_={
         "attempts": sa.case((fresh, 1), else_=c.attempts + 1),
         "window_start": sa.case((fresh, at), else_=c.window_start),
         "last_attempt": at,
         "last_check": last_check,
     }).returning(c.attempts, c.window_start, c.last_check)
-    row = db.session.execute(statement).one()
+    row = db.session.execute(upsert).one()
     db.session.commit()
     return row
 
@@ -172,7 +172,7 @@ def _claim_check(key: str, seen: datetime | None, now: datetime) -> bool:
     result = db.session.execute(
         sa.update(_throttle).where(c.key == key, unchanged).values(last_check=now))
     db.session.commit()
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 def _signed_in(account: str, address: str) -> None:

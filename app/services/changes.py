@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
@@ -38,7 +39,7 @@ class Unchanged(Exception):
 
     def __init__(self, result: object) -> None:
         super().__init__("nothing to change")
-        self.result = result
+        self.result: Any = result  # each caller knows what it put there
 
 
 class Change:

@@ -60,7 +60,7 @@ def update_rule(
     try:
         return _update_rule(rule_id, data, actor=actor, expected_version=expected_version)
     except Unchanged as unchanged:
-        return unchanged.result  # type: ignore[return-value]
+        return unchanged.result
 
 
 def _update_rule(
@@ -136,11 +136,12 @@ def add_origin(
             db.session.flush()
             db.session.refresh(origin, ["tenant"])
             change.audit("origin.add", f"allowed {origin.value} on {rule.path}"
-                         + (f" for tenant {origin.tenant.slug}" if origin.tenant_id else ""),
+                         + (f" for tenant {origin.tenant.slug}"
+                            if origin.tenant is not None else ""),
                          rule=rule, before=before, after=rule_to_dict(rule, actor),
                          tenant_id=tenant_id)
     except Unchanged as unchanged:
-        return unchanged.result, False  # type: ignore[return-value]
+        return unchanged.result, False
     return origin, True
 
 
@@ -209,7 +210,7 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
                          f"restored rule {rule.path} to its state {state} audit entry "
                          f"{entry_id}", rule=rule, before=before, after=rule_to_dict(rule))
     except Unchanged as unchanged:
-        return unchanged.result  # type: ignore[return-value]
+        return unchanged.result
     return rule
 
 
@@ -226,7 +227,7 @@ def purge_expired_origins(retention_days: float, *, actor: Actor = SYSTEM) -> in
         by_rule.setdefault(origin.rule_id, []).append(origin)
     with policy_change(actor) as change:
         for rule_id, origins in by_rule.items():
-            rule = db.session.get(Rule, rule_id)
+            rule = db.session.get_one(Rule, rule_id)
             before = rule_to_dict(rule)
             for origin in origins:
                 rule.origins.remove(db.session.merge(origin))
@@ -453,14 +454,14 @@ def _apply(rule: Rule, data: RuleInput, actor: Actor) -> None:
         if key not in wanted:
             rule.origins.remove(origin)
     for key, origin_input in wanted.items():
-        origin = current.get(key)
-        if origin is None:
-            origin = _new_origin(origin_input, actor)
-            origin.tenant_id = key[0]
-            rule.origins.append(origin)
+        kept = current.get(key)
+        if kept is None:
+            added = _new_origin(origin_input, actor)
+            added.tenant_id = key[0]
+            rule.origins.append(added)
         else:
-            origin.note = origin_input.note
-            origin.expires_at = origin_input.expires_at
+            kept.note = origin_input.note
+            kept.expires_at = origin_input.expires_at
     _touch(rule, actor)
 
 

@@ -57,7 +57,7 @@ def rule_to_dict(rule: Rule, actor: Actor | None = None) -> dict[str, Any]:
         "mode": rule.mode,
         "description": rule.description or "",
     }
-    return _with_tenancy(data, rule.tenant.slug if rule.tenant_id else None,
+    return _with_tenancy(data, rule.tenant.slug if rule.tenant is not None else None,
                          TenantSelector(rule.tenant_source, rule.tenant_key,
                                         rule.unknown_tenant))
 
@@ -95,7 +95,7 @@ def _with_tenancy(data: dict[str, Any], owner: str | None,
 def _slug(origin: AllowedOrigin | OriginInput) -> str:
     if isinstance(origin, OriginInput):
         return origin.tenant or ""
-    return origin.tenant.slug if origin.tenant_id is not None else ""
+    return origin.tenant.slug if origin.tenant is not None else ""
 
 
 def origin_to_json(origin: AllowedOrigin | OriginInput) -> str | dict[str, Any]:

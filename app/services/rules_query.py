@@ -261,5 +261,5 @@ def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
             off = None
         methods, endpoints = routes[route]
         result.append(RouteCoverage(route, sample, tuple(sorted(methods)),
-                                    tuple(sorted(endpoints)), rule, off))  # type: ignore[arg-type]
+                                    tuple(sorted(endpoints)), rule, off))  # type: ignore[arg-type]  # the index holds Rules
     return result

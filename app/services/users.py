@@ -117,7 +117,7 @@ def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
             change.audit("user.enable" if active else "user.disable", f"{verb} {user.email}",
                          before=before, after=_state(user), tenant_id=user.tenant_id)
     except Unchanged as unchanged:
-        return unchanged.result  # type: ignore[return-value]
+        return unchanged.result
     return user
 
 
@@ -149,7 +149,7 @@ def set_user_role(user_id: int, role: str, *, actor: Actor) -> User:
                          f"changed the role of {user.email} from {before['role']} to {role}",
                          before=before, after=_state(user), tenant_id=user.tenant_id)
     except Unchanged as unchanged:
-        return unchanged.result  # type: ignore[return-value]
+        return unchanged.result
     return user
 
 

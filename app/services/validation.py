@@ -128,7 +128,7 @@ def validate_rule(
     credentials = _boolean(data, "supports_credentials", False, err)
     rule = RuleInput(
         path=pattern.text if pattern else "",
-        pattern=pattern,  # type: ignore[arg-type]
+        pattern=pattern,  # type: ignore[arg-type]  # None only with errors, raised below
         methods=_methods(data.get("methods", list(DEFAULT_METHODS)), err),
         allow_headers=_header_list(data.get("allow_headers", ["*"]), "allow_headers", err,
                                    lower=True, star=True),
