@@ -27,6 +27,7 @@ from .access import SYSTEM, Actor, owns, require_writer, sees, visible_audit_ent
 from .changes import Unchanged, policy_change, policy_version
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .policy_read import get_rule, rule_input_to_dict, rule_to_dict
+from .tenants import tenant_slug
 from .validation import (
     RULE_FIELDS,
     TENANT_SLUG,
@@ -540,8 +541,7 @@ def _scoped_input(rule_input: RuleInput, actor: Actor) -> RuleInput:
             "tenant_selector", "only admins and editors create rules that select tenants")])
     if any(o.tenant for o in rule_input.origins):
         raise ValidationError([FieldError("origins", "origins of your rule have no tenant")])
-    slug = db.session.scalar(sa.select(Tenant.slug).where(Tenant.id == actor.tenant_id))
-    rule_input.tenant = slug
+    rule_input.tenant = tenant_slug(actor.tenant_id)
     return rule_input
 
 
