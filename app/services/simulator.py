@@ -154,7 +154,7 @@ class Validation:
     hints: list[str] = field(default_factory=list)
     request: SimulatedRequest | None = None
 
-    def problem(self, field_name: str, message: str) -> None:
+    def add_error(self, field_name: str, message: str) -> None:
         self.errors.append(FieldError(field_name, message))
 
 
@@ -187,21 +187,21 @@ def validate_request(
 
 def _origin(origin: str, validation: Validation) -> None:
     if not origin:
-        validation.problem(
+        validation.add_error(
             "origin", "enter the Origin header to test, such as https://app.example.com")
     elif any(ch in origin for ch in "\r\n"):
-        validation.problem("origin", "no request can carry a line break in its Origin header")
+        validation.add_error("origin", "no request can carry a line break in its Origin header")
     elif len(origin) > MAX_TEXT:
-        validation.problem("origin", f"an Origin header has at most {MAX_TEXT} characters")
+        validation.add_error("origin", f"an Origin header has at most {MAX_TEXT} characters")
 
 
 def _method(method: str, validation: Validation) -> str | None:
     if not method:
-        validation.problem("method", "type the method to test, such as PROPFIND")
+        validation.add_error("method", "type the method to test, such as PROPFIND")
         return None
     if not _TOKEN.fullmatch(method) or len(method) > MAX_METHOD:
-        validation.problem("method", f"a method is one word of {TOKEN_CHARACTERS}, "
-                                     "such as PROPFIND")
+        validation.add_error("method", f"a method is one word of {TOKEN_CHARACTERS}, "
+                                       "such as PROPFIND")
         return None
     if method.upper() in FETCH_UPPERCASED and method != method.upper():
         validation.hints.append(f"browsers send {method} as {method.upper()}; "
@@ -223,11 +223,11 @@ def _path(path: str, validation: Validation) -> str | None:
         path = re.split(r"[?#]", path, maxsplit=1)[0]
         validation.hints.append(f"the query string plays no part in the decision: {path}")
     if not path:
-        validation.problem("path", "enter the path to call, such as /api/orders")
+        validation.add_error("path", "enter the path to call, such as /api/orders")
     elif not path.startswith("/"):
-        validation.problem("path", f"a path starts with /, as in /{path[:100]}")
+        validation.add_error("path", f"a path starts with /, as in /{path[:100]}")
     elif len(path) > MAX_TEXT:
-        validation.problem("path", f"a path has at most {MAX_TEXT} characters")
+        validation.add_error("path", f"a path has at most {MAX_TEXT} characters")
     else:
         return path
     return None
@@ -235,15 +235,15 @@ def _path(path: str, validation: Validation) -> str | None:
 
 def _header_names(names: Sequence[str], validation: Validation) -> list[str]:
     if len(names) > MAX_HEADER_NAMES:
-        validation.problem("headers", f"at most {MAX_HEADER_NAMES} header names")
+        validation.add_error("headers", f"at most {MAX_HEADER_NAMES} header names")
         return []
     for name in names:
         if any(ch in name for ch in "\r\n"):
-            validation.problem("headers", "header names cannot contain line breaks")
+            validation.add_error("headers", "header names cannot contain line breaks")
         elif not _TOKEN.fullmatch(name):
-            validation.problem("headers", f'"{printable(name, 100)}" is not a header name: a '
-                                          f"header name is one word of {TOKEN_CHARACTERS}, "
-                                          "such as x-request-id")
+            validation.add_error("headers", f'"{printable(name, 100)}" is not a header name: '
+                                            f"a header name is one word of {TOKEN_CHARACTERS}, "
+                                            "such as x-request-id")
     forbidden = sorted({n.lower() for n in names if n.lower() in FORBIDDEN_HEADERS
                         or n.lower().startswith(("proxy-", "sec-"))})
     if forbidden:
