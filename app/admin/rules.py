@@ -14,7 +14,7 @@ from flask import current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from ..cors.snapshot import DEFAULT_METHODS
-from ..cors.vocabulary import APPLIED_MODES, ENFORCE, MODES, OFF
+from ..cors.vocabulary import APPLIED_MODES, ENFORCE, MODES, NO_TENANT_SOURCE, OFF
 from ..extensions import db
 from ..models import Rule
 from ..services import access, policy, policy_read, rules_query
@@ -178,7 +178,7 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
         page=page_arg(request.args, "opage"),
         per_page=page_arg(request.args, "per_page", rules_query.ORIGINS_PER_PAGE),
         api_is_https=_api_is_https(), actor=actor)
-    selects_tenant = rule.tenant_source != "none"
+    selects_tenant = rule.tenant_source != NO_TENANT_SOURCE
     return {
         "rule": rule,
         "can_change": access.can_change_options(actor, rule),
