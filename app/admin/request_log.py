@@ -27,7 +27,7 @@ from ..cors import get_control
 from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
 from ..cors.snapshot import PolicySnapshot
 from ..cors.text import escape_unprintable
-from ..cors.vocabulary import APPLIED_MODES
+from ..cors.vocabulary import APPLIED_MODES, NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.access import visible_log_rows, visible_rules
@@ -292,7 +292,7 @@ def _rules_now(*, ids: list[int] | None = None, limit: int | None = None
         query = query.where(Rule.id.in_(set(ids)))
     if limit is not None:
         query = query.limit(limit)
-    return {rule_id: RuleNow(path, source != "none")
+    return {rule_id: RuleNow(path, source != NO_TENANT_SOURCE)
             for rule_id, path, source in db.session.execute(query)}
 
 

@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..cors.decision import NO_RULE, Decision
 from ..cors.text import printable
+from ..cors.vocabulary import REPORT_ONLY
 from ..models import RequestLogEntry
 
 if TYPE_CHECKING:
@@ -445,7 +446,7 @@ def _log_refusal(key: Key, request: Request) -> None:
     _bucket, rule_path, _tenant, origin, reason, detail, mode = key
     logger.info(
         "CORS %s %s: origin=%s rule=%s method=%s path=%s%s",
-        "would refuse (report-only)" if mode == "report-only" else "refused",
+        "would refuse (report-only)" if mode == REPORT_ONLY else "refused",
         reason, origin, printable(rule_path) or "(none)",
         printable(request.method), printable(request.path, 200),
         f" detail={detail}" if detail else "",

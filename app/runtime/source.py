@@ -12,6 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from ..cors.snapshot import OriginEntry, RuleSpec
+from ..cors.vocabulary import OFF
 from ..models import AllowedOrigin, PolicyState, Rule, Tenant
 
 _rules = Rule.__table__
@@ -78,13 +79,13 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
     origins: dict[int, list[OriginEntry]] = {}
     query = sa.select(
         _origins.c.rule_id, _origins.c.value, _origins.c.expires_at, _origins.c.tenant_id
-    ).join(_rules, _rules.c.id == _origins.c.rule_id).where(_rules.c.mode != "off")
+    ).join(_rules, _rules.c.id == _origins.c.rule_id).where(_rules.c.mode != OFF)
     for rule_id, value, expires_at, tenant_id in conn.execute(query):
         tenant = tenants.get(tenant_id) if tenant_id is not None else None
         origins.setdefault(rule_id, []).append(
             OriginEntry(value, _timestamp(expires_at), tenant))
     specs = []
-    for row in conn.execute(sa.select(_rules).where(_rules.c.mode != "off")):
+    for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF)):
         specs.append(
             RuleSpec(
                 rule_id=row.id,

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from ..cors.vocabulary import NO_TENANT_SOURCE
 from ..models import AllowedOrigin, AuditEntry, RequestLogEntry, Rule, Tenant
 from .errors import Forbidden
 
@@ -98,7 +99,7 @@ def sees(actor: Actor | None, rule: Owned) -> bool:
     if tenant_id is None:
         return True
     return rule.tenant_id == tenant_id or (rule.tenant_id is None
-                                           and rule.tenant_source != "none")
+                                           and rule.tenant_source != NO_TENANT_SOURCE)
 
 
 def owns(actor: Actor, rule: Owned) -> bool:
@@ -130,7 +131,7 @@ def visible_rules(actor: Actor | None) -> sa.ColumnElement[bool]:
         return sa.true()
     return sa.or_(
         Rule.tenant_id == tenant_id,
-        sa.and_(Rule.tenant_id.is_(None), Rule.tenant_source != "none"),
+        sa.and_(Rule.tenant_id.is_(None), Rule.tenant_source != NO_TENANT_SOURCE),
     )
 
 
@@ -154,7 +155,8 @@ def visible_log_rows(actor: Actor | None) -> sa.ColumnElement[bool]:
     if tenant_id is None:
         return sa.true()
     own_rules = sa.select(Rule.id).where(Rule.tenant_id == tenant_id)
-    selecting = sa.select(Rule.id).where(Rule.tenant_id.is_(None), Rule.tenant_source != "none")
+    selecting = sa.select(Rule.id).where(Rule.tenant_id.is_(None),
+                                         Rule.tenant_source != NO_TENANT_SOURCE)
     slug = sa.select(Tenant.slug).where(Tenant.id == tenant_id).scalar_subquery()
     return sa.or_(
         RequestLogEntry.rule_id.in_(own_rules),

@@ -20,6 +20,7 @@ from flask import current_app
 from sqlalchemy.orm import selectinload
 
 from ..cors.paths import find_tie, parse_pattern
+from ..cors.vocabulary import NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import AllowedOrigin, AuditEntry, Rule, Tenant, utcnow
 from ..timefmt import iso_utc
@@ -536,7 +537,7 @@ def _scoped_input(rule_input: RuleInput, actor: Actor) -> RuleInput:
     """A tenant role's rules belong to its tenant and cannot select other tenants."""
     if not actor.scoped:
         return rule_input
-    if rule_input.selector.source != "none":
+    if rule_input.selector.source != NO_TENANT_SOURCE:
         raise ValidationError([FieldError(
             "tenant_selector", "only admins and editors create rules that select tenants")])
     if any(o.tenant for o in rule_input.origins):
@@ -553,7 +554,7 @@ def _origin_tenant(rule: Rule, actor: Actor, tenant: str | None) -> int | None:
         return actor.tenant_id  # a shared tenant-selecting rule: the actor's own list
     if tenant is None:
         return None
-    if rule.tenant_source == "none":
+    if rule.tenant_source == NO_TENANT_SOURCE:
         raise ValidationError([FieldError(
             "tenant", f"rule {rule.path} does not select tenants; add the origin without a "
                       "tenant")])

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
+from ..cors.vocabulary import NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from ..timefmt import iso_utc
@@ -86,7 +87,7 @@ def _with_tenancy(data: dict[str, Any], owner: str | None,
     """Tenant fields appear only when used, so plain policies read like flask-cors's."""
     if owner:
         data["tenant"] = owner
-    if selector.source != "none":
+    if selector.source != NO_TENANT_SOURCE:
         data["tenant_selector"] = {"source": selector.source, "key": selector.key,
                                    "unknown": selector.unknown}
     return data

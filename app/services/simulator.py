@@ -22,6 +22,12 @@ from ..cors.decision import ORIGIN_NOT_ALLOWED, UNKNOWN_TENANT, Decision, decide
 from ..cors.origins import OriginError, OriginKind, parse_origin
 from ..cors.snapshot import CompiledRule, PolicySnapshot
 from ..cors.text import printable
+from ..cors.vocabulary import (
+    NO_TENANT_SOURCE,
+    TENANT_FROM_HEADER,
+    TENANT_FROM_SUBDOMAIN,
+    TENANT_FROM_VIEW_ARG,
+)
 from .access import Actor
 from .errors import FieldError, NotFound, ValidationError
 from .policy import add_origin
@@ -385,7 +391,7 @@ def allow_refused_origin(rule_id: int, origin: str, *, actor: Actor,
     by the policy service, when :func:`one_click_refusal` does not refuse it. Returns what was
     done, in words; raises :class:`NotFound` or :class:`ValidationError` (which says why)."""
     rule = get_rule(rule_id, actor)
-    refusal = one_click_refusal(origin, selects_tenant=rule.tenant_source != "none",
+    refusal = one_click_refusal(origin, selects_tenant=rule.tenant_source != NO_TENANT_SOURCE,
                                 tenant=tenant)
     if refusal is not None:
         raise ValidationError([FieldError("", refusal)])
@@ -406,11 +412,11 @@ def allows_origin_now(snapshot: PolicySnapshot | None, rule: CompiledRule | None
     headers = Headers({"Origin": origin})
     route_args: dict[str, str] | None = None
     if tenant and rule.selects_tenant:
-        if rule.tenant_source == "header":
+        if rule.tenant_source == TENANT_FROM_HEADER:
             headers[rule.tenant_key] = tenant
-        elif rule.tenant_source == "subdomain":
+        elif rule.tenant_source == TENANT_FROM_SUBDOMAIN:
             headers["Host"] = f"{tenant}.{rule.tenant_key}"
-        elif rule.tenant_source == "view-arg":
+        elif rule.tenant_source == TENANT_FROM_VIEW_ARG:
             route_args = {rule.tenant_key: tenant}
     # A rule's own pattern is a path it governs, and no other rule governs it more closely
     # (equally close rules are refused on save); the check below makes sure of it.
