@@ -1,8 +1,10 @@
-"""Reading rules for the dashboard: search, filters, pages, origin counts, route coverage.
+"""Reading rules for the dashboard and the API: search, filters, pages, origin counts, route
+coverage.
 
 Writes go through :mod:`.policy`; this module only reads, with a bounded number of queries
 per page whatever the size of the policy (10,000 rules, 100,000 origins): one for a page of
-rules, one for the total, one grouped count of their origins.
+rules, one for the total, one for their tenants (when any has one), one grouped count of
+their origins.
 """
 
 from __future__ import annotations
