@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -152,3 +153,24 @@ def test_bootstrap_creates_one_admin_and_loads_the_demo_policy_once(make_app, mo
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(User.id))) == 1
         assert db.session.scalar(sa.select(sa.func.count(AuditEntry.id))) == 1
+
+
+def test_import_of_a_file_nested_past_the_bound_is_refused_without_a_traceback(
+        runner, tmp_path, app):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    result = runner.invoke(args=["cors", "import", str(path)])
+    assert result.exit_code == 1
+    assert "more than 32 deep" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    with app.app_context():
+        assert policy_version() == 0
+
+
+@pytest.mark.parametrize("command", ["prune-log", "purge-expired"])
+@pytest.mark.parametrize("days", ["1e12", "-1", "nan"])
+def test_retention_days_out_of_range_are_a_usage_error(runner, command, days):
+    result = runner.invoke(args=["cors", command, "--days", days])
+    assert result.exit_code == 2
+    assert "--days" in result.output
+    assert not isinstance(result.exception, OverflowError | ValueError)

@@ -273,3 +273,23 @@ def test_close_app_stops_the_poller_and_writes_the_pending_request_log(make_app)
     finally:
         engine.dispose()
     assert [tuple(row) for row in logged] == [("https://evil.example.net", 1)]
+
+
+def test_a_forked_child_opens_its_own_policy_database_connections(app):
+    """gunicorn --preload forks workers from a master that may have connected: a child must
+    not use the parent's pooled connections (two processes on one socket)."""
+    from app.runtime.wiring import connect_policy_database
+
+    engine = connect_policy_database(app)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    assert engine.pool.checkedin() == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports how many pooled connections it inherited
+        os.write(write, str(engine.pool.checkedin()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"0"
+    assert engine.pool.checkedin() == 1  # the parent keeps its own
+    engine.dispose()

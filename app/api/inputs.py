@@ -6,7 +6,6 @@ with its content are the service layer's ``ValidationError``, raised as is.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,15 +14,18 @@ from flask import Response, json, request
 from flask_sqlalchemy.pagination import Pagination
 
 from ..services.errors import FieldError, ValidationError
-from ..services.limits import MAX_PAGE, check_ids, page_message, whole_number
+from ..services.limits import (
+    MAX_JSON_DEPTH,
+    MAX_PAGE,
+    check_ids,
+    nesting_exceeds,
+    page_message,
+    whole_number,
+)
 from .problems import ApiProblem
 
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 50
-MAX_JSON_DEPTH = 32
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_OPENING = frozenset(b"[{")
-_NOT_A_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
 
@@ -49,18 +51,6 @@ def json_body(*, required: bool = True) -> Any:
     if problems:
         raise ValidationError(problems)
     return document
-
-
-def nesting_exceeds(data: bytes, limit: int) -> bool:
-    """Whether the JSON text *data* opens more than *limit* arrays or objects inside each
-    other, found without parsing it: the parser recurses once per level, and a body of
-    100,000 ``[`` would exhaust the stack. Brackets inside strings do not count."""
-    depth = 0
-    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_A_BRACKET):
-        depth += 1 if byte in _OPENING else -1
-        if depth > limit:
-            return True
-    return False
 
 
 def _malformed(detail: str) -> ApiProblem:

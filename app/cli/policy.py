@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -13,6 +14,7 @@ from ..cors import get_control
 from ..cors.text import printable
 from ..cors.vocabulary import APPLIED_MODES
 from ..services.errors import ServiceError
+from ..services.limits import MAX_JSON_DEPTH, MAX_LOOKBACK, nesting_exceeds
 from ..services.policy import import_policy, purge_expired_origins
 from ..services.policy_read import export_policy
 from ..services.request_log import (
@@ -42,8 +44,13 @@ def export_command(output) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 def import_command(file, replace: bool, dry_run: bool) -> None:
     """Create or overwrite the rules in FILE (matched by path), all or nothing."""
+    text = file.read()
+    if nesting_exceeds(text.encode(), MAX_JSON_DEPTH):
+        click.echo(f"Error: {file.name} nests arrays or objects more than {MAX_JSON_DEPTH} "
+                   "deep; a policy file needs 4. Nothing was written.", err=True)
+        sys.exit(1)
     try:
-        document = json.load(file)
+        document = json.loads(text)
     except json.JSONDecodeError as exc:
         click.echo(f"Error: {file.name} is not valid JSON: {exc}. Nothing was written.", err=True)
         sys.exit(1)
@@ -155,26 +162,28 @@ def log_command(since: str, rule: str | None, reason: str | None, mode: str | No
 
 
 @cors_group.command("prune-log")
-@click.option("--days", type=float, default=None,
+@click.option("--days", type=click.FloatRange(0, MAX_LOOKBACK.days), default=None,
+              callback=lambda _ctx, _param, value: _a_number_of_days(value),
               help="Keep this many days (default REQUEST_LOG_RETENTION_DAYS).")
 def prune_log_command(days: float | None) -> None:
     """Delete request log rows older than the retention period."""
-    if days is not None and days < 0:
-        click.echo("Error: --days must be 0 or more.", err=True)
-        sys.exit(1)
     click.echo(f"deleted {prune_log(days)} request log rows")
 
 
+def _a_number_of_days(value: float | None) -> float | None:
+    if value is not None and math.isnan(value):  # FloatRange lets nan through
+        raise click.BadParameter("give a number of days, such as 30")
+    return value
+
+
 @cors_group.command("purge-expired")
-@click.option("--days", type=float, default=None,
+@click.option("--days", type=click.FloatRange(0, MAX_LOOKBACK.days), default=None,
+              callback=lambda _ctx, _param, value: _a_number_of_days(value),
               help="Keep expired origins this many days (default "
                    "EXPIRED_ORIGIN_RETENTION_DAYS).")
 def purge_expired_command(days: float | None) -> None:
     """Delete origins that expired longer ago than the retention period (they already stopped
     matching at their expiry)."""
-    if days is not None and days < 0:
-        click.echo("Error: --days must be 0 or more.", err=True)
-        sys.exit(1)
     keep = days if days is not None else float(
         current_app.config["EXPIRED_ORIGIN_RETENTION_DAYS"])
     click.echo(f"deleted {purge_expired_origins(keep, actor=cli_actor())} expired origins")

@@ -8,6 +8,8 @@ they started and disposes that engine.
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +23,17 @@ from .housekeeping import Housekeeping
 from .source import DatabasePolicySource, create_source_engine
 
 _DATABASE_KEY = "runtime_database"
+# Engines whose pooled connections a forked worker must not share with its parent
+# (gunicorn --preload): the child drops them without closing the parent's sockets.
+_policy_databases: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def _forget_connections_after_fork() -> None:
+    for engine in list(_policy_databases):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 def policy_database_url(config: Mapping[str, Any]) -> str:
@@ -36,6 +49,7 @@ def connect_policy_database(app: Flask) -> sa.Engine:
     """The runtime's engine on the policy database, built once per app."""
     engine = create_source_engine(policy_database_url(app.config))
     app.extensions[_DATABASE_KEY] = engine
+    _policy_databases.add(engine)
     return engine
 
 

@@ -7,6 +7,7 @@ channel checks here first and answers 400 or 404 with a message instead of a 500
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,12 @@ MAX_PAGE = 2**31 - 1
 # The request log keeps weeks; ten years is far past anything stored and far from the
 # end of the calendar.
 MAX_LOOKBACK = timedelta(days=3650)
+# JSON documents (API bodies, policy files) nest at most this deep: the parser recurses once
+# per level, and 100,000 "[" would exhaust the stack.
+MAX_JSON_DEPTH = 32
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+OPENING_BRACKETS = frozenset(b"[{")
+NOT_A_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 
 
 def whole_number(text: str) -> int | None:
@@ -52,3 +59,15 @@ def body_limit_text(limit: int | None) -> str:
     megabytes = limit / (1024 * 1024)
     shown = f"{megabytes:g} MB" if megabytes >= 1 else f"{limit / 1024:g} KB"
     return f"{shown} ({limit:,} bytes)"
+
+
+def nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Whether the JSON text *data* opens more than *limit* arrays or objects inside each
+    other, found without parsing it: the parser recurses once per level, and a body of
+    100,000 ``[`` would exhaust the stack. Brackets inside strings do not count."""
+    depth = 0
+    for byte in JSON_STRING.sub(b"", data).translate(None, NOT_A_BRACKET):
+        depth += 1 if byte in OPENING_BRACKETS else -1
+        if depth > limit:
+            return True
+    return False
