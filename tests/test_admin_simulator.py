@@ -345,7 +345,8 @@ def test_no_fix_is_offered_when_the_request_also_fails_a_check_it_cannot_pass(
     answer = text_of(simulate(editor, HTMX, origin=NEW, method="PUT", path="/api/orders",
                               headers="x-token"))
     assert "<code>origin-not-allowed</code>" in answer
-    assert "<code>header-not-allowed</code>: a requested header is not in the rule&#39;s "         "allow_headers: x-token" in answer
+    assert "<code>header-not-allowed</code>: a requested header is not in the rule&#39;s " \
+        "allow_headers: x-token" in answer
     assert "simulator/fix" not in answer
     assert "it also fails header-not-allowed" in answer
     assert f'href="/admin/rules/{rule_of(app).id}"' in answer  # edit this rule

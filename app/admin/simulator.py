@@ -55,6 +55,7 @@ class Question:
     request_headers: str = ""  # one "Name: value" a line, such as "X-Tenant: acme"
     host: str = ""
     credentials: bool = False
+    private_network: bool = False
 
     @classmethod
     def from_values(cls, values: MultiDict[str, str]) -> Question:
@@ -72,6 +73,7 @@ class Question:
             request_headers=values.get("request_headers", ""),
             host=values.get("host", ""),
             credentials=values.get("credentials") in ("1", "on", "true"),
+            private_network=values.get("private_network") in ("1", "on", "true"),
         )
 
     @property
@@ -91,6 +93,8 @@ class Question:
             args["host"] = self.host
         if self.credentials:
             args["credentials"] = "1"
+        if self.private_network:
+            args["private_network"] = "1"
         return args
 
     def validate(self) -> Validation:
@@ -102,7 +106,7 @@ class Question:
         validation = validate_request(
             origin=self.origin, method=method, path=self.path.strip(), header_names=names,
             credentials=self.credentials, request_headers=[p for p in pairs if p is not None],
-            host=self.host)
+            host=self.host, private_network=self.private_network)
         if None in pairs:
             validation.add_error("request_headers", "write one header a line as Name: value, "
                                                     "such as X-Tenant: acme")

@@ -23,7 +23,7 @@ from .auth import current_actor
 from .inputs import json_body
 
 CHECK_FIELDS = ("origin", "method", "path", "headers", "request_headers", "host",
-                "credentials", "preflight")
+                "credentials", "private_network", "preflight")
 
 
 @bp.post("/check")
@@ -48,6 +48,7 @@ def _question(data: Any) -> SimulatedRequest:
     values = _header_values(data.get("request_headers", {}), errors)
     credentials = _flag(data, "credentials", errors)
     preflight = _flag(data, "preflight", errors)
+    private_network = _flag(data, "private_network", errors)
     host = data.get("host", "")
     if not isinstance(host, str):
         errors.append(FieldError("host", 'host is a string such as "acme.api.example.com"'))
@@ -56,7 +57,7 @@ def _question(data: Any) -> SimulatedRequest:
         origin=_text(data.get("origin")), method=_text(data.get("method", "GET")),
         path=_text(data.get("path")), header_names=headers,
         credentials=bool(credentials), preflight=preflight, request_headers=values,
-        host=host)
+        host=host, private_network=bool(private_network))
     errors.extend(validation.errors)
     if errors or validation.request is None:
         raise ValidationError(errors)

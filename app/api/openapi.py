@@ -192,6 +192,9 @@ SCHEMAS: dict[str, Any] = {
                                                       "the subdomain)",
                      "examples": ["acme.api.example.com"]},
             "credentials": {"type": "boolean", "default": False},
+            "private_network": {"type": "boolean", "default": False,
+                                "description": "the preflight asks for private network "
+                                               "access (a public page calling this API)"},
             "preflight": _nullable({"type": "boolean"})
             | {"description": "default: when the method or a header needs one"},
         },

@@ -74,11 +74,13 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
               help="A header the script sets, with its value, such as X-Tenant=acme (repeat).")
 @click.option("--host", default="", help="The Host header, such as acme.api.example.com.")
 @click.option("--credentials", is_flag=True, help="The request carries cookies.")
+@click.option("--private-network", is_flag=True,
+              help="The preflight asks for private network access.")
 @click.option("--preflight/--no-preflight", default=None,
               help="Default: preflight when the method or a header needs one.")
 def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
                   request_headers: tuple[str, ...], host: str, credentials: bool,
-                  preflight: bool | None) -> None:
+                  private_network: bool, preflight: bool | None) -> None:
     """Show what the engine decides for ORIGIN calling PATH, every check that fails, and the
     headers it sends. The tenant is read as the server reads it: from the path (matched
     against the app's routes), a --request-header or the --host.
@@ -96,7 +98,8 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
         values.append(pair)
     validation = validate_request(origin=origin, method=method, path=path, header_names=headers,
                                   credentials=credentials, preflight=preflight,
-                                  request_headers=values, host=host)
+                                  request_headers=values, host=host,
+                                  private_network=private_network)
     if validation.request is None:
         for error in validation.errors:
             click.echo(f"Error: {printable(str(error))}", err=True)

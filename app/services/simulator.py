@@ -116,6 +116,7 @@ def simulate(
     header_values: Sequence[tuple[str, str]] = (),
     host: str | None = None,
     routes: CorsControl | None = None,
+    private_network: bool = False,
 ) -> Simulation:
     """Send the engine the request a browser would: a preflight carries the names of the
     script's headers, the request itself their values; the Host and the URL variables of the
@@ -128,11 +129,14 @@ def simulate(
         request_headers["Host"] = host
     if credentials:
         request_headers["Cookie"] = "session=simulated"
-    is_preflight = needs_preflight(method, names) if preflight is None else preflight
+    is_preflight = preflight if preflight is not None else (
+        private_network or needs_preflight(method, names))
     if is_preflight:
         request_headers["Access-Control-Request-Method"] = method
         if names:
             request_headers["Access-Control-Request-Headers"] = ",".join(names)
+        if private_network:
+            request_headers["Access-Control-Request-Private-Network"] = "true"
     else:
         for name, value in header_values:
             request_headers.add(name, value)
@@ -188,6 +192,8 @@ class SimulatedRequest:
     # carries them, its preflight only their names.
     request_headers: tuple[tuple[str, str], ...] = ()
     host: str | None = None  # the Host header: a tenant named by the subdomain
+    # A page on a public site calling a private address: its preflight asks for access.
+    private_network: bool = False
 
 
 @dataclass(slots=True)
@@ -213,6 +219,7 @@ def validate_request(
     preflight: bool | None = None,
     request_headers: Sequence[tuple[str, str]] = (),
     host: str = "",
+    private_network: bool = False,
 ) -> Validation:
     """Check a simulated request once for every channel. Errors name the field (``origin``,
     ``method``, ``path``, ``headers``, ``request_headers``, ``host``); hints say what a
@@ -231,7 +238,7 @@ def validate_request(
     validation.hints.extend(_origin_hints(origin))
     validation.request = SimulatedRequest(
         origin, checked_method, checked_path, tuple(names), credentials, preflight,
-        tuple(validation.hints), tuple(values), checked_host)
+        tuple(validation.hints), tuple(values), checked_host, private_network)
     return validation
 
 
@@ -455,7 +462,8 @@ def _simulate(request: SimulatedRequest, snapshot: PolicySnapshot | None,
     return simulate(snapshot, request.origin, request.method, request.path,
                     request.header_names, credentials=request.credentials,
                     preflight=preflight, header_values=request.request_headers,
-                    host=request.host, routes=routes)
+                    host=request.host, routes=routes,
+                    private_network=request.private_network)
 
 
 def _preflight_reasons(simulation: Simulation) -> list[str]:
@@ -473,6 +481,8 @@ def _preflight_reasons(simulation: Simulation) -> list[str]:
             reason += " (content-type is safelisted only for form and plain-text bodies, " \
                 "so a JSON body is preflighted)"
         reasons.append(reason)
+    if simulation.request_headers.get("Access-Control-Request-Private-Network"):
+        reasons.append("a public page asks for private network access")
     return reasons
 
 
