@@ -113,7 +113,7 @@ def test_the_dashboard_the_api_and_the_cli_answer_a_bad_question_with_one_messag
     assert api.status_code == 422
     assert {"field": field, "message": message} in api.get_json()["errors"]
     cli = runner.invoke(args=["cors", "check", full["origin"], full["path"]])
-    assert cli.exit_code == 1
+    assert cli.exit_code == 2
     assert f"Error: {field}: {message}" in cli.output
 
 
