@@ -3,10 +3,13 @@
 
 :func:`validate_request` checks a question once, for every channel, and says what a browser
 would do differently (hints); :func:`answer_request` builds the request a browser would send
-(a preflight when the method or a header needs one) and asks the engine's own
-:func:`~app.cors.decision.decide`; it never decides itself. From an ``origin-not-allowed``
-refusal :func:`one_click_refusal` and :func:`allow_refused_origin` offer and apply the fix
-in one click. The channels only parse their input format and render what they get back.
+(a preflight when the method, a header or private network access needs one), with the tenant
+where the server finds it (the app's route, a header value, the Host), and asks the engine's
+own :func:`~app.cors.decision.decide` and :func:`~app.cors.decision.explain` (every failing
+check); it never decides itself. When one change makes the request pass, the answer carries
+it as a :class:`Fix` and :func:`fix_request` applies it as one policy change. The request
+log's "allow this origin" uses :func:`one_click_refusal` and :func:`allow_refused_origin`.
+The channels only parse their input format and render what they get back.
 """
 
 from __future__ import annotations
