@@ -449,7 +449,7 @@ def answer_request(request: SimulatedRequest, snapshot: PolicySnapshot | None, *
     answer = Answer(
         request, version, simulation, actual,
         preflight_reasons=tuple(_preflight_reasons(simulation)),
-        hints=request.hints + tuple(_tenant_hints(simulation.decision)),
+        hints=request.hints + tuple(_tenant_hints(simulation)),
     )
     stage = answer.refused_stage
     if stage is None:
@@ -489,13 +489,18 @@ def _preflight_reasons(simulation: Simulation) -> list[str]:
     return reasons
 
 
-def _tenant_hints(decision: Decision) -> list[str]:
+def _tenant_hints(simulation: Simulation) -> list[str]:
+    decision = simulation.decision
     rule = decision.rule
     if rule is None or not rule.selects_tenant or decision.tenant is not None:
         return []
     source = TENANT_SOURCE_WORDS.get(rule.tenant_source, rule.tenant_source)
-    return [f"{rule.path} keeps an allowlist per tenant, named by {source} {rule.tenant_key}; "
-            "the simulated request names no tenant, so it gets the shared allowlist at most"]
+    hint = (f"{rule.path} keeps an allowlist per tenant, named by {source} {rule.tenant_key}; "
+            "the simulated request names no tenant, so it gets the shared allowlist at most")
+    if simulation.preflight and rule.tenant_source == TENANT_FROM_HEADER:
+        hint += (f" (a browser's preflight carries the name of {rule.tenant_key}, never its "
+                 "value)")
+    return [hint]
 
 
 # -- the fix in one click ------------------------------------------------------------------
