@@ -573,6 +573,8 @@ def fix_request(request: SimulatedRequest, snapshot: PolicySnapshot | None, *, a
     offer is worked out again here, so what is applied is what passes the request. Returns
     what was done, in words; raises :class:`ValidationError` when no fix is offered."""
     answer = answer_request(request, snapshot, actor=actor, routes=routes)
+    if answer.hidden:
+        raise NotFound(f"no rule you can see governs {printable(request.path, 200)}")
     fix = answer.fix
     if fix is None:
         reason = answer.fix_refusal or ("this request is not refused by a rule; nothing to "
