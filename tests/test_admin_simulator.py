@@ -1,10 +1,12 @@
-"""The simulator page: the engine's own answer for a request, and one click to allow an origin."""
+"""The simulator page: the engine's own answer for a request, every failing check, and the
+one-click fix when one change makes the request pass."""
 
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
+from app.cors import get_control
 from app.extensions import db
 from app.models import AllowedOrigin, AuditEntry
 
@@ -109,8 +111,8 @@ def test_an_origin_not_on_the_allowlist_is_refused_with_the_reason_in_plain_word
         in answer
     assert "No CORS headers: the view runs, but the browser withholds" in answer
     assert "Vary: Origin" in answer and "Access-Control-Allow-Origin" not in answer
-    assert "An editor can allow this origin" in answer  # a viewer gets no button
-    assert "simulator/allow" not in answer
+    assert "an editor can apply it from here" in answer  # a viewer gets no button
+    assert "simulator/fix" not in answer
 
 
 def test_a_header_outside_allow_headers_refuses_the_preflight_and_names_the_header(
@@ -186,8 +188,9 @@ def test_a_malformed_origin_is_still_simulated_with_the_parser_message_as_a_hint
                               method="GET", path="/api/orders"))
     assert "an origin has no path; use https://app.example.com" in answer
     assert '<span class="badge refused">refused</span>' in answer
-    assert "simulator/allow" not in answer
-    assert "Allowing it in one click is not offered" in answer
+    assert "simulator/fix" not in answer
+    assert "No single click makes this request pass: this origin cannot be put on an " \
+        "allowlist: an origin has no path" in answer
 
 
 def test_a_hostile_origin_is_shown_as_text(sign_in, policy):
@@ -236,115 +239,213 @@ def test_hints_explain_what_a_browser_would_do_differently(sign_in, policy, ques
     assert "badge" in answer  # a hint never blocks the simulation
 
 
-# -- one click allow -----------------------------------------------------------------------
+# -- the one-click fix ---------------------------------------------------------------------
 
 
-def allow(client, *, rule_id, origin=NEW, token=True, http_headers=None, **question):
-    data = {"rule_id": rule_id, "origin": origin, "method": "GET", "path": "/api/orders",
-            **question}
+def fix(client, *, origin=NEW, token=True, http_headers=None, **question):
+    data = {"origin": origin, "method": "GET", "path": "/api/orders", **question}
     if token:
         data["csrf_token"] = client.csrf
-    return client.post("/admin/simulator/allow", data=data, headers=http_headers or {})
+    return client.post("/admin/simulator/fix", data=data, headers=http_headers or {})
 
 
-def rule_id_of(app, path="/api/*") -> int:
+def rule_of(app, path="/api/*"):
     from app.services.policy_read import get_rule_by_path
 
     with app.app_context():
-        return get_rule_by_path(path).id
+        rule = get_rule_by_path(path)
+        db.session.expunge(rule)
+        return rule
 
 
-def test_an_editor_sees_the_allow_button_with_a_confirmation(app, sign_in, policy):
+def current_version(app) -> int:
+    from app.services.changes import policy_version
+
+    with app.app_context():
+        return policy_version()
+
+
+def test_an_editor_sees_the_fix_with_a_confirmation_naming_the_routes_it_affects(
+        app, sign_in, policy):
     policy(RULE)
     answer = text_of(simulate(sign_in("editor"), HTMX, origin=NEW, method="GET",
                               path="/api/orders"))
-    assert 'hx-post="/admin/simulator/allow"' in answer
-    assert f'data-confirm="Allow {NEW} on /api/*?"' in answer
-    assert f'name="rule_id" value="{rule_id_of(app)}"' in answer
+    assert 'hx-post="/admin/simulator/fix"' in answer
+    assert (f'data-confirm="Allow {NEW} on /api/*? This changes the rule /api/*, which '
+            "governs /api/echo, /api/fail, /api/orders") in answer
+    assert "<code>/api/t/&lt;tenant&gt;/orders</code>" in answer
     assert f'name="origin" value="{NEW}"' in answer
+    assert "rule_id" not in answer  # the fix is worked out again from the question
 
 
-def test_one_click_allow_audits_the_change_and_the_next_simulation_is_allowed(
-        app, sign_in, policy):
+def test_the_fix_audits_one_change_and_the_next_simulation_is_allowed(app, sign_in, policy):
     policy(RULE)
     editor = sign_in("editor")
-    response = allow(editor, rule_id=rule_id_of(app), http_headers=HTMX)
-    fragment = text_of(response)
+    before = current_version(app)
+    fragment = text_of(fix(editor, http_headers=HTMX))
     assert "<html" not in fragment
-    assert f"Allowed {NEW} on /api/*." in fragment
+    assert f"Done: allow {NEW} on /api/*." in fragment
     assert '<span class="badge allowed">allowed</span>' in fragment
     assert f"Access-Control-Allow-Origin: {NEW}" in fragment
-    (entry,) = [e for e in audit_entries(app) if e.action == "origin.add"]
-    assert (entry.actor, entry.channel, entry.rule_path) == (editor.user_email, "dashboard",
-                                                             "/api/*")
+    (entry,) = [e for e in audit_entries(app) if e.policy_version > before]
+    assert (entry.action, entry.actor, entry.channel, entry.rule_path) == (
+        "rule.update", editor.user_email, "dashboard", "/api/*")
     assert NEW in entry.summary
+    assert current_version(app) == before + 1
     assert NEW in origins_of(app)
-    again = text_of(simulate(editor, HTMX, origin=NEW, method="GET", path="/api/orders"))
-    assert '<span class="badge allowed">allowed</span>' in again
 
 
-def test_one_click_allow_without_javascript_redirects_to_the_simulation_with_a_message(
+def test_the_fix_allows_the_origin_and_enables_credentials_in_one_change(app, sign_in, policy):
+    """The finding of issue 9: allowing only the origin left a credentialed request refused."""
+    policy(RULE)
+    editor = sign_in("editor")
+    answer = text_of(simulate(editor, HTMX, origin=NEW, method="GET", path="/api/orders",
+                              credentials="1"))
+    assert "<code>origin-not-allowed</code>" in answer
+    assert "<code>credentials-not-allowed</code>" in answer
+    assert (f"Allow {NEW} and let the rule support credentials on /api/*? This changes the "
+            "rule /api/*") in answer
+    before = current_version(app)
+    fragment = text_of(fix(editor, credentials="1", http_headers=HTMX))
+    assert '<span class="badge allowed">allowed</span>' in fragment
+    assert "Access-Control-Allow-Credentials: true" in fragment
+    assert current_version(app) == before + 1
+    (entry,) = [e for e in audit_entries(app) if e.policy_version > before]
+    assert "supports credentials" in entry.summary and NEW in entry.summary
+    assert rule_of(app).supports_credentials
+
+
+def test_the_fix_without_javascript_redirects_to_the_simulation_with_a_message(
         app, sign_in, policy):
     policy(RULE)
     editor = sign_in("editor")
-    response = allow(editor, rule_id=rule_id_of(app), method="PUT")
+    response = fix(editor, method="PUT")
     assert response.status_code == 303
     assert response.headers["Location"].startswith("/admin/simulator?")
     assert "origin=https://new.example.com" in response.headers["Location"]
     assert "method=PUT" in response.headers["Location"]
     page = text_of(editor.get(response.headers["Location"]))
-    assert f'<p class="flash " role="status">Allowed {NEW} on /api/*.</p>' in page
+    assert f'<p class="flash " role="status">Done: allow {NEW} on /api/*.</p>' in page
     assert '<span class="badge allowed">allowed</span>' in page
 
 
-def test_allowing_an_origin_twice_changes_nothing_the_second_time(app, sign_in, policy):
+def test_fixing_twice_changes_nothing_the_second_time(app, sign_in, policy):
     policy(RULE)
     editor = sign_in("editor")
-    allow(editor, rule_id=rule_id_of(app), http_headers=HTMX)
-    second = text_of(allow(editor, rule_id=rule_id_of(app), http_headers=HTMX))
-    assert "already allowed on /api/*; nothing changed" in second
-    assert len([e for e in audit_entries(app) if e.action == "origin.add"]) == 1
+    fix(editor, http_headers=HTMX)
+    second = text_of(fix(editor, http_headers=HTMX))
+    assert "Nothing was changed: this request is not refused by a rule" in second
+    assert len([e for e in audit_entries(app) if e.action == "rule.update"]) == 1
 
 
-def test_one_click_allow_refuses_an_origin_no_browser_sends(app, sign_in, policy):
+def test_no_fix_is_offered_when_the_request_also_fails_a_check_it_cannot_pass(
+        app, sign_in, policy):
     policy(RULE)
-    answer = text_of(allow(sign_in("editor"), rule_id=rule_id_of(app),
-                           origin="HTTPS://NEW.EXAMPLE.COM", http_headers=HTMX))
-    assert "was not allowed: browsers send this origin as https://new.example.com" in answer
+    editor = sign_in("editor")
+    answer = text_of(simulate(editor, HTMX, origin=NEW, method="PUT", path="/api/orders",
+                              headers="x-token"))
+    assert "<code>origin-not-allowed</code>" in answer
+    assert "<code>header-not-allowed</code>: a requested header is not in the rule&#39;s " \
+        "allow_headers: x-token" in answer
+    assert "simulator/fix" not in answer
+    assert "it also fails header-not-allowed" in answer
+    assert f'href="/admin/rules/{rule_of(app).id}"' in answer  # edit this rule
+    assert "create a narrower rule</a> for <code>/api/orders</code>" in answer
+    refused = text_of(fix(editor, method="PUT", headers="x-token", http_headers=HTMX))
+    assert "Nothing was changed: it also fails header-not-allowed" in refused
     assert origins_of(app) == [ORIGIN]
 
 
-def test_one_click_allow_on_a_rule_that_is_gone_says_so(app, sign_in, policy):
-    policy(RULE)
-    answer = text_of(allow(sign_in("editor"), rule_id=rule_id_of(app) + 1000, http_headers=HTMX))
-    assert "was not allowed: there is no rule with id" in answer
+def test_no_credentials_fix_on_a_rule_that_allows_every_origin(app, sign_in, policy):
+    policy({**RULE, "origins": ["*"]})
+    answer = text_of(simulate(sign_in("editor"), HTMX, origin=NEW, method="GET",
+                              path="/api/orders", credentials="1"))
+    assert "<code>credentials-not-allowed</code>" in answer
+    assert "simulator/fix" not in answer
+    assert "the rule allows every origin with *" in answer
 
 
-def test_viewers_cannot_allow_an_origin(app, sign_in, policy):
+def test_the_fix_refuses_an_origin_no_browser_sends(app, sign_in, policy):
     policy(RULE)
-    response = allow(sign_in("viewer"), rule_id=rule_id_of(app), http_headers=HTMX)
+    answer = text_of(fix(sign_in("editor"), origin="HTTPS://NEW.EXAMPLE.COM",
+                         http_headers=HTMX))
+    assert "Nothing was changed: browsers send this origin as https://new.example.com" in answer
+    assert origins_of(app) == [ORIGIN]
+
+
+def test_the_fix_on_a_path_no_rule_governs_changes_nothing(app, sign_in, policy):
+    policy(RULE)
+    answer = text_of(fix(sign_in("editor"), path="/elsewhere", http_headers=HTMX))
+    assert "Nothing was changed" in answer
+    assert origins_of(app) == [ORIGIN]
+
+
+def test_viewers_cannot_apply_a_fix(app, sign_in, policy):
+    policy(RULE)
+    response = fix(sign_in("viewer"), http_headers=HTMX)
     assert response.status_code == 403
     assert origins_of(app) == [ORIGIN]
 
 
-def test_one_click_allow_without_the_csrf_token_is_refused(app, sign_in, policy):
+def test_a_fix_without_the_csrf_token_is_refused(app, sign_in, policy):
     policy(RULE)
-    response = allow(sign_in("editor"), rule_id=rule_id_of(app), token=False)
+    response = fix(sign_in("editor"), token=False)
     assert response.status_code == 400
     assert origins_of(app) == [ORIGIN]
-    assert audit_entries(app)[-1].action != "origin.add"
+    assert audit_entries(app)[-1].action != "rule.update"
 
 
-def test_a_rule_with_an_allowlist_per_tenant_is_explained_and_not_opened_to_all_tenants(
-        app, sign_in, policy):
-    policy({"path": "/api/*", "origins": [ORIGIN],
-            "tenant_selector": {"source": "header", "key": "X-Tenant", "unknown": "shared"}})
+def tenant_policy(app, selector: dict) -> None:
+    from app.services.access import Actor
+    from app.services.policy import import_policy
+
+    with app.app_context():
+        import_policy({"tenants": [{"slug": "acme", "name": "Acme"}],
+                       "rules": [{"path": "/api/*", "origins": [ORIGIN],
+                                  "tenant_selector": selector}]},
+                      actor=Actor("test", "cli"), replace=True)
+    get_control(app).cache.refresh()
+
+
+def test_a_rule_with_an_allowlist_per_tenant_is_not_opened_to_all_tenants(app, sign_in):
+    tenant_policy(app, {"source": "header", "key": "X-Tenant", "unknown": "shared"})
     answer = text_of(simulate(sign_in("editor"), HTMX, origin=NEW, method="GET",
                               path="/api/orders"))
     assert "/api/* keeps an allowlist per tenant, named by the request header X-Tenant" \
         in answer
-    assert "simulator/allow" not in answer
+    assert "simulator/fix" not in answer
     assert "this request named no tenant" in answer
-    refused = text_of(allow(sign_in("editor"), rule_id=rule_id_of(app), http_headers=HTMX))
-    assert "was not allowed: the rule keeps an allowlist per tenant" in refused
+    refused = text_of(fix(sign_in("editor"), http_headers=HTMX))
+    assert "Nothing was changed: the rule keeps an allowlist per tenant" in refused
     assert origins_of(app) == [ORIGIN]
+
+
+# A header-selected tenant is in tests/test_api.py: a script's X-Tenant header makes a
+# preflight, which carries the header's name only (tests/test_simulation_truth.py).
+@pytest.mark.parametrize(("selector", "question"), [
+    ({"source": "subdomain", "key": "api.example.com"}, {"host": "acme.api.example.com"}),
+    ({"source": "view-arg", "key": "tenant"}, {"path": "/api/t/acme/orders"}),
+], ids=["subdomain", "view-arg"])
+def test_the_tenant_is_read_as_the_server_reads_it_and_the_fix_is_for_that_tenant(
+        app, sign_in, selector, question):
+    tenant_policy(app, selector)
+    editor = sign_in("editor")
+    answer = text_of(simulate(editor, HTMX, origin=NEW, method="GET",
+                              **{"path": "/api/orders", **question}))
+    assert "unknown-tenant" not in answer
+    assert "<code>origin-not-allowed</code>" in answer
+    assert f"Allow {NEW} for tenant acme on /api/*?" in answer
+    fragment = text_of(fix(editor, http_headers=HTMX, **question))
+    assert '<span class="badge allowed">allowed</span>' in fragment
+    with app.app_context():
+        tenants = db.session.execute(sa.select(AllowedOrigin.value, AllowedOrigin.tenant_id)
+                                     .where(AllowedOrigin.value == NEW)).all()
+    assert len(tenants) == 1 and tenants[0].tenant_id is not None
+
+
+def test_a_request_header_line_that_is_not_name_value_is_an_error(sign_in, policy):
+    policy(RULE)
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=NEW, method="GET",
+                              path="/api/orders", request_headers="X-Tenant acme"))
+    assert "Request headers with values: write one header a line as Name: value" in answer
+    assert "badge" not in answer

@@ -784,6 +784,56 @@ def test_check_answers_what_the_engine_does(app, client, policy, token):
     assert refused["explanation"] == "the origin is not on the rule's allowlist"
 
 
+def test_check_lists_every_failing_check_and_the_whole_fix(app, client, policy, token):
+    policy(MAIN)
+    body = client.post(url("/check"), json={"origin": EVIL, "path": "/api/orders",
+                                             "credentials": True},
+                       headers=token("viewer")).get_json()
+    assert body["reason"] == "origin-not-allowed"
+    assert body["failures"] == [
+        {"check": "origin-not-allowed", "detail": "",
+         "explanation": "the origin is not on the rule's allowlist"},
+        {"check": "credentials-not-allowed", "detail": "",
+         "explanation": "the request carries credentials but the rule does not support them"},
+    ]
+    assert body["fix"]["rule"] == {"id": rule_id(app, "/api/*"), "path": "/api/*"}
+    assert (body["fix"]["origin"], body["fix"]["credentials"]) == (EVIL, True)
+    assert "/api/orders" in body["fix"]["routes"] and "/api/echo" in body["fix"]["routes"]
+    assert body["fix_refusal"] is None
+    unfixable = client.post(url("/check"), json={"origin": EVIL, "path": "/api/orders",
+                                                  "method": "DELETE", "headers": ["x-a"]},
+                            headers=token("viewer")).get_json()
+    assert [f["check"] for f in unfixable["failures"]] == [
+        "origin-not-allowed", "method-not-allowed", "header-not-allowed"]
+    assert unfixable["fix"] is None
+    assert "it also fails header-not-allowed, method-not-allowed" in unfixable["fix_refusal"]
+
+
+def test_check_reads_the_tenant_from_the_path_a_header_value_and_the_host(
+        client, tenants, policy, token):
+    acme = "https://shop.acme.example"
+    policy(SHARED | {"path": "/api/t/*"},
+           {"path": "/api/echo", "tenant_selector": {"source": "header", "key": "X-Tenant"},
+            "origins": [{"value": acme, "tenant": "acme"}]},
+           {"path": "/api/public/*", "origins": [{"value": acme, "tenant": "acme"}],
+            "tenant_selector": {"source": "subdomain", "key": "api.example.com"}})
+    for question in ({"path": "/api/t/acme/orders"},
+                     {"path": "/api/echo", "request_headers": {"X-Tenant": "acme"},
+                      "preflight": False},
+                     {"path": "/api/public/status", "host": "acme.api.example.com"}):
+        body = client.post(url("/check"), json={"origin": acme, **question},
+                           headers=token("viewer")).get_json()
+        assert (body["decision"], body["tenant"], body["failures"]) == ("allowed", "acme", []), \
+            (question, body)
+    preflight = client.post(url("/check"), json={"origin": acme, "path": "/api/echo",
+                                                  "request_headers": {"X-Tenant": "acme"}},
+                            headers=token("viewer")).get_json()
+    # The browser's preflight carries the header's name, not its value.
+    assert {"name": "Access-Control-Request-Headers", "value": "x-tenant"} \
+        in preflight["request_headers"]
+    assert "X-Tenant" not in [h["name"] for h in preflight["request_headers"]]
+
+
 def test_check_reports_report_only_and_ungoverned_paths(client, policy, token):
     policy(MAIN, PUBLIC)
     headers = token("viewer")
@@ -806,6 +856,18 @@ def test_check_reports_report_only_and_ungoverned_paths(client, policy, token):
     ({"origin": APP_ORIGIN, "path": "/x", "headers": "content-type"}, "headers", None),
     ({"origin": APP_ORIGIN, "path": "/x", "credentials": "yes"}, "credentials", None),
     ({"origin": APP_ORIGIN, "path": "/x", "cookies": True}, "cookies", None),
+    ({"origin": APP_ORIGIN, "path": "/x", "request_headers": ["X-Tenant"]}, "request_headers",
+     'request_headers is an object of header names and values, such as {"X-Tenant": '
+     '"acme"}'),
+    ({"origin": APP_ORIGIN, "path": "/x", "request_headers": {"Cookie": "a=b"}},
+     "request_headers", "Cookie is set by the credentials box; leave it out of the request "
+                        "headers"),
+    ({"origin": APP_ORIGIN, "path": "/x", "request_headers": {"X-T": "a\r\nb"}},
+     "request_headers", None),
+    ({"origin": APP_ORIGIN, "path": "/x", "host": 3}, "host", None),
+    ({"origin": APP_ORIGIN, "path": "/x", "host": "a/b"}, "host",
+     "a host is a name such as acme.api.example.com, with an optional :port"),
+    ({"origin": APP_ORIGIN, "path": "/x", "private_network": "yes"}, "private_network", None),
 ])
 def test_invalid_checks_answer_422(client, token, data, field, message):
     body = assert_problem(client.post(url("/check"), json=data, headers=token("viewer")), 422,

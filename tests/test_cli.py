@@ -92,13 +92,67 @@ def test_check_prints_decision_rule_reason_and_headers(runner, tmp_path):
 
     refused = runner.invoke(args=["cors", "check", "https://example.org.evil.net",
                                   "/api/orders"])
-    assert refused.exit_code == 2
+    assert refused.exit_code == 1
     assert "REFUSED" in refused.output and "origin-not-allowed" in refused.output
 
     header = runner.invoke(args=["cors", "check", "https://app.example.com", "/api/orders",
                                  "-m", "PUT", "-H", "X-Secret"])
-    assert header.exit_code == 2
+    assert header.exit_code == 1
     assert "header-not-allowed" in header.output and "x-secret" in header.output
+
+
+def test_check_lists_every_failing_check_and_exits_1(runner, tmp_path):
+    runner.invoke(args=["cors", "import", _write(tmp_path, POLICY)])
+    result = runner.invoke(args=["cors", "check", "https://evil.example", "/api/orders",
+                                 "-m", "PROPFIND", "-H", "X-One", "-H", "X-Two",
+                                 "--credentials", "--private-network"])
+    assert result.exit_code == 1, result.output
+    fails = [line for line in result.output.splitlines() if line.startswith("fails:")]
+    assert [line.split()[1] for line in fails] == [
+        "origin-not-allowed", "method-not-allowed", "header-not-allowed",
+        "header-not-allowed", "credentials-not-allowed", "private-network-not-allowed"]
+    assert "x-one" in fails[2] and "x-two" in fails[3]
+    assert "no fix:  it also fails" in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["cors", "check", "https://a.example"],  # PATH missing
+    ["cors", "check", "https://a.example", "api/x"],  # not a path
+    ["cors", "check", "https://a.example", "/api/x", "--request-header", "X-Tenant"],
+    ["cors", "check", "https://a.example", "/api/x", "--request-header", "Origin=x"],
+    ["cors", "check", "https://a.example", "/api/x", "--host", "a b"],
+])
+def test_check_answers_a_usage_error_with_exit_2(runner, tmp_path, args):
+    runner.invoke(args=["cors", "import", _write(tmp_path, POLICY)])
+    result = runner.invoke(args=args)
+    assert result.exit_code == 2, result.output
+
+
+def test_check_reads_the_tenant_from_a_request_header_the_host_and_the_path(
+        runner, tmp_path):
+    shop = "https://shop.example.com"
+    document = {
+        "tenants": [{"slug": "acme", "name": "Acme"}],
+        "rules": [
+            {"path": "/api/echo", "origins": [{"value": shop, "tenant": "acme"}],
+             "tenant_selector": {"source": "header", "key": "X-Tenant"}},
+            {"path": "/api/public/*", "origins": [{"value": shop, "tenant": "acme"}],
+             "tenant_selector": {"source": "subdomain", "key": "api.example.com"}},
+            {"path": "/api/t/*", "origins": [{"value": shop, "tenant": "acme"}],
+             "tenant_selector": {"source": "view-arg", "key": "tenant"}},
+        ],
+    }
+    assert runner.invoke(args=["cors", "import", _write(tmp_path, document)]).exit_code == 0
+    for args in (["/api/echo", "--request-header", "X-Tenant=acme", "--no-preflight"],
+                 ["/api/public/status", "--host", "acme.api.example.com"],
+                 ["/api/t/acme/orders"]):
+        result = runner.invoke(args=["cors", "check", shop, *args])
+        assert result.exit_code == 0, result.output
+        assert "tenant:  acme" in result.output
+        assert f"Access-Control-Allow-Origin: {shop}" in result.output
+    nameless = runner.invoke(args=["cors", "check", shop, "/api/public/status"])
+    assert nameless.exit_code == 1
+    assert "unknown-tenant" in nameless.output
 
 
 def test_check_escapes_control_characters_in_the_origin(runner, tmp_path):

@@ -138,10 +138,12 @@ CASES = {
         body={}),
     "dashboard log filter rule id past 64 bits": Case(
         "dashboard", "GET", f"/admin/log?rule={HUGE}", 200, ("choose a rule from the list",)),
-    "dashboard simulator allow on a rule id past 64 bits": Case(
-        "dashboard", "POST", "/admin/simulator/allow", 200, ("there is no rule with id",),
+    "dashboard simulator fix with a host of 5,000 characters": Case(
+        "dashboard", "POST", "/admin/simulator/fix", 200,
+        ("Nothing was changed: the question is not valid.",
+         "a host is a name such as acme.api.example.com"),
         body={"origin": "https://a.example.com", "method": "GET", "path": "/api/x",
-              "rule_id": HUGE}, headers={"HX-Request": "true"}),
+              "host": "a" * 5000}, headers={"HX-Request": "true"}),
     "dashboard max_age of 5,000 digits": Case(
         "dashboard", "POST", "/admin/rules", 422, ("max_age must be a whole number",),
         body={"path": "/api/digits/*", "max_age": "9" * 5000}),

@@ -113,7 +113,7 @@ def test_the_dashboard_the_api_and_the_cli_answer_a_bad_question_with_one_messag
     assert api.status_code == 422
     assert {"field": field, "message": message} in api.get_json()["errors"]
     cli = runner.invoke(args=["cors", "check", full["origin"], full["path"]])
-    assert cli.exit_code == 1
+    assert cli.exit_code == 2
     assert f"Error: {field}: {message}" in cli.output
 
 
@@ -173,3 +173,76 @@ def test_a_rule_the_snapshot_no_longer_serves_allows_nothing():
     snapshot, _ = served(RuleSpec("/api/*", origins=(OriginEntry(ORIGIN),), rule_id=1))
     assert not allows_origin_now(snapshot, None, ORIGIN)
     assert not allows_origin_now(None, None, ORIGIN)
+
+
+# -- the whole fix for a tenant role -------------------------------------------------------
+
+
+SHOP = "https://shop.example.com"
+
+
+@pytest.fixture
+def shared_rule(app):
+    """A platform rule that takes the tenant from a header; acme's editor works on it."""
+    from app.cors import get_control
+    from app.services.policy import import_policy
+    from app.services.tenants import create_tenant
+
+    with app.app_context():
+        acme = create_tenant("acme", "Acme", actor=Actor("admin", "cli")).id
+        create_tenant("globex", "Globex", actor=Actor("admin", "cli"))
+        import_policy({"rules": [{"path": "/api/echo", "origins": [ORIGIN],
+                                  "tenant_selector": {"source": "header",
+                                                      "key": "X-Tenant"}}]},
+                      actor=Actor("test", "cli"), replace=True)
+    get_control(app).cache.refresh()
+    return Actor("ed@acme.example", "dashboard", "tenant-editor", acme)
+
+
+def tenant_answer(app, actor, tenant: str, *, credentials: bool = False):
+    from app.cors import get_control
+    from app.services.simulator import answer_request
+
+    request = validate_request(origin=SHOP, method="GET", path="/api/echo",
+                               request_headers=[("X-Tenant", tenant)],
+                               credentials=credentials, preflight=False).request
+    assert request is not None
+    control = get_control(app)
+    with app.app_context():
+        return request, answer_request(request, control.cache.get(), actor=actor,
+                                       routes=control)
+
+
+def test_a_tenant_editor_gets_the_fix_for_its_own_tenant_only(app, shared_rule):
+    from app.cors import get_control
+    from app.services.simulator import fix_request
+
+    request, own = tenant_answer(app, shared_rule, "acme")
+    assert own.fix is not None and (own.fix.origin, own.fix.tenant) == (SHOP, "acme")
+    assert own.fix.routes == ("/api/echo",)
+    _, other = tenant_answer(app, shared_rule, "globex")
+    assert other.fix is None and other.fix_refusal == "the request is for tenant globex, not yours"
+    with app.app_context():
+        assert fix_request(request, get_control(app).cache.get(), actor=shared_rule) \
+            == f"Done: allow {SHOP} for tenant acme on /api/echo."
+    get_control(app).cache.refresh()
+    _, after = tenant_answer(app, shared_rule, "acme")
+    assert after.failures == () and after.simulation is not None \
+        and after.simulation.decision.allowed
+
+
+def test_a_tenant_editor_is_not_offered_credentials_on_a_platform_rule(app, shared_rule):
+    from app.services.errors import Forbidden
+    from app.services.policy import allow_request
+    from app.services.policy_read import get_rule_by_path
+
+    _, answer = tenant_answer(app, shared_rule, "acme", credentials=True)
+    assert [f.check for f in answer.failures] == ["origin-not-allowed",
+                                                  "credentials-not-allowed"]
+    assert answer.fix is None
+    assert answer.fix_refusal == "only the owner of /api/echo can let it support credentials"
+    with app.app_context():
+        rule_id = get_rule_by_path("/api/echo").id
+        with pytest.raises(Forbidden):
+            allow_request(rule_id, origin=SHOP, credentials=True, actor=shared_rule)
+        assert not get_rule_by_path("/api/echo").supports_credentials

@@ -264,10 +264,9 @@ def new_rule_form(path: str) -> Call:
         "max_age": "", "mode": "enforce", "description": ""})
 
 
-def simulator_allow(t: TenantObjects) -> Call:
-    return dashboard_post("admin.simulator_allow", {
-        "rule_id": str(t.rule_id), "origin": t.new_origin, "path": t.request_path,
-        "method": "GET"})
+def simulator_fix(t: TenantObjects) -> Call:
+    return dashboard_post("admin.simulator_fix", {
+        "origin": t.new_origin, "path": t.request_path, "method": "GET"})
 
 
 def rule_form(w: World, t: TenantObjects, **changes: str) -> Call:
@@ -327,12 +326,13 @@ MATRIX: dict[tuple[str, str], Case] = {
         "question", lambda w, t: get("admin.simulator", origin=t.origin,
                                      path=t.request_path, method="GET"),
         shows=("rule_path",)),
-    ("admin.simulator_allow", "POST"): Case(
-        "write", lambda w, t: simulator_allow(t),
-        # Asked over htmx, as the page does: another tenant's rule is answered like a rule
-        # deleted since the simulation, with a message in the swapped fragment.
-        narrow=lambda w, t: replace(simulator_allow(t), headers={"HX-Request": "true"}),
-        refused=frozenset({403, 200}), refusal="was not allowed: there is no rule with id"),
+    ("admin.simulator_fix", "POST"): Case(
+        "write", lambda w, t: simulator_fix(t),
+        # Asked over htmx, as the page does: another tenant's rule is answered like a path
+        # no rule governs, with a message in the swapped fragment.
+        narrow=lambda w, t: replace(simulator_fix(t), headers={"HX-Request": "true"}),
+        refused=frozenset({403, 200}), refusal="Nothing was changed: no rule you can see "
+                                               "governs"),
     ("admin.request_log", "GET"): Case(
         "list", lambda w, t: get("admin.request_log", since="30d"),
         narrow=lambda w, t: get("admin.request_log", since="30d", rule=str(t.rule_id)),

@@ -6,7 +6,10 @@ would send and asks :func:`~app.cors.decision.decide` about it, on the snapshot 
 serves. The form is a GET form, so a result is a link; htmx swaps only the result.
 Origins are simulated exactly as typed, hostile or malformed ones included (the engine
 refuses those); the allowlist parser's message is shown beside them as a hint, never as a
-block. From an ``origin-not-allowed`` refusal an editor allows the origin in one click.
+block. The tenant reaches the engine as the server sees it: from the path, a request header
+with its value, or the host. Every failing check is listed, and when one change makes the
+request pass (allow the origin, let the rule support credentials) an editor applies it in one
+confirmed click; otherwise the page says what the choices are.
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from ..cors import get_control
-from ..services.simulator import Answer, Validation, answer_request, validate_request
+from ..services.errors import ServiceError
+from ..services.simulator import (
+    Answer,
+    Validation,
+    answer_request,
+    fix_request,
+    parse_header_line,
+    validate_request,
+)
 from . import bp
 from .access import current_actor, has_role, requires
-from .refusals import allow_on_rule, rule_link
+from .refusals import rule_link
 from .rendering import is_htmx, render
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -41,7 +52,10 @@ class Question:
     custom_method: str = ""
     path: str = ""
     headers: str = ""
+    request_headers: str = ""  # one "Name: value" a line, such as "X-Tenant: acme"
+    host: str = ""
     credentials: bool = False
+    private_network: bool = False
 
     @classmethod
     def from_values(cls, values: MultiDict[str, str]) -> Question:
@@ -56,7 +70,10 @@ class Question:
             custom_method=custom,
             path=values.get("path", ""),
             headers=values.get("headers", ""),
+            request_headers=values.get("request_headers", ""),
+            host=values.get("host", ""),
             credentials=values.get("credentials") in ("1", "on", "true"),
+            private_network=values.get("private_network") in ("1", "on", "true"),
         )
 
     @property
@@ -70,16 +87,31 @@ class Question:
             args["custom_method"] = self.custom_method
         if self.headers:
             args["headers"] = self.headers
+        if self.request_headers:
+            args["request_headers"] = self.request_headers
+        if self.host:
+            args["host"] = self.host
         if self.credentials:
             args["credentials"] = "1"
+        if self.private_network:
+            args["private_network"] = "1"
         return args
 
     def validate(self) -> Validation:
         """The service's validation of the form's values, trimmed as typed into inputs."""
         method = self.custom_method.strip() if self.method == OTHER_METHOD else self.method
         names = [name.strip() for name in self.headers.split(",") if name.strip()]
-        return validate_request(origin=self.origin, method=method, path=self.path.strip(),
-                                header_names=names, credentials=self.credentials)
+        lines = [line.strip() for line in self.request_headers.splitlines() if line.strip()]
+        pairs = [parse_header_line(line) for line in lines]
+        validation = validate_request(
+            origin=self.origin, method=method, path=self.path.strip(), header_names=names,
+            credentials=self.credentials, request_headers=[p for p in pairs if p is not None],
+            host=self.host, private_network=self.private_network)
+        if None in pairs:
+            validation.add_error("request_headers", "write one header a line as Name: value, "
+                                                    "such as X-Tenant: acme")
+            validation.request = None
+        return validation
 
 
 # The form's input for each field the service names (a method error is always about the
@@ -110,8 +142,9 @@ def answer(question: Question) -> Result:
         result.errors.setdefault(FORM_FIELDS.get(error.field, error.field), error.message)
     if validation.request is None:
         return result
-    result.answer = answer_request(validation.request, get_control(current_app).cache.get(),
-                                   actor=current_actor())
+    control = get_control(current_app)
+    result.answer = answer_request(validation.request, control.cache.get(),
+                                   actor=current_actor(), routes=control)
     result.hints = list(result.answer.hints)
     return result
 
@@ -125,15 +158,11 @@ def simulator():
     return _render(answer(Question.from_values(request.args)))
 
 
-@bp.post("/simulator/allow")
+@bp.post("/simulator/fix")
 @requires("editor")
-def simulator_allow():
+def simulator_fix():
     question = Question.from_values(request.form)
-    rule_id = request.form.get("rule_id", type=int)
-    if rule_id is None:
-        message, category = "Choose the rule to allow the origin on.", "error"
-    else:
-        message, category = allow_on_rule(rule_id, question.origin)
+    message, category = _apply_fix(question)
     if not is_htmx():
         flash(message, category)
         args: dict[str, Any] = question.as_args()
@@ -141,6 +170,23 @@ def simulator_allow():
     result = answer(question)
     result.message, result.message_category = message, category
     return _render(result)
+
+
+def _apply_fix(question: Question) -> tuple[str, str]:
+    """Apply the fix the simulator offers for *question* now (worked out again from the
+    question, never taken from the form), and serve it in this process at once."""
+    validation = question.validate()
+    if validation.request is None:
+        return "Nothing was changed: the question is not valid.", "error"
+    control = get_control(current_app)
+    try:
+        message = fix_request(validation.request, control.cache.get(), actor=current_actor(),
+                              routes=control)
+    except ServiceError as error:
+        return f"Nothing was changed: {error}.", "error"
+    # Other processes follow within the refresh interval; this one answers at once.
+    control.cache.refresh()
+    return message, ""
 
 
 def _render(result: Result) -> Response:

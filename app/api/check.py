@@ -11,8 +11,9 @@ from flask import current_app
 from ..cors import get_control
 from ..services.errors import FieldError, NotFound, ValidationError
 from ..services.simulator import (
+    Answer,
+    Fix,
     SimulatedRequest,
-    Simulation,
     answer_request,
     validate_request,
     visible_rule,
@@ -21,17 +22,19 @@ from . import bp
 from .auth import current_actor
 from .inputs import json_body
 
-CHECK_FIELDS = ("origin", "method", "path", "headers", "credentials", "preflight")
+CHECK_FIELDS = ("origin", "method", "path", "headers", "request_headers", "host",
+                "credentials", "private_network", "preflight")
 
 
 @bp.post("/check")
 def check():
-    snapshot = get_control(current_app).cache.get()
-    answer = answer_request(_question(json_body()), snapshot, actor=current_actor())
+    control = get_control(current_app)
+    answer = answer_request(_question(json_body()), control.cache.get(), actor=current_actor(),
+                            routes=control)
     if answer.simulation is None:
         # As in the dashboard: a tenant role learns nothing of rules it cannot see.
         raise NotFound(f"no rule you can see governs {answer.request.path[:200]}")
-    return _decision(answer.simulation, answer.policy_version)
+    return _decision(answer)
 
 
 def _question(data: Any) -> SimulatedRequest:
@@ -42,12 +45,19 @@ def _question(data: Any) -> SimulatedRequest:
     errors = [FieldError(str(key), f"unknown field; a check has {', '.join(CHECK_FIELDS)}")
               for key in data if key not in CHECK_FIELDS]
     headers = _header_names(data.get("headers", []), errors)
+    values = _header_values(data.get("request_headers", {}), errors)
     credentials = _flag(data, "credentials", errors)
     preflight = _flag(data, "preflight", errors)
+    private_network = _flag(data, "private_network", errors)
+    host = data.get("host", "")
+    if not isinstance(host, str):
+        errors.append(FieldError("host", 'host is a string such as "acme.api.example.com"'))
+        host = ""
     validation = validate_request(
         origin=_text(data.get("origin")), method=_text(data.get("method", "GET")),
         path=_text(data.get("path")), header_names=headers,
-        credentials=bool(credentials), preflight=preflight)
+        credentials=bool(credentials), preflight=preflight, request_headers=values,
+        host=host, private_network=bool(private_network))
     errors.extend(validation.errors)
     if errors or validation.request is None:
         raise ValidationError(errors)
@@ -68,6 +78,15 @@ def _header_names(value: Any, errors: list[FieldError]) -> list[str]:
     return []
 
 
+def _header_values(value: Any, errors: list[FieldError]) -> list[tuple[str, str]]:
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return [(str(name), text) for name, text in value.items()]
+    errors.append(FieldError("request_headers", 'request_headers is an object of header '
+                                                'names and values, such as {"X-Tenant": '
+                                                '"acme"}'))
+    return []
+
+
 def _flag(data: dict[str, Any], name: str, errors: list[FieldError]) -> bool | None:
     value = data.get(name)
     if value is not None and not isinstance(value, bool):
@@ -76,7 +95,9 @@ def _flag(data: dict[str, Any], name: str, errors: list[FieldError]) -> bool | N
     return value
 
 
-def _decision(simulation: Simulation, version: int | None) -> dict[str, Any]:
+def _decision(answer: Answer) -> dict[str, Any]:
+    simulation = answer.simulation
+    assert simulation is not None  # hidden answers are refused above
     decision = simulation.decision
     rule = visible_rule(decision, current_actor())
     if decision.report_only:
@@ -98,5 +119,18 @@ def _decision(simulation: Simulation, version: int | None) -> dict[str, Any]:
         "headers": [{"name": name, "value": value} for name, value in decision.headers],
         "request_headers": [{"name": name, "value": value}
                             for name, value in simulation.request_headers.items()],
-        "policy_version": version,
+        # Every check the refused step fails (the preflight, or the request after it).
+        "failures": [{"check": f.check, "detail": f.detail, "explanation": f.explanation}
+                     for f in answer.failures],
+        "fix": _fix(answer.fix),
+        "fix_refusal": answer.fix_refusal,
+        "policy_version": answer.policy_version,
     }
+
+
+def _fix(fix: Fix | None) -> dict[str, Any] | None:
+    if fix is None:
+        return None
+    return {"rule": {"id": fix.rule_id, "path": fix.rule_path}, "origin": fix.origin,
+            "tenant": fix.tenant, "credentials": fix.credentials, "routes": list(fix.routes),
+            "summary": fix.summary}

@@ -183,7 +183,18 @@ SCHEMAS: dict[str, Any] = {
             "method": {"type": "string", "default": "GET"},
             "path": {"type": "string", "pattern": "^/", "examples": ["/api/orders"]},
             "headers": _strings() | {"description": "request header names the script sets"},
+            "request_headers": {
+                "type": "object", "additionalProperties": {"type": "string"},
+                "description": "headers the script sets, with values (a tenant header): "
+                               "the request carries them, its preflight only their names",
+                "examples": [{"X-Tenant": "acme"}]},
+            "host": {"type": "string", "description": "the Host header (a tenant named by "
+                                                      "the subdomain)",
+                     "examples": ["acme.api.example.com"]},
             "credentials": {"type": "boolean", "default": False},
+            "private_network": {"type": "boolean", "default": False,
+                                "description": "the preflight asks for private network "
+                                               "access (a public page calling this API)"},
             "preflight": _nullable({"type": "boolean"})
             | {"description": "default: when the method or a header needs one"},
         },
@@ -199,7 +210,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["decision", "allowed", "reason", "detail", "explanation", "rule",
                      "tenant", "preflight", "status", "headers", "request_headers",
-                     "policy_version"],
+                     "failures", "fix", "fix_refusal", "policy_version"],
         "properties": {
             "decision": {"enum": ["allowed", "refused", "report-only"],
                          "description": "report-only: allowed, but enforcement would refuse"},
@@ -221,6 +232,36 @@ SCHEMAS: dict[str, Any] = {
                         "description": "the CORS headers the engine sends"},
             "request_headers": {"type": "array", "items": _ref("Header"),
                                 "description": "the request the simulation built"},
+            "failures": {
+                "type": "array",
+                "description": "every check the refused step (the preflight, or the request "
+                               "after it) fails, not only the first",
+                "items": {
+                    "type": "object",
+                    "required": ["check", "detail", "explanation"],
+                    "properties": {"check": {"type": "string"}, "detail": {"type": "string"},
+                                   "explanation": {"type": "string"}},
+                    "additionalProperties": False,
+                },
+            },
+            "fix": _nullable({
+                "type": "object",
+                "description": "the one change that makes this request pass, when there is "
+                               "one (the dashboard applies it in one click)",
+                "required": ["rule", "origin", "tenant", "credentials", "routes", "summary"],
+                "properties": {
+                    "rule": {"type": "object", "required": ["id", "path"],
+                             "properties": {"id": {"type": "integer"},
+                                            "path": {"type": "string"}}},
+                    "origin": _nullable({"type": "string"}),
+                    "tenant": _nullable({"type": "string"}),
+                    "credentials": {"type": "boolean"},
+                    "routes": _strings() | {"description": "the app's routes the rule "
+                                                           "governs, which the change affects"},
+                    "summary": {"type": "string"},
+                },
+            }),
+            "fix_refusal": _nullable({"type": "string"}),
             "policy_version": _nullable({"type": "integer"}),
         },
         "additionalProperties": False,

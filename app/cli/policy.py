@@ -24,7 +24,7 @@ from ..services.request_log import (
     query_log,
     validate_filter,
 )
-from ..services.simulator import answer_request, validate_request
+from ..services.simulator import answer_request, parse_header_line, validate_request
 from .common import cli_actor, fail, print_table
 
 cors_group = AppGroup("cors", help="Manage and inspect the CORS policy.")
@@ -77,28 +77,46 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
 @click.argument("path")
 @click.option("--method", "-m", default="GET", show_default=True)
 @click.option("--header", "-H", "headers", multiple=True, help="A request header name (repeat).")
+@click.option("--request-header", "request_headers", multiple=True, metavar="NAME=VALUE",
+              help="A header the script sets, with its value, such as X-Tenant=acme (repeat).")
+@click.option("--host", default="", help="The Host header, such as acme.api.example.com.")
 @click.option("--credentials", is_flag=True, help="The request carries cookies.")
+@click.option("--private-network", is_flag=True,
+              help="The preflight asks for private network access.")
 @click.option("--preflight/--no-preflight", default=None,
               help="Default: preflight when the method or a header needs one.")
 def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
-                  credentials: bool, preflight: bool | None) -> None:
-    """Show what the engine decides for ORIGIN calling PATH, and the headers it sends.
+                  request_headers: tuple[str, ...], host: str, credentials: bool,
+                  private_network: bool, preflight: bool | None) -> None:
+    """Show what the engine decides for ORIGIN calling PATH, every check that fails, and the
+    headers it sends. The tenant is read as the server reads it: from the path (matched
+    against the app's routes), a --request-header or the --host.
 
-    Exits 0 when allowed, 2 when refused, 1 when the question is not valid or no policy
+    Exits 0 when allowed, 1 when refused, 2 when the question is not valid or no policy
     could be loaded.
     """
+    values = []
+    for line in request_headers:
+        pair = parse_header_line(line)
+        if pair is None:
+            click.echo(f"Error: --request-header {printable(line, 100)}: write NAME=VALUE, "
+                       "such as X-Tenant=acme.", err=True)
+            sys.exit(2)
+        values.append(pair)
     validation = validate_request(origin=origin, method=method, path=path, header_names=headers,
-                                  credentials=credentials, preflight=preflight)
+                                  credentials=credentials, preflight=preflight,
+                                  request_headers=values, host=host,
+                                  private_network=private_network)
     if validation.request is None:
         for error in validation.errors:
             click.echo(f"Error: {printable(str(error))}", err=True)
-        sys.exit(1)
-    cache = get_control(current_app).cache
-    cache.refresh()
-    if cache.snapshot is None:
-        click.echo(f"Error: no policy could be loaded ({cache.last_error}).", err=True)
-        sys.exit(1)
-    answer = answer_request(validation.request, cache.snapshot)
+        sys.exit(2)
+    control = get_control(current_app)
+    control.cache.refresh()
+    if control.cache.snapshot is None:
+        click.echo(f"Error: no policy could be loaded ({control.cache.last_error}).", err=True)
+        sys.exit(2)
+    answer = answer_request(validation.request, control.cache.snapshot, routes=control)
     result = answer.simulation
     assert result is not None  # the CLI is no tenant role: it sees every answer
     decision = result.decision
@@ -106,17 +124,34 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
     click.echo(f"{result.verdict.upper()}: {kind} {result.method} {printable(result.path)} "
                f"from {printable(origin)}")
     click.echo(f"rule:    {decision.rule.path if decision.rule else '(none)'}")
+    if decision.tenant is not None:
+        click.echo(f"tenant:  {printable(decision.tenant, 100)}")
     click.echo(f"reason:  {decision.reason} - {printable(decision.explanation)}")
+    for failure in answer.failures:
+        click.echo(f"fails:   {failure.check} - {printable(failure.explanation)}")
     click.echo(f"policy:  version {answer.policy_version}")
     if decision.preflight:
         click.echo(f"status:  {decision.status}")
     click.echo("headers:" + ("" if decision.headers else " (none)"))
     for name, value in decision.headers:
         click.echo(f"  {name}: {printable(value)}")
+    if answer.actual is not None:
+        actual = answer.actual.decision
+        click.echo(f"then:    {answer.actual.verdict.upper()}: request {result.method} - "
+                   f"{actual.reason}")
+        for name, value in actual.headers:
+            click.echo(f"  {name}: {printable(value)}")
+    if answer.fix is not None:
+        click.echo(f"fix:     {printable(answer.fix.summary)} (the dashboard's simulator "
+                   "applies it in one click)")
+    elif answer.fix_refusal:
+        click.echo(f"no fix:  {printable(answer.fix_refusal)}")
     for hint in answer.hints:
         click.echo(f"note:    {printable(hint)}")
-    if not decision.allowed:
-        sys.exit(2)
+    refused = not decision.allowed or (answer.actual is not None
+                                       and not answer.actual.decision.allowed)
+    if refused:
+        sys.exit(1)
 
 
 @cors_group.command("log")

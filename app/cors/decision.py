@@ -371,3 +371,61 @@ def _preflight_headers(
         headers.append(("Access-Control-Allow-Private-Network", "true"))
     headers.append(("Vary", VARY_PREFLIGHT))
     return tuple(headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One check a request fails: a refusal code of :data:`REFUSAL_REASONS` and its detail."""
+
+    check: str
+    detail: str = ""
+
+    @property
+    def explanation(self) -> str:
+        text = EXPLANATIONS.get(self.check, self.check)
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def explain(
+    snapshot: PolicySnapshot | None,
+    method: str,
+    path: str,
+    headers: RequestHeaders,
+    *,
+    route_args: RouteArgs | None = None,
+    now: float | None = None,
+) -> list[Failure]:
+    """Every check the request fails, in :func:`decide`'s order; empty when it passes.
+
+    :func:`decide` stops at the first failure, which is all a response needs; a person fixing
+    a rule needs them all. The origin check (tenants included) is :func:`decide`'s own answer,
+    so the first failure is always the reason :func:`decide` gives; the others are the rule's
+    remaining checks, as :func:`decide` applies them.
+    """
+    decision = decide(snapshot, method, path, headers, route_args=route_args, now=now)
+    if decision.reason in (ALLOWED, NO_ORIGIN):
+        return []
+    rule = decision.rule
+    if rule is None:
+        return [Failure(decision.reason, decision.detail)]
+    failures = []
+    if decision.reason in (ORIGIN_NOT_ALLOWED, UNKNOWN_TENANT):
+        failures.append(Failure(decision.reason, decision.detail))
+    request_method = headers.get("Access-Control-Request-Method") if decision.preflight \
+        else method
+    if request_method is not None and request_method not in rule.methods:
+        failures.append(Failure(METHOD_NOT_ALLOWED, request_method))
+    if decision.preflight:
+        requested, malformed = parse_request_headers(
+            headers.get("Access-Control-Request-Headers"))
+        if malformed is not None:
+            failures.append(Failure(HEADER_NOT_ALLOWED, malformed))
+        if not rule.any_header:
+            failures.extend(Failure(HEADER_NOT_ALLOWED, name) for name in requested
+                            if name not in rule.allow_headers)
+    if headers.get("Cookie") is not None and not rule.supports_credentials:
+        failures.append(Failure(CREDENTIALS_NOT_ALLOWED))
+    if decision.preflight and not rule.allow_private_network \
+            and headers.get("Access-Control-Request-Private-Network") == "true":
+        failures.append(Failure(PRIVATE_NETWORK_NOT_ALLOWED))
+    return failures

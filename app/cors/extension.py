@@ -31,7 +31,14 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 from .cache import PolicyCache, PolicySource
-from .decision import NO_ORIGIN, POLICY_UNAVAILABLE, Decision, RequestHeaders, decide
+from .decision import (
+    NO_ORIGIN,
+    POLICY_UNAVAILABLE,
+    Decision,
+    RequestHeaders,
+    RouteArgs,
+    decide,
+)
 from .text import printable
 
 DecisionListener = Callable[[Decision, "RequestView"], None]
@@ -113,6 +120,19 @@ class CorsControl:
     def decide(self, method: str, path: str, headers: RequestHeaders) -> Decision:
         """Decide with this process's current snapshot, as a request would be."""
         return decide(self.cache.get(), method, path, headers)
+
+    def route_args(self, path: str, *, method: str = "GET",
+                   host: str | None = None) -> RouteArgs:
+        """The URL variables the engine would read for a request to *path* on *host*: the
+        simulator asks this, so a tenant named by the URL reaches :func:`decide` exactly as
+        the middleware matches it (same adapter, same method)."""
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "",
+            "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+        }
+        if host is not None:
+            environ["HTTP_HOST"] = host
+        return _RouteArgs(self, environ, path)
 
     def _url_adapter(self, environ: WSGIEnvironment) -> MapAdapter:
         """The app's URL map bound to the request's host, script root and scheme; binding

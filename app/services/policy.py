@@ -147,6 +147,51 @@ def add_origin(
     return origin, True
 
 
+def allow_request(rule_id: int, *, origin: str | None, tenant: str | None = None,
+                  credentials: bool = False, actor: Actor) -> Rule:
+    """The simulator's fix for one refused request, as one change (one version, one audit
+    entry): allow *origin* (for *tenant*, on a rule with an allowlist per tenant) and, with
+    *credentials*, let the rule support credentials. Enabling credentials changes the rule's
+    options, which only its owner may do; validation refuses it on a rule that allows every
+    origin with ``*``."""
+    require_writer(actor)
+    try:
+        with policy_change(actor) as change:
+            rule = _locked_rule(rule_id, None, actor)
+            if credentials and not owns(actor, rule):
+                raise Forbidden(f"rule {rule.path} belongs to the platform; only its owner "
+                                "can let it support credentials")
+            before = rule_to_dict(rule, actor)
+            done = []
+            if credentials and not rule.supports_credentials:
+                # The rule is checked as it would be saved: "*" and credentials do not mix.
+                validate_rule({**rule_to_dict(rule), "supports_credentials": True},
+                              reserved_prefixes=_reserved())
+                rule.supports_credentials = True
+                done.append("supports credentials")
+            tenant_id = None
+            if origin is not None:
+                origin_input = validate_origin(origin, credentials=rule.supports_credentials)
+                tenant_id = _origin_tenant(rule, actor, tenant)
+                if not any(o.value == origin_input.value and o.tenant_id == tenant_id
+                           for o in rule.origins):
+                    added = _new_origin(origin_input, actor)
+                    added.tenant_id = tenant_id
+                    rule.origins.append(added)
+                    done.append(f"allows {origin_input.value}"
+                                + (f" for tenant {tenant}" if tenant_id and tenant else ""))
+            if not done:
+                raise Unchanged(rule)
+            _touch(rule, actor)
+            db.session.flush()
+            change.audit("rule.update", f"rule {rule.path} now {' and '.join(done)}",
+                         rule=rule, before=before, after=rule_to_dict(rule, actor),
+                         tenant_id=None if credentials else tenant_id)
+    except Unchanged as unchanged:
+        return unchanged.result
+    return rule
+
+
 def remove_origin(rule_id: int, value: str, *, actor: Actor,
                   tenant: str | None = None) -> bool:
     """Remove one origin by its stored value; returns whether it was there."""

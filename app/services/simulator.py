@@ -3,22 +3,34 @@
 
 :func:`validate_request` checks a question once, for every channel, and says what a browser
 would do differently (hints); :func:`answer_request` builds the request a browser would send
-(a preflight when the method or a header needs one) and asks the engine's own
-:func:`~app.cors.decision.decide`; it never decides itself. From an ``origin-not-allowed``
-refusal :func:`one_click_refusal` and :func:`allow_refused_origin` offer and apply the fix
-in one click. The channels only parse their input format and render what they get back.
+(a preflight when the method, a header or private network access needs one), with the tenant
+where the server finds it (the app's route, a header value, the Host), and asks the engine's
+own :func:`~app.cors.decision.decide` and :func:`~app.cors.decision.explain` (every failing
+check); it never decides itself. When one change makes the request pass, the answer carries
+it as a :class:`Fix` and :func:`fix_request` applies it as one policy change. The request
+log's "allow this origin" uses :func:`one_click_refusal` and :func:`allow_refused_origin`.
+The channels only parse their input format and render what they get back.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from werkzeug.datastructures import Headers
 
-from ..cors.decision import ORIGIN_NOT_ALLOWED, UNKNOWN_TENANT, Decision, decide
+from ..cors.decision import (
+    CREDENTIALS_NOT_ALLOWED,
+    ORIGIN_NOT_ALLOWED,
+    UNKNOWN_TENANT,
+    Decision,
+    Failure,
+    decide,
+    explain,
+)
+from ..cors.extension import CorsControl
 from ..cors.origins import OriginError, OriginKind, parse_origin
 from ..cors.snapshot import CompiledRule, PolicySnapshot
 from ..cors.text import printable
@@ -28,10 +40,12 @@ from ..cors.vocabulary import (
     TENANT_FROM_SUBDOMAIN,
     TENANT_FROM_VIEW_ARG,
 )
-from .access import Actor
+from .access import Actor, owns
 from .errors import FieldError, NotFound, ValidationError
-from .policy import add_origin
+from .policy import add_origin, allow_request
 from .policy_read import get_rule
+from .rules_query import route_coverage
+from .tenants import tenant_slug
 
 # Request headers a browser sends without a preflight (content-type only for form and text
 # bodies, which a simulation cannot know, so it is treated as safelisted only when asked).
@@ -56,6 +70,12 @@ ORIGIN_REFUSALS = frozenset({ORIGIN_NOT_ALLOWED, UNKNOWN_TENANT})
 MAX_TEXT = 2000  # characters of an origin or a path
 MAX_METHOD = 100
 MAX_HEADER_NAMES = 100
+MAX_HOST = 255
+# Request headers the simulator sets from its own fields, never from "request headers".
+OWN_FIELDS = {"origin": "the origin field", "cookie": "the credentials box",
+              "host": "the host field"}
+# The checks the one-click fix can pass: allow the origin, let the rule support credentials.
+FIXABLE = frozenset({ORIGIN_NOT_ALLOWED, CREDENTIALS_NOT_ALLOWED})
 TOKEN_CHARACTERS = "letters, digits and !#$%&'*+-.^_`|~"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -71,6 +91,8 @@ class Simulation:
     preflight: bool
     request_headers: Headers
     decision: Decision
+    # Every check the request fails (decide() reports only the first), empty when it passes.
+    failures: tuple[Failure, ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -94,19 +116,39 @@ def simulate(
     *,
     credentials: bool = False,
     preflight: bool | None = None,
+    header_values: Sequence[tuple[str, str]] = (),
+    host: str | None = None,
+    routes: CorsControl | None = None,
+    private_network: bool = False,
 ) -> Simulation:
-    names = sorted({h.strip().lower() for h in header_names if h.strip()})
+    """Send the engine the request a browser would: a preflight carries the names of the
+    script's headers, the request itself their values; the Host and the URL variables of the
+    app's route (matched by *routes*, as the middleware does) reach :func:`decide` too."""
+    names = sorted({h.strip().lower() for h in [*header_names, *(n for n, _ in header_values)]
+                    if h.strip()})
     method = method.strip()
     request_headers = Headers({"Origin": origin})
+    if host:
+        request_headers["Host"] = host
     if credentials:
         request_headers["Cookie"] = "session=simulated"
-    is_preflight = needs_preflight(method, names) if preflight is None else preflight
+    is_preflight = preflight if preflight is not None else (
+        private_network or needs_preflight(method, names))
     if is_preflight:
         request_headers["Access-Control-Request-Method"] = method
         if names:
             request_headers["Access-Control-Request-Headers"] = ",".join(names)
-    decision = decide(snapshot, "OPTIONS" if is_preflight else method, path, request_headers)
-    return Simulation(origin, method, path, is_preflight, request_headers, decision)
+        if private_network:
+            request_headers["Access-Control-Request-Private-Network"] = "true"
+    else:
+        for name, value in header_values:
+            request_headers.add(name, value)
+    sent_method = "OPTIONS" if is_preflight else method
+    route_args = routes.route_args(path, method=sent_method, host=host) if routes else None
+    decision = decide(snapshot, sent_method, path, request_headers, route_args=route_args)
+    failures = explain(snapshot, sent_method, path, request_headers, route_args=route_args)
+    return Simulation(origin, method, path, is_preflight, request_headers, decision,
+                      tuple(failures))
 
 
 # -- who sees the answer -------------------------------------------------------------------
@@ -149,6 +191,12 @@ class SimulatedRequest:
     credentials: bool = False
     preflight: bool | None = None  # None: preflight when the method or a header needs one
     hints: tuple[str, ...] = ()  # what a browser would do differently; never a block
+    # Headers the script sets, with their values (a tenant header); the request itself
+    # carries them, its preflight only their names.
+    request_headers: tuple[tuple[str, str], ...] = ()
+    host: str | None = None  # the Host header: a tenant named by the subdomain
+    # A page on a public site calling a private address: its preflight asks for access.
+    private_network: bool = False
 
 
 @dataclass(slots=True)
@@ -172,14 +220,20 @@ def validate_request(
     header_names: Sequence[str] = (),
     credentials: bool = False,
     preflight: bool | None = None,
+    request_headers: Sequence[tuple[str, str]] = (),
+    host: str = "",
+    private_network: bool = False,
 ) -> Validation:
     """Check a simulated request once for every channel. Errors name the field (``origin``,
-    ``method``, ``path``, ``headers``); hints say what a browser would do differently, and
-    the request is simulated as the browser would send it."""
+    ``method``, ``path``, ``headers``, ``request_headers``, ``host``); hints say what a
+    browser would do differently, and the request is simulated as the browser would send
+    it."""
     validation = Validation()
     checked_method = _method(method, validation)
     checked_path = _path(path, validation)
     names = _header_names(header_names, validation)
+    values = _header_values(request_headers, validation)
+    checked_host = _host(host, validation)
     _origin(origin, validation)
     if validation.errors or checked_method is None or checked_path is None:
         return validation
@@ -187,8 +241,52 @@ def validate_request(
     validation.hints.extend(_origin_hints(origin))
     validation.request = SimulatedRequest(
         origin, checked_method, checked_path, tuple(names), credentials, preflight,
-        tuple(validation.hints))
+        tuple(validation.hints), tuple(values), checked_host, private_network)
     return validation
+
+
+def parse_header_line(text: str) -> tuple[str, str] | None:
+    """``X-Tenant=acme`` or ``X-Tenant: acme`` as (name, value); None when it is neither."""
+    separator = min((i for i in (text.find("="), text.find(":")) if i > 0), default=-1)
+    if separator < 0:
+        return None
+    return text[:separator].strip(), text[separator + 1:].strip()
+
+
+def _header_values(headers: Sequence[tuple[str, str]],
+                   validation: Validation) -> list[tuple[str, str]]:
+    if len(headers) > MAX_HEADER_NAMES:
+        validation.add_error("request_headers", f"at most {MAX_HEADER_NAMES} request headers")
+        return []
+    checked = []
+    for name, value in headers:
+        lower = name.lower()
+        if not _TOKEN.fullmatch(name):
+            validation.add_error("request_headers", f'"{printable(name, 100)}" is not a header '
+                                 f"name: a header name is one word of {TOKEN_CHARACTERS}, "
+                                 "such as X-Tenant")
+        elif lower in OWN_FIELDS or lower.startswith("access-control-"):
+            where = OWN_FIELDS.get(lower, "the method and header names (the simulator "
+                                          "writes the preflight's headers)")
+            validation.add_error("request_headers", f"{name} is set by {where}; leave it out "
+                                                    "of the request headers")
+        elif any(ch in value for ch in "\r\n\0") or len(value) > MAX_TEXT:
+            validation.add_error("request_headers", f"the value of {name} must be one line "
+                                                    f"of at most {MAX_TEXT} characters")
+        else:
+            checked.append((name, value))
+    return checked
+
+
+def _host(host: str, validation: Validation) -> str | None:
+    host = host.strip()
+    if not host:
+        return None
+    if len(host) > MAX_HOST or any(ch.isspace() or ch in "/?#@" for ch in host):
+        validation.add_error("host", "a host is a name such as acme.api.example.com, "
+                                     "with an optional :port")
+        return None
+    return host
 
 
 def _origin(origin: str, validation: Validation) -> None:
@@ -291,35 +389,84 @@ class Answer:
     actual: Simulation | None = None
     preflight_reasons: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
-    allow_offer: str | None = None  # the origin to allow in one click
-    allow_refusal: str | None = None  # why the origin cannot be allowed in one click
+    fix: Fix | None = None  # the whole fix, offered only when it makes the request pass
+    fix_refusal: str | None = None  # why no fix is offered for a refused request
 
     @property
     def hidden(self) -> bool:
         return self.simulation is None
 
+    @property
+    def refused_stage(self) -> Simulation | None:
+        """The step the browser stops at: the preflight, or the request itself."""
+        for stage in (self.simulation, self.actual):
+            if stage is not None and stage.failures:
+                return stage
+        return None
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """Every check the refused step fails, not only the first."""
+        stage = self.refused_stage
+        return stage.failures if stage is not None else ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One change that makes a refused request pass: allow its origin (for its tenant) and/or
+    let the rule support credentials. ``routes`` are the app's routes the rule governs, which
+    the change affects too."""
+
+    rule_id: int
+    rule_path: str
+    origin: str | None
+    tenant: str | None
+    credentials: bool
+    routes: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        parts = []
+        if self.origin is not None:
+            parts.append(f"allow {self.origin}"
+                         + (f" for tenant {self.tenant}" if self.tenant else ""))
+        if self.credentials:
+            parts.append("let the rule support credentials")
+        return " and ".join(parts) + f" on {self.rule_path}"
+
 
 def answer_request(request: SimulatedRequest, snapshot: PolicySnapshot | None, *,
-                   actor: Actor | None = None) -> Answer:
-    """Ask the engine about *request* on *snapshot* (the one this process serves)."""
+                   actor: Actor | None = None, routes: CorsControl | None = None) -> Answer:
+    """Ask the engine about *request* on *snapshot* (the one this process serves); *routes*
+    (the engine attached to the app) matches the path against the app's routes."""
     version = snapshot.version if snapshot is not None else None
-    simulation = simulate(snapshot, request.origin, request.method, request.path,
-                          request.header_names, credentials=request.credentials,
-                          preflight=request.preflight)
+    simulation = _simulate(request, snapshot, routes, preflight=request.preflight)
     if not visible_to(simulation.decision, actor):
         return Answer(request, version, hints=request.hints)
     actual = None
     if simulation.preflight and simulation.decision.allowed:
-        actual = simulate(snapshot, request.origin, request.method, request.path,
-                          request.header_names, credentials=request.credentials,
-                          preflight=False)
-    offer, refusal = _one_click(request.origin, simulation.decision)
-    return Answer(
+        actual = _simulate(request, snapshot, routes, preflight=False)
+    answer = Answer(
         request, version, simulation, actual,
         preflight_reasons=tuple(_preflight_reasons(simulation)),
-        hints=request.hints + tuple(_tenant_hints(simulation.decision)),
-        allow_offer=offer, allow_refusal=refusal,
+        hints=request.hints + tuple(_tenant_hints(simulation)),
     )
+    stage = answer.refused_stage
+    if stage is None:
+        return answer
+    fix, refusal = _whole_fix(stage, snapshot, actor)
+    if fix is not None and routes is not None:
+        fix = replace(fix, routes=_governed_routes(fix.rule_id, routes))
+    return replace(answer, fix=fix, fix_refusal=refusal)
+
+
+def _simulate(request: SimulatedRequest, snapshot: PolicySnapshot | None,
+              routes: CorsControl | None, *, preflight: bool | None) -> Simulation:
+    return simulate(snapshot, request.origin, request.method, request.path,
+                    request.header_names, credentials=request.credentials,
+                    preflight=preflight, header_values=request.request_headers,
+                    host=request.host, routes=routes,
+                    private_network=request.private_network)
 
 
 def _preflight_reasons(simulation: Simulation) -> list[str]:
@@ -337,29 +484,105 @@ def _preflight_reasons(simulation: Simulation) -> list[str]:
             reason += " (content-type is safelisted only for form and plain-text bodies, " \
                 "so a JSON body is preflighted)"
         reasons.append(reason)
+    if simulation.request_headers.get("Access-Control-Request-Private-Network"):
+        reasons.append("a public page asks for private network access")
     return reasons
 
 
-def _tenant_hints(decision: Decision) -> list[str]:
+def _tenant_hints(simulation: Simulation) -> list[str]:
+    decision = simulation.decision
     rule = decision.rule
-    if rule is None or not rule.selects_tenant:
+    if rule is None or not rule.selects_tenant or decision.tenant is not None:
         return []
     source = TENANT_SOURCE_WORDS.get(rule.tenant_source, rule.tenant_source)
-    return [f"{rule.path} keeps an allowlist per tenant, named by {source} {rule.tenant_key}; "
-            "the simulated request names no tenant, so it gets the shared allowlist at most"]
+    hint = (f"{rule.path} keeps an allowlist per tenant, named by {source} {rule.tenant_key}; "
+            "the simulated request names no tenant, so it gets the shared allowlist at most")
+    if simulation.preflight and rule.tenant_source == TENANT_FROM_HEADER:
+        hint += (f" (a browser's preflight carries the name of {rule.tenant_key}, never its "
+                 "value)")
+    return [hint]
 
 
 # -- the fix in one click ------------------------------------------------------------------
 
 
-def _one_click(origin: str, decision: Decision) -> tuple[str | None, str | None]:
-    """(the origin to offer, or why it is not offered) for a refusal of *origin*."""
+def _whole_fix(stage: Simulation, snapshot: PolicySnapshot | None,
+               actor: Actor | None) -> tuple[Fix | None, str | None]:
+    """(the fix, or why none is offered) for the refused *stage*. A fix is offered only when
+    every failing check is one it passes: a partial fix would change the rule and leave the
+    request refused."""
+    decision = stage.decision
     rule = decision.rule
-    if decision.reason != ORIGIN_NOT_ALLOWED or rule is None or rule.rule_id is None:
+    if rule is None or rule.rule_id is None or snapshot is None:
         return None, None
-    refusal = one_click_refusal(origin, selects_tenant=rule.selects_tenant,
-                                tenant=decision.tenant)
-    return (origin, None) if refusal is None else (None, refusal)
+    checks = [failure.check for failure in stage.failures]
+    others = sorted({check for check in checks if check not in FIXABLE})
+    if others:
+        return None, (f"it also fails {', '.join(others)}, which no one-click change passes; "
+                      "the rule's options decide it")
+    origin: str | None = None
+    if ORIGIN_NOT_ALLOWED in checks:
+        origin = stage.origin
+        refusal = one_click_refusal(origin, selects_tenant=rule.selects_tenant,
+                                    tenant=decision.tenant) or _tenant_refusal(
+                                        decision, snapshot, actor)
+        if refusal is not None:
+            return None, refusal
+    credentials = CREDENTIALS_NOT_ALLOWED in checks
+    if credentials:
+        refusal = _credentials_refusal(rule, actor)
+        if refusal is not None:
+            return None, refusal
+    tenant = decision.tenant if rule.selects_tenant and origin is not None else None
+    return Fix(rule.rule_id, rule.path, origin, tenant, credentials), None
+
+
+def _tenant_refusal(decision: Decision, snapshot: PolicySnapshot,
+                    actor: Actor | None) -> str | None:
+    rule, tenant = decision.rule, decision.tenant
+    if rule is None or not rule.selects_tenant or tenant is None:
+        return None
+    if tenant not in snapshot.tenants:
+        return f"no tenant {printable(tenant, 100)} exists; create it first"
+    if actor is not None and actor.scoped and tenant_slug(actor.tenant_id) != tenant:
+        return f"the request is for tenant {printable(tenant, 100)}, not yours"
+    return None
+
+
+def _credentials_refusal(rule: CompiledRule, actor: Actor | None) -> str | None:
+    if rule.origins.allows_any(None) or any(
+            origins.allows_any(None) for origins in rule.tenant_origins.values()):
+        return ("the rule allows every origin with *, which browsers never accept with "
+                "credentials; list the origins on the rule instead")
+    if actor is not None and rule.rule_id is not None \
+            and not owns(actor, get_rule(rule.rule_id, actor)):
+        return f"only the owner of {rule.path} can let it support credentials"
+    return None
+
+
+def _governed_routes(rule_id: int, routes: CorsControl) -> tuple[str, ...]:
+    """The app's routes *rule_id* governs: what a change to it affects besides this path."""
+    coverage = route_coverage(routes.app.url_map.iter_rules(),
+                              excluded_prefixes=routes.excluded)
+    return tuple(c.route for c in coverage if c.rule is not None and c.rule.id == rule_id)
+
+
+def fix_request(request: SimulatedRequest, snapshot: PolicySnapshot | None, *, actor: Actor,
+                routes: CorsControl | None = None) -> str:
+    """Apply the fix :func:`answer_request` offers for *request* now, as one change; the
+    offer is worked out again here, so what is applied is what passes the request. Returns
+    what was done, in words; raises :class:`ValidationError` when no fix is offered."""
+    answer = answer_request(request, snapshot, actor=actor, routes=routes)
+    if answer.hidden:
+        raise NotFound(f"no rule you can see governs {printable(request.path, 200)}")
+    fix = answer.fix
+    if fix is None:
+        reason = answer.fix_refusal or ("this request is not refused by a rule; nothing to "
+                                        "change" if not answer.failures else "no rule to change")
+        raise ValidationError([FieldError("", reason)])
+    allow_request(fix.rule_id, origin=fix.origin, tenant=fix.tenant,
+                  credentials=fix.credentials, actor=actor)
+    return f"Done: {fix.summary}."
 
 
 def one_click_refusal(origin: str, *, selects_tenant: bool = False,
