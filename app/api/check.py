@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import current_app
 
-from ..cors import get_control
+from ..cors import Decision, get_control
 from ..services.errors import FieldError, NotFound, ValidationError
 from ..services.simulator import (
     SimulatedRequest,
@@ -31,7 +31,7 @@ def check():
     if answer.simulation is None:
         # As in the dashboard: a tenant role learns nothing of rules it cannot see.
         raise NotFound(f"no rule you can see governs {answer.request.path[:200]}")
-    return _decision(answer.simulation, answer.policy_version)
+    return _decision(answer.simulation, answer.policy_version, answer.findings)
 
 
 def _question(data: Any) -> SimulatedRequest:
@@ -76,15 +76,12 @@ def _flag(data: dict[str, Any], name: str, errors: list[FieldError]) -> bool | N
     return value
 
 
-def _decision(simulation: Simulation, version: int | None) -> dict[str, Any]:
+def _decision(simulation: Simulation, version: int | None,
+              findings: tuple[Decision, ...]) -> dict[str, Any]:
     decision = simulation.decision
     rule = visible_rule(decision, current_actor())
-    if decision.report_only:
-        verdict = "report-only"
-    else:
-        verdict = "allowed" if decision.allowed else "refused"
     return {
-        "decision": verdict,
+        "decision": "allowed" if decision.allowed else "refused",
         "allowed": decision.allowed,
         "reason": decision.reason,
         "detail": decision.detail,
@@ -99,4 +96,9 @@ def _decision(simulation: Simulation, version: int | None) -> dict[str, Any]:
         "request_headers": [{"name": name, "value": value}
                             for name, value in simulation.request_headers.items()],
         "policy_version": version,
+        # Report-only rules change no answer; what they would refuse is listed here.
+        "report_only": [{"rule": {"id": f.rule.rule_id, "path": f.rule.path}
+                         if f.rule is not None else None,
+                         "reason": f.reason, "detail": f.detail, "explanation": f.explanation}
+                        for f in findings],
     }

@@ -199,10 +199,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["decision", "allowed", "reason", "detail", "explanation", "rule",
                      "tenant", "preflight", "status", "headers", "request_headers",
-                     "policy_version"],
+                     "policy_version", "report_only"],
         "properties": {
-            "decision": {"enum": ["allowed", "refused", "report-only"],
-                         "description": "report-only: allowed, but enforcement would refuse"},
+            "decision": {"enum": ["allowed", "refused"],
+                         "description": "what the engine answers; a report-only rule never "
+                                        "changes it (see report_only)"},
             "allowed": {"type": "boolean"},
             "reason": {"type": "string", "description": "allowed, or a refusal reason code"},
             "detail": {"type": "string"},
@@ -222,6 +223,28 @@ SCHEMAS: dict[str, Any] = {
             "request_headers": {"type": "array", "items": _ref("Header"),
                                 "description": "the request the simulation built"},
             "policy_version": _nullable({"type": "integer"}),
+            "report_only": {
+                "type": "array",
+                "description": "what report-only rules watching the path would refuse; "
+                               "recorded in the request log, never sent",
+                "items": {
+                    "type": "object",
+                    "required": ["rule", "reason", "detail", "explanation"],
+                    "properties": {
+                        "rule": _nullable({
+                            "type": "object",
+                            "required": ["id", "path"],
+                            "properties": {"id": _nullable({"type": "integer"}),
+                                           "path": {"type": "string"}},
+                            "additionalProperties": False,
+                        }),
+                        "reason": {"type": "string"},
+                        "detail": {"type": "string"},
+                        "explanation": {"type": "string"},
+                    },
+                    "additionalProperties": False,
+                },
+            },
         },
         "additionalProperties": False,
     },

@@ -204,3 +204,29 @@ class PatternIndex:
             if child is not None:
                 stack.append((child, position + 1))
         return best
+
+    def lookup_all(self, path: str) -> list[object]:
+        """Every payload whose pattern matches *path*, the most specific first (the first is
+        the one :meth:`lookup` returns unless two tie); for what stands behind the winner."""
+        if not path.startswith("/"):
+            return []
+        parts = path.split("/")
+        found: list[tuple[tuple[int, int], int, object]] = []
+        stack = [(self._root, 1)]
+        last = len(parts)
+        while stack:
+            node, position = stack.pop()
+            if node.open_ended is not None and position < last:
+                found.append((self._rank[id(node.open_ended)], -len(found), node.open_ended))
+            if position == last:
+                if node.exact is not None:
+                    found.append((self._rank[id(node.exact)], -len(found), node.exact))
+                continue
+            if node.wildcard is not None:
+                stack.append((node.wildcard, position + 1))
+            child = node.literals.get(parts[position])
+            if child is not None:
+                stack.append((child, position + 1))
+        # Rank first; among equals, the one found first, as lookup() keeps it.
+        found.sort(key=lambda entry: entry[:2], reverse=True)
+        return [payload for _rank, _order, payload in found]

@@ -35,7 +35,6 @@ _REQUEST_ORIGIN = re.compile(
     r"(?::([0-9]{1,5}))?"
 )
 PATH_MEMO_LIMIT = 10_000
-_MISSING = object()
 # A DNS name has at most 253 characters; a longer Origin is no browser's, and scanning its
 # dots would cost time quadratic in the header's length.
 MAX_HOST_LENGTH = 253
@@ -258,6 +257,20 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Which rules a path meets: ``rule``, the enforcing rule that answers it (None: the
+    engine leaves the response alone), and ``shadows``, the report-only rules more specific
+    than that one, most specific first. A report-only rule only watches: it steps aside for
+    the next rule that matches, as ``Content-Security-Policy-Report-Only`` does."""
+
+    rule: CompiledRule | None
+    shadows: tuple[CompiledRule, ...] = ()
+
+
+NO_ROUTE = Route(None)
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySnapshot:
     """Every enabled rule of one policy version, indexed for the request path."""
 
@@ -266,26 +279,56 @@ class PolicySnapshot:
     tenants: frozenset[str] = frozenset()
     loaded_at: float = field(default_factory=time.time)
     _index: PatternIndex = field(init=False, repr=False, compare=False)
-    _paths: dict[str, CompiledRule | None] = field(init=False, repr=False, compare=False)
+    _paths: dict[str, Route] = field(init=False, repr=False, compare=False)
+    # One Route per distinct (rule, shadows), shared by every path that meets them.
+    _routes: dict[tuple[CompiledRule | None, tuple[CompiledRule, ...]], Route] = field(
+        init=False, repr=False, compare=False)
+    _watched: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = PatternIndex([(rule.pattern, rule) for rule in self.rules])
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_paths", {})
+        object.__setattr__(self, "_routes", {(None, ()): NO_ROUTE})
+        # Without report-only rules the most specific match is all a path needs.
+        object.__setattr__(self, "_watched", any(rule.report_only for rule in self.rules))
 
-    def rule_for(self, path: str) -> CompiledRule | None:
-        """The most specific enabled rule governing *path*, or None.
+    def route_for(self, path: str) -> Route:
+        """The enforcing rule answering *path* and the report-only rules watching it.
 
         Answers are remembered for up to PATH_MEMO_LIMIT distinct paths; clients choose paths,
         so past that the index answers each time (it is fast, only not free).
         """
-        paths = self._paths
-        rule: object = paths.get(path, _MISSING)  # one dictionary lookup on the hot path
-        if rule is _MISSING:
-            rule = self._index.lookup(path)
-            if len(paths) < PATH_MEMO_LIMIT:
-                paths[path] = rule  # type: ignore[assignment]  # lookup() returns a rule or None
-        return rule  # type: ignore[return-value]  # the sentinel was replaced above
+        route = self._paths.get(path)  # one dictionary lookup on the hot path
+        if route is None:
+            route = self._route(path)
+            if len(self._paths) < PATH_MEMO_LIMIT:
+                self._paths[path] = route
+        return route
+
+    def _route(self, path: str) -> Route:
+        if not self._watched:
+            found = self._index.lookup(path)
+            matched: list[object] = [] if found is None else [found]
+        else:
+            matched = self._index.lookup_all(path)
+        shadows: list[CompiledRule] = []
+        answering: CompiledRule | None = None
+        for rule in matched:
+            assert isinstance(rule, CompiledRule)  # the index holds this snapshot's rules
+            if not rule.report_only:
+                answering = rule
+                break
+            shadows.append(rule)
+        key = (answering, tuple(shadows))
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = Route(answering, key[1])
+        return route
+
+    def rule_for(self, path: str) -> CompiledRule | None:
+        """The enforcing rule that answers *path*, or None (a report-only rule never does)."""
+        return self.route_for(path).rule
 
     @property
     def origin_count(self) -> int:

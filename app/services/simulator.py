@@ -74,8 +74,7 @@ class Simulation:
 
     @property
     def verdict(self) -> str:
-        if self.decision.report_only:
-            return "allowed (a report-only rule would refuse)"
+        # A report-only rule changes no answer: what it would refuse is in Answer.findings.
         return "allowed" if self.decision.allowed else "refused"
 
 
@@ -125,6 +124,13 @@ def visible_rule(decision: Decision, actor: Actor | None) -> CompiledRule | None
     except NotFound:
         return None
     return rule
+
+
+def visible_findings(decision: Decision, actor: Actor | None) -> tuple[Decision, ...]:
+    """What the report-only rules watching the path would have refused, as far as *actor*
+    may see those rules."""
+    return tuple(finding for finding in decision.shadows
+                 if visible_rule(finding, actor) is not None)
 
 
 def visible_to(decision: Decision, actor: Actor | None) -> bool:
@@ -293,6 +299,8 @@ class Answer:
     hints: tuple[str, ...] = ()
     allow_offer: str | None = None  # the origin to allow in one click
     allow_refusal: str | None = None  # why the origin cannot be allowed in one click
+    # What report-only rules watching the path would refuse (they change no answer).
+    findings: tuple[Decision, ...] = ()
 
     @property
     def hidden(self) -> bool:
@@ -319,6 +327,7 @@ def answer_request(request: SimulatedRequest, snapshot: PolicySnapshot | None, *
         preflight_reasons=tuple(_preflight_reasons(simulation)),
         hints=request.hints + tuple(_tenant_hints(simulation.decision)),
         allow_offer=offer, allow_refusal=refusal,
+        findings=visible_findings(simulation.decision, actor),
     )
 
 
