@@ -187,13 +187,19 @@ def _decide_rule(
     snapshot: PolicySnapshot, rule: CompiledRule, origin: str, method: str,
     headers: RequestHeaders, route_args: RouteArgs | None, now: float | None,
 ) -> Decision:
-    allowlist = rule.allowlist
-    if rule.tenant_source != NO_TENANT_SOURCE:
-        allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
     if method == "OPTIONS":
         request_method = headers.get("Access-Control-Request-Method")
         if request_method is not None:
+            # A preflight never carries the tenant header's value, only its name: it is
+            # decided against every tenant's origins; the actual request, for its tenant.
+            allowlist = rule.preflight_allowlist
+            if rule.tenant_source != NO_TENANT_SOURCE and \
+                    rule.tenant_source != TENANT_FROM_HEADER:
+                allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
             return _decide_preflight(rule, allowlist, origin, request_method, headers, now)
+    allowlist = rule.allowlist
+    if rule.tenant_source != NO_TENANT_SOURCE:
+        allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
     return _decide_actual(rule, allowlist, origin, method, headers, now)
 
 

@@ -22,6 +22,7 @@ from .vocabulary import (
     OFF,
     REFUSE_UNKNOWN_TENANT,
     REPORT_ONLY,
+    TENANT_FROM_HEADER,
     TENANT_FROM_SUBDOMAIN,
 )
 
@@ -200,15 +201,24 @@ class CompiledRule:
     memo: dict[object, Decision] = field(default_factory=dict, repr=False, compare=False)
 
     tenant_allowlists: dict[str, Allowlist] = field(init=False, repr=False)
+    # Every tenant's origins in one set, on a rule that reads the tenant from a header: a
+    # preflight carries the header's name, never its value (see preflight_allowlist).
+    any_tenant_origins: OriginSet | None = None
+    preflight_allowlist: Allowlist = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Allowlists are built once here, not per request: the rule's own, and one per
-        # tenant that has origins on a tenant-selecting rule.
-        object.__setattr__(self, "allowlist", Allowlist(self.origins))
+        # Allowlists are built once here, not per request: the rule's own, one per tenant
+        # that has origins on a tenant-selecting rule, and the one preflights are decided
+        # against (on a header-selected rule, the shared origins and every tenant's).
+        allowlist = Allowlist(self.origins)
+        object.__setattr__(self, "allowlist", allowlist)
         object.__setattr__(self, "tenant_allowlists", {
             tenant: Allowlist(self.origins, origins, tenant)
             for tenant, origins in self.tenant_origins.items()
         })
+        object.__setattr__(self, "preflight_allowlist", allowlist
+                           if self.any_tenant_origins is None
+                           else Allowlist(self.origins, self.any_tenant_origins))
 
     @property
     def selects_tenant(self) -> bool:
@@ -245,6 +255,9 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
         unknown_tenant=spec.unknown_tenant,
         tenant_origins={tenant: OriginSet(entries) for tenant, entries in per_tenant.items()}
         if spec.tenant_source != NO_TENANT_SOURCE else {},
+        any_tenant_origins=OriginSet(entry for entries in per_tenant.values()
+                                     for entry in entries)
+        if spec.tenant_source == TENANT_FROM_HEADER else None,
         methods=frozenset(spec.methods),
         any_header=any_header,
         allow_headers=frozenset(headers),
