@@ -343,6 +343,16 @@ class PolicySnapshot:
         """The enforcing rule that answers *path*, or None (a report-only rule never does)."""
         return self.route_for(path).rule
 
+    def answering_rule(self, path: str, *, aside: int | None = None) -> CompiledRule | None:
+        """The enforcing rule that answers *path* while the rule whose id is *aside* steps
+        aside (as it does in report-only), whatever its mode in this snapshot. For the
+        dashboard, off the request path."""
+        for rule in self._index.lookup_all(path):
+            assert isinstance(rule, CompiledRule)  # the index holds this snapshot's rules
+            if not rule.report_only and (aside is None or rule.rule_id != aside):
+                return rule
+        return None
+
     @property
     def origin_count(self) -> int:
         return sum(
