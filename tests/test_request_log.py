@@ -212,6 +212,27 @@ def test_every_report_only_rule_more_specific_than_the_answering_one_is_recorded
         ("report-only", "/api/orders/*/lines")]
 
 
+def test_metrics_count_what_was_applied_and_each_report_only_finding_under_its_rule():
+    from werkzeug.datastructures import Headers
+
+    from app.cors.decision import decide
+    from app.cors.snapshot import OriginEntry, RuleSpec, compile_policy
+    from app.request_log.metrics import DecisionCounters
+
+    snapshot = compile_policy(1, [
+        RuleSpec("/api/*", origins=(OriginEntry(ORIGIN),)),
+        RuleSpec("/api/orders", origins=(OriginEntry(EVIL),), mode="report-only")])
+    counters = DecisionCounters()
+    for origin in (ORIGIN, EVIL):
+        counters.observe(decide(snapshot, "GET", "/api/orders", Headers({"Origin": origin})),
+                         None)
+    assert counters.snapshot() == {
+        ("/api/*", "allowed", ""): 1,
+        ("/api/orders", "report-only", "origin-not-allowed"): 1,
+        ("/api/*", "refused", "origin-not-allowed"): 1,
+    }
+
+
 def test_unmatched_cors_requests_are_recorded_only_under_api_prefixes(app, client, policy):
     policy({"path": "/api/orders", "origins": [ORIGIN]})
     client.get("/api/unconfigured", headers={"Origin": ORIGIN})
