@@ -195,6 +195,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"name": {"type": "string"}, "value": {"type": "string"}},
         "additionalProperties": False,
     },
+    "RuleRef": {
+        "type": "object",
+        "required": ["id", "path"],
+        "properties": {"id": _nullable({"type": "integer"}), "path": {"type": "string"}},
+        "additionalProperties": False,
+    },
     "Decision": {
         "type": "object",
         "required": ["decision", "allowed", "reason", "detail", "explanation", "rule",
@@ -208,13 +214,7 @@ SCHEMAS: dict[str, Any] = {
             "reason": {"type": "string", "description": "allowed, or a refusal reason code"},
             "detail": {"type": "string"},
             "explanation": {"type": "string"},
-            "rule": _nullable({
-                "type": "object",
-                "required": ["id", "path"],
-                "properties": {"id": _nullable({"type": "integer"}),
-                               "path": {"type": "string"}},
-                "additionalProperties": False,
-            }),
+            "rule": _nullable(_ref("RuleRef")),
             "tenant": _nullable({"type": "string"}),
             "preflight": {"type": "boolean"},
             "status": _nullable({"enum": [204, 403]}),
@@ -231,13 +231,7 @@ SCHEMAS: dict[str, Any] = {
                     "type": "object",
                     "required": ["rule", "reason", "detail", "explanation"],
                     "properties": {
-                        "rule": _nullable({
-                            "type": "object",
-                            "required": ["id", "path"],
-                            "properties": {"id": _nullable({"type": "integer"}),
-                                           "path": {"type": "string"}},
-                            "additionalProperties": False,
-                        }),
+                        "rule": _nullable(_ref("RuleRef")),
                         "reason": {"type": "string"},
                         "detail": {"type": "string"},
                         "explanation": {"type": "string"},
