@@ -125,8 +125,9 @@ def test_preflight_rows_show_the_requested_method_and_headers(app, client, polic
 
 @pytest.fixture
 def mixed_log(app, client, policy):
-    """Refusals under an enforced rule, a report-only rule and no rule at all."""
-    policy(RULE, PUBLIC)
+    """Refusals under an enforced rule, a report-only rule and no rule at all. /api/* allows
+    the reporting origin, so on /api/public/* only the report-only rule would refuse it."""
+    policy({**RULE, "origins": [ORIGIN, "https://reporting.example.com"]}, PUBLIC)
     refuse(app, client, EVIL, "https://other.example.org")
     refuse(app, client, "https://reporting.example.com", path="/api/public/status")
     client.put("/api/orders", headers={"Origin": ORIGIN})  # PUT is allowed: not recorded

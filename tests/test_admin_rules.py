@@ -386,6 +386,35 @@ def test_disable_and_enable_change_the_mode_and_are_audited(app, policy, sign_in
     assert [a[0] for a in _actions(app)][1:] == ["rule.update"] * 4
 
 
+def test_switching_a_rule_to_report_only_says_which_rule_answers_its_routes(
+        app, policy, sign_in):
+    policy({"path": "/api/*"}, {"path": "/api/orders", "mode": "off"})
+    client = sign_in("editor")
+    rule_id = _rule_id(app, "/api/orders")
+    enabled = _post(client, f"/admin/rules/{rule_id}/enable", {"mode": "report-only"},
+                    headers=HTMX)
+    assert "while report-only, /api/orders is answered by /api/*" in _text(enabled)
+    assert "allows every origin" not in _text(enabled)
+    # Without JavaScript the same words come as a flashed message on the rule's page.
+    form = _edit_form(app, "/api/orders", mode="enforce")
+    _post(client, f"/admin/rules/{rule_id}", form)
+    form = _edit_form(app, "/api/orders", mode="report-only")
+    saved = _post(client, f"/admin/rules/{rule_id}", form)
+    assert saved.status_code == 302
+    page = _text(client.get(saved.headers["Location"]))
+    assert "while report-only, /api/orders is answered by /api/*" in page
+    enforced = _post(client, f"/admin/rules/{rule_id}/disable", headers=HTMX)
+    assert "while report-only" not in _text(enforced)
+
+
+def test_a_report_only_rule_alone_on_its_routes_is_answered_by_no_rule(app, policy, sign_in):
+    policy({"path": "/api/orders", "mode": "off"})
+    client = sign_in("editor")
+    enabled = _post(client, f"/admin/rules/{_rule_id(app, '/api/orders')}/enable",
+                    {"mode": "report-only"}, headers=HTMX)
+    assert "while report-only, /api/orders is answered by no rule" in _text(enabled)
+
+
 def test_delete_removes_the_rule_and_its_origins_after_confirmation(app, policy, sign_in):
     policy({"path": "/api/*", "origins": ["https://a.example.com"]},
            {"path": "/api/orders"})
@@ -660,6 +689,8 @@ def test_coverage_lists_every_governable_route_with_the_rule_the_engine_applies(
     parts = rows["/api/items/&lt;int:item_id&gt;/parts"]
     assert "/api/items/1/parts" in parts and "/api/items/*/parts</a>" in parts
     assert "GET, PUT" in parts
+    # A report-only rule answers nothing: the route has no rule, and the rule watches it.
+    assert "no rule" in parts and "watches it" in parts
     status = rows["/api/public/status"]
     assert "no rule" in status and "/api/public/*</a> (off)" in status
     assert not [route for route in rows if route.startswith(("/admin", "/static", "/healthz"))]
@@ -668,6 +699,16 @@ def test_coverage_lists_every_governable_route_with_the_rule_the_engine_applies(
     assert fragment.status_code == 200 and not _is_page(fragment)
     uncovered = _coverage_rows(_text(fragment))
     assert "/api/orders" in uncovered and "/api/echo" not in uncovered
+    assert "/api/items/&lt;int:item_id&gt;/parts" in uncovered
+
+
+def test_coverage_shows_the_rule_behind_a_report_only_one_as_the_engine_answers(
+        app, policy, sign_in):
+    policy({"path": "/api/*"}, {"path": "/api/public/*", "mode": "report-only"})
+    rows = _coverage_rows(_text(sign_in("viewer").get("/admin/coverage")))
+    status = rows["/api/public/status"]
+    assert status.index("/api/*</a>") < status.index("/api/public/*</a>")
+    assert "badge enforce" in status and "watches it" in status
 
 
 def test_coverage_follows_the_most_specific_rule_as_the_engine_does(app, policy, sign_in):

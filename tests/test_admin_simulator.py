@@ -162,15 +162,20 @@ def test_credentials_are_refused_by_a_rule_without_them_and_granted_by_one_with_
     assert "Access-Control-Allow-Credentials: true" in allowed
 
 
-def test_a_report_only_rule_allows_and_says_what_enforcement_would_refuse(sign_in, policy):
-    policy({**RULE, "mode": "report-only"})
-    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=NEW, method="GET",
+def test_a_report_only_rule_changes_no_answer_and_says_what_it_would_refuse(sign_in, policy):
+    policy(RULE, {"path": "/api/orders", "origins": [NEW], "mode": "report-only"})
+    answer = text_of(simulate(sign_in("viewer"), HTMX, origin=ORIGIN, method="GET",
                               path="/api/orders"))
-    assert '<span class="badge report-only">allowed (a report-only rule would refuse)' \
+    assert '<span class="badge allowed">allowed</span>' in answer  # /api/* answers
+    assert "Access-Control-Allow-Origin: https://app.example.com" in answer
+    assert '<span class="badge report-only">report-only</span>' in answer
+    assert "<code>origin-not-allowed</code>: the origin is not on the rule&#39;s allowlist" \
         in answer
-    assert "report-only rule would refuse (the origin is not on the rule&#39;s allowlist)" \
-        in answer
-    assert "Access-Control-Allow-Origin: https://new.example.com" in answer
+    tried = text_of(simulate(sign_in("viewer"), HTMX, origin=NEW, method="GET",
+                             path="/api/orders"))
+    assert '<span class="badge refused">refused</span>' in tried  # its own origin, too
+    assert "Access-Control-Allow-Origin" not in tried
+    assert "Report-only" not in tried  # the tried rule would allow it: nothing to report
 
 
 def test_a_path_no_rule_governs_gets_nothing_from_the_engine(sign_in, policy):

@@ -842,7 +842,14 @@ def test_check_reports_report_only_and_ungoverned_paths(client, policy, token):
     assert (ungoverned["reason"], ungoverned["rule"]) == ("no-rule", None)
     report = client.post(url("/check"), json={"origin": EVIL, "path": "/api/public/x",
                                               "method": "DELETE"}, headers=headers).get_json()
-    assert report["decision"] == "report-only" and report["allowed"]
+    # The report-only rule changes no answer: /api/* refuses, and the finding is listed.
+    assert (report["decision"], report["allowed"], report["rule"]["path"]) == (
+        "refused", False, "/api/*")
+    assert [(f["rule"]["path"], f["reason"]) for f in report["report_only"]] == [
+        ("/api/public/*", "method-not-allowed")]
+    assert report["headers"] == [{"name": "Vary", "value": "Origin, Access-Control-Request-"
+                                                           "Method, Access-Control-Request-"
+                                                           "Headers"}]
 
 
 @pytest.mark.parametrize(("data", "field", "message"), [

@@ -155,6 +155,18 @@ def test_check_reads_the_tenant_from_a_request_header_the_host_and_the_path(
     assert "unknown-tenant" in nameless.output
 
 
+def test_check_answers_as_the_engine_does_and_lists_report_only_findings(runner, tmp_path):
+    tried = {"path": "/api/orders", "origins": ["https://new.example.com"],
+             "mode": "report-only"}
+    runner.invoke(args=["cors", "import", _write(tmp_path, {"rules": [
+        *POLICY["rules"], tried]})])
+    result = runner.invoke(args=["cors", "check", "https://app.example.com", "/api/orders"])
+    assert result.exit_code == 0, result.output  # /api/* answers, the tried rule only reports
+    assert "ALLOWED: request GET /api/orders" in result.output
+    assert "rule:    /api/*" in result.output
+    assert "report-only: /api/orders would refuse: origin-not-allowed" in result.output
+
+
 def test_check_escapes_control_characters_in_the_origin(runner, tmp_path):
     runner.invoke(args=["cors", "import", _write(tmp_path, POLICY)])
     result = runner.invoke(args=["cors", "check", "https://x.example\x1b[31m", "/api/orders"])

@@ -180,6 +180,32 @@ def test_api_path_no_rule_governs_falls_back_to_flask_cors(coexisting, policy):
     assert ungoverned.headers.getlist("Access-Control-Allow-Origin") == [STRANGER]
 
 
+@pytest.mark.parametrize("origin", [APP, STRANGER], ids=["listed", "unlisted"])
+@pytest.mark.parametrize("path", ["/legacy/ping", "/api/orders"], ids=["legacy", "api"])
+def test_a_report_only_rule_over_a_flask_cors_route_leaves_its_headers_untouched(
+    coexisting, policy, path, origin
+):
+    client = coexisting.test_client(use_cookies=False)
+    policy()  # no rule: flask-cors answers
+    get_control(coexisting).cache.refresh()
+    expected_actual = client.get(path, headers={"Origin": origin})
+    expected_preflight = client.options(path, headers={
+        "Origin": origin, "Access-Control-Request-Method": "DELETE"})
+    pattern = path.rsplit("/", 1)[0] + "/*"
+    policy({"path": pattern, "origins": [APP], "methods": ["GET"],
+            "supports_credentials": True, "mode": "report-only"})
+    get_control(coexisting).cache.refresh()
+    actual = client.get(path, headers={"Origin": origin})
+    assert actual.headers.getlist("Access-Control-Allow-Origin") == [origin]  # flask-cors's
+    assert access_control(actual) == access_control(expected_actual)
+    assert vary(actual) == vary(expected_actual)
+    answered = client.options(path, headers={
+        "Origin": origin, "Access-Control-Request-Method": "DELETE"})
+    assert answered.status_code == expected_preflight.status_code == 200
+    assert access_control(answered) == access_control(expected_preflight)
+    assert "DELETE" in answered.headers["Access-Control-Allow-Methods"]
+
+
 # -- other hooks registered before the engine --------------------------------------------------
 
 

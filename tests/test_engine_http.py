@@ -715,7 +715,7 @@ def test_star_with_credentials_written_past_validation_is_still_never_sent(
     assert preflight(client, "/api/echo", APP).status_code == 403
 
 
-# -- report-only -------------------------------------------------------------------------------
+# -- report-only: a shadow, never a widening ---------------------------------------------------
 
 REPORT_CASES = [
     ("unlisted-origin", "GET", STRANGER, {}),
@@ -724,40 +724,99 @@ REPORT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["enforce", "report-only"])
+def answer(response: Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    """What a browser sees of *response*: status, every header line in order, body (the demo
+    API's fresh ``X-Request-Id`` aside)."""
+    return (response.status_code,
+            [(k, v) for k, v in response.headers.items() if k != "X-Request-Id"],
+            response.data)
+
+
 @pytest.mark.parametrize(("case", "method", "origin", "extra"), REPORT_CASES,
                          ids=[c[0] for c in REPORT_CASES])
-def test_report_only_rule_grants_the_actual_request_enforcement_would_refuse(
-    client, policy, mode, case, method, origin, extra
+def test_a_report_only_rule_alone_answers_the_actual_request_as_if_it_were_off(
+    client, policy, case, method, origin, extra
 ):
-    policy({"path": "/api/*", "origins": [APP], "methods": ["GET", "HEAD"], "mode": mode})
+    rule = {"path": "/api/*", "origins": [APP], "methods": ["GET", "HEAD"]}
+    policy({**rule, "mode": "off"})
+    off = answer(client.open("/api/echo", method=method, headers={"Origin": origin, **extra}))
+    policy({**rule, "mode": "report-only"})
     response = client.open("/api/echo", method=method, headers={"Origin": origin, **extra})
-    assert response.status_code == 200
-    assert acao(response) == ([origin] if mode == "report-only" else [])
-    assert vary(response) == ["origin"]
+    assert answer(response) == off
+    assert access_control(response) == [] and vary(response) == []
 
 
-@pytest.mark.parametrize("mode", ["enforce", "report-only"])
 @pytest.mark.parametrize(
     ("origin", "method", "requested"),
     [(STRANGER, "GET", None), (APP, "DELETE", None), (APP, "GET", "x-forbidden")],
     ids=["unlisted-origin", "method-outside-rule", "header-outside-rule"],
 )
-def test_report_only_rule_grants_the_preflight_enforcement_would_refuse(
-    client, policy, mode, origin, method, requested
+def test_a_report_only_rule_alone_leaves_the_preflight_to_the_app(
+    client, policy, origin, method, requested
 ):
-    policy({"path": "/api/*", "origins": [APP], "methods": ["GET"],
-            "allow_headers": ["content-type"], "mode": mode})
+    rule = {"path": "/api/*", "origins": [APP], "methods": ["GET"],
+            "allow_headers": ["content-type"]}
+    policy({**rule, "mode": "off"})
+    off = answer(preflight(client, "/api/echo", origin, method, requested))
+    policy({**rule, "mode": "report-only"})
     response = preflight(client, "/api/echo", origin, method, requested)
-    if mode == "enforce":
-        assert response.status_code == 403
-        assert access_control(response) == []
-        return
-    assert response.status_code == 204
-    assert acao(response) == [origin]
-    assert method in listed(response.headers["Access-Control-Allow-Methods"])
-    if requested:
-        assert requested in listed(response.headers["Access-Control-Allow-Headers"])
+    assert answer(response) == off
+    assert response.status_code == 200 and "Allow" in response.headers  # Flask's OPTIONS
+    assert access_control(response) == []
+
+
+@pytest.mark.parametrize("cookie", [None, "session=1"], ids=["no-cookie", "cookie"])
+def test_a_report_only_rule_with_credentials_grants_nothing_to_an_unlisted_origin(
+    client, policy, cookie
+):
+    policy({"path": "/api/*", "origins": [APP], "supports_credentials": True,
+            "mode": "report-only"})
+    headers = {"Origin": STRANGER} | ({"Cookie": cookie} if cookie else {})
+    actual = client.get("/api/orders", headers=headers)
+    assert actual.status_code == 200
+    assert access_control(actual) == []
+    answered = preflight(client, "/api/echo", STRANGER, "PUT", "authorization",
+                         {"Cookie": cookie} if cookie else None)
+    assert answered.status_code != 204
+    assert access_control(answered) == []
+
+
+def test_a_report_only_rule_grants_nothing_even_to_its_own_origins(client, policy):
+    policy({"path": "/api/*", "origins": [APP], "mode": "report-only"})
+    assert access_control(client.get("/api/orders", headers={"Origin": APP})) == []
+    assert access_control(preflight(client, "/api/echo", APP, "GET")) == []
+
+
+BROAD = {"path": "/api/*", "origins": [APP], "methods": ["GET", "PUT"],
+         "supports_credentials": True, "expose_headers": ["X-Request-Id"], "max_age": 60}
+TIGHT = {"path": "/api/orders", "origins": [PARTNER], "methods": ["GET"],
+         "mode": "report-only"}
+
+
+@pytest.mark.parametrize("origin", [APP, PARTNER, STRANGER],
+                         ids=["broad-origin", "tight-origin", "neither"])
+@pytest.mark.parametrize("cookie", [None, "session=1"], ids=["no-cookie", "cookie"])
+def test_a_report_only_rule_steps_aside_for_the_enforcing_rule_behind_it(
+    client, policy, origin, cookie
+):
+    extra = {"Cookie": cookie} if cookie else {}
+    policy(BROAD)
+    expected_actual = answer(client.get("/api/orders", headers={"Origin": origin, **extra}))
+    expected_preflight = answer(preflight(client, "/api/orders", origin, "PUT", "x-trace",
+                                          extra))
+    policy(BROAD, TIGHT)
+    actual = client.get("/api/orders", headers={"Origin": origin, **extra})
+    assert answer(actual) == expected_actual
+    assert acao(actual) == ([APP] if origin == APP else [])
+    answered = preflight(client, "/api/orders", origin, "PUT", "x-trace", extra)
+    assert answer(answered) == expected_preflight
+    assert answered.status_code == (204 if origin == APP else 403)
+
+
+def test_enforcing_the_tried_rule_makes_it_answer(client, policy):
+    policy(BROAD, {**TIGHT, "mode": "enforce"})
+    assert acao(client.get("/api/orders", headers={"Origin": PARTNER})) == [PARTNER]
+    assert acao(client.get("/api/orders", headers={"Origin": APP})) == []
 
 
 # -- which rule governs ------------------------------------------------------------------------

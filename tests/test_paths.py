@@ -435,3 +435,44 @@ def test_index_lookup_does_not_depend_on_the_order_patterns_are_given(
     backward = PatternIndex([(pattern, pattern.text) for pattern in shuffled])
     for path in paths:
         assert forward.lookup(path) == backward.lookup(path)
+
+
+@PROPERTY_SETTINGS
+@given(tie_free_pattern_sets(), st.lists(PATHS, min_size=1, max_size=10))
+@example([parse_pattern("/*"), parse_pattern("/a/*"), parse_pattern("/a/b")], ["/a/b"])
+def test_index_lookup_all_lists_every_match_most_specific_first(
+    patterns: list[PathPattern], paths: list[str]
+) -> None:
+    payloads = {pattern.text: object() for pattern in patterns}
+    index = PatternIndex([(pattern, payloads[pattern.text]) for pattern in patterns])
+    for path in paths:
+        matching = sorted((p for p in patterns if p.matches(path)),
+                          key=lambda p: p.specificity, reverse=True)
+        found = index.lookup_all(path)
+        assert found == [payloads[p.text] for p in matching], path
+        assert (found[0] if found else None) is index.lookup(path)
+
+
+@PROPERTY_SETTINGS
+@given(tie_free_pattern_sets(), st.lists(st.booleans(), min_size=12, max_size=12),
+       st.lists(PATHS, min_size=1, max_size=10))
+@example([parse_pattern("/a/*"), parse_pattern("/a/b/*"), parse_pattern("/a/b/c")],
+         [False, True, True] + [False] * 9, ["/a/b/c"])
+def test_a_path_is_answered_by_its_most_specific_enforcing_rule_behind_report_only_ones(
+    patterns: list[PathPattern], report_only: list[bool], paths: list[str]
+) -> None:
+    from app.cors.snapshot import RuleSpec, compile_policy
+
+    modes = {p.text: "report-only" if report_only[i] else "enforce"
+             for i, p in enumerate(patterns)}
+    snapshot = compile_policy(1, [RuleSpec(p.text, mode=modes[p.text]) for p in patterns])
+    for path in paths:
+        matching = sorted((p.text for p in patterns if p.matches(path)),
+                          key=lambda text: parse_pattern(text).specificity, reverse=True)
+        enforcing = [text for text in matching if modes[text] == "enforce"]
+        answering = enforcing[0] if enforcing else None
+        watching = matching[:matching.index(answering)] if answering else matching
+        route = snapshot.route_for(path)
+        assert (route.rule.path if route.rule else None) == answering, path
+        assert [rule.path for rule in route.shadows] == watching, path
+        assert snapshot.rule_for(path) is route.rule

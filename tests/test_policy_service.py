@@ -259,7 +259,6 @@ def test_restoring_an_earlier_state_overwrites_the_current_one(ctx):
          "every subdomain"),
         ({"origins": ["http://app.example.com"]}, "origins[0]", "plain http"),
         ({"origins": ["http://localhost:*"]}, "origins[0]", "local development"),
-        ({"mode": "report-only", "supports_credentials": True}, "mode", "report-only"),
     ],
 )
 def test_risky_rules_get_warnings(rule, field, phrase):
@@ -277,6 +276,65 @@ def test_a_plain_https_rule_has_no_warnings():
 
     assert rule_warnings(validate_rule({"path": "/api/*",
                                         "origins": ["https://app.example.com"]})) == []
+
+
+def test_a_report_only_rule_with_credentials_is_no_longer_warned_of_as_a_widening():
+    from app.services.validation import validate_rule
+    from app.services.warnings import rule_warnings
+
+    assert rule_warnings(validate_rule({"path": "/api/*", "mode": "report-only",
+                                        "supports_credentials": True})) == []
+
+
+def _served(*rules: Rule):
+    from app.cors.snapshot import RuleSpec, compile_policy
+
+    return compile_policy(1, [RuleSpec(r.path, mode=r.mode, rule_id=r.id,
+                                       supports_credentials=r.supports_credentials)
+                              for r in rules])
+
+
+@pytest.mark.parametrize("served", ["before-the-switch", "after-the-switch"])
+def test_a_report_only_rule_is_told_which_rule_answers_its_routes_instead(ctx, served):
+    from app.services.warnings import report_only_warnings
+
+    broad = create_rule({"path": "/api/*", "supports_credentials": True}, actor=ALICE)
+    create_rule({"path": "/api/orders/*/lines"}, actor=ALICE)  # narrower: not behind it
+    tight = create_rule({"path": "/api/orders/*"}, actor=ALICE)
+    snapshot = _served(broad, tight)  # as a process serves it before the switch
+    tight = update_rule(tight.id, {"mode": "report-only"}, actor=ALICE)
+    if served == "after-the-switch":
+        snapshot = _served(broad, tight)
+    (warning,) = report_only_warnings(tight, snapshot)
+    assert warning.field == "mode"
+    assert warning.message.startswith(
+        "while report-only, /api/orders/* is answered by /api/*: its origins and credentials "
+        "decide these requests")
+    assert report_only_warnings(broad, snapshot) == []  # enforced: nothing to say
+
+
+def test_a_report_only_rule_with_nothing_behind_it_is_answered_by_no_rule(ctx):
+    from app.services.warnings import report_only_warnings
+
+    rule = create_rule({"path": "/api/orders", "mode": "report-only"}, actor=ALICE)
+    (warning,) = report_only_warnings(rule, _served(rule))
+    assert "/api/orders is answered by no rule" in warning.message
+    assert "allows every origin" not in warning.message
+
+
+def test_a_tenant_role_is_not_told_the_path_of_a_rule_it_cannot_see(ctx):
+    from app.services.tenants import create_tenant
+    from app.services.warnings import report_only_warnings
+
+    platform = create_rule({"path": "/api/*"}, actor=ALICE)
+    acme = create_tenant("acme", "Acme", actor=ALICE)
+    editor = Actor("ed@acme.example", "dashboard", "tenant-editor", acme.id)
+    own = create_rule({"path": "/api/acme/*", "mode": "report-only"}, actor=editor)
+    (warning,) = report_only_warnings(own, _served(platform, own), actor=editor)
+    assert "/api/acme/* is answered by a rule you cannot see" in warning.message
+    assert "/api/*" not in warning.message.replace("/api/acme/*", "")
+    (admin_sees,) = report_only_warnings(own, _served(platform, own), actor=ALICE)
+    assert "/api/acme/* is answered by /api/*" in admin_sees.message
 
 
 def test_restoring_a_deleted_rule_never_overwrites_a_newer_rule_with_its_old_id(ctx):

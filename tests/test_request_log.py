@@ -138,13 +138,17 @@ def test_buckets_roll_over(make_app, policy):
     assert [r.count for r in rows] == [1, 1]
 
 
-def test_report_only_rows_are_marked_and_the_request_is_allowed(app, client, policy):
+def test_report_only_rows_are_marked_and_the_request_is_answered_as_without_the_rule(
+    app, client, policy
+):
     policy({**RULE, "mode": "report-only"})
     response = client.get("/api/orders", headers={"Origin": EVIL})
-    assert response.headers["Access-Control-Allow-Origin"] == EVIL
+    assert "Access-Control-Allow-Origin" not in response.headers
     _flush(app)
-    (row,) = _rows(app)
-    assert (row.mode, row.reason) == ("report-only", "origin-not-allowed")
+    (row,) = _rows(app, mode="report-only")
+    assert (row.rule_path, row.reason, row.origin) == ("/api/*", "origin-not-allowed", EVIL)
+    # What was applied is recorded as well: no rule answers this API path.
+    assert [(r.reason, r.rule_path) for r in _rows(app, mode="enforce")] == [("no-rule", "")]
 
 
 def test_switching_a_rule_to_enforce_keeps_its_log(app, client, policy):
@@ -154,7 +158,79 @@ def test_switching_a_rule_to_enforce_keeps_its_log(app, client, policy):
     policy({**RULE, "mode": "enforce"})
     client.get("/api/orders", headers={"Origin": EVIL})
     _flush(app)
-    assert sorted(r.mode for r in _rows(app)) == ["enforce", "report-only"]
+    assert sorted((r.mode, r.rule_path, r.reason) for r in _rows(app)) == [
+        ("enforce", "", "no-rule"), ("enforce", "/api/*", "origin-not-allowed"),
+        ("report-only", "/api/*", "origin-not-allowed")]
+
+
+TIGHT = {"path": "/api/orders", "origins": ["https://partner.example.org"], "methods": ["GET"],
+         "mode": "report-only"}
+
+
+@pytest.mark.parametrize(
+    ("origin", "method", "expected"),
+    [
+        (EVIL, "GET", [("enforce", "/api/*", "origin-not-allowed"),
+                       ("report-only", "/api/orders", "origin-not-allowed")]),
+        (ORIGIN, "GET", [("report-only", "/api/orders", "origin-not-allowed")]),
+        ("https://partner.example.org", "GET", [("enforce", "/api/*", "origin-not-allowed")]),
+        ("https://partner.example.org", "PUT", [("enforce", "/api/*", "origin-not-allowed"),
+                                                ("report-only", "/api/orders",
+                                                 "method-not-allowed")]),
+    ],
+    ids=["both-refuse", "only-the-tried-rule-refuses", "only-the-live-rule-refuses",
+         "each-for-its-reason"],
+)
+@pytest.mark.parametrize("kind", ["actual", "preflight"])
+def test_a_report_only_rule_is_recorded_beside_the_rule_that_answers(
+    app, client, policy, origin, method, expected, kind
+):
+    policy(RULE, TIGHT)
+    if kind == "preflight":
+        response = _preflight(client, origin, method)
+        assert response.status_code == (204 if origin == ORIGIN else 403)
+    else:
+        response = client.open("/api/orders", method=method, headers={"Origin": origin})
+        assert response.headers.get("Access-Control-Allow-Origin") == (
+            ORIGIN if origin == ORIGIN else None)
+    _flush(app)
+    rows = _rows(app)
+    assert sorted((r.mode, r.rule_path, r.reason) for r in rows) == expected
+    assert {r.preflight for r in rows} == {kind == "preflight"}
+
+
+def test_every_report_only_rule_more_specific_than_the_answering_one_is_recorded(
+    app, client, policy
+):
+    policy(RULE, {**TIGHT, "path": "/api/orders/*"},
+           {**TIGHT, "path": "/api/orders/*/lines", "origins": [ORIGIN]})
+    response = client.get("/api/orders/7/lines", headers={"Origin": EVIL})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    _flush(app)
+    assert sorted((r.mode, r.rule_path) for r in _rows(app)) == [
+        ("enforce", "/api/*"), ("report-only", "/api/orders/*"),
+        ("report-only", "/api/orders/*/lines")]
+
+
+def test_metrics_count_what_was_applied_and_each_report_only_finding_under_its_rule():
+    from werkzeug.datastructures import Headers
+
+    from app.cors.decision import decide
+    from app.cors.snapshot import OriginEntry, RuleSpec, compile_policy
+    from app.request_log.metrics import DecisionCounters
+
+    snapshot = compile_policy(1, [
+        RuleSpec("/api/*", origins=(OriginEntry(ORIGIN),)),
+        RuleSpec("/api/orders", origins=(OriginEntry(EVIL),), mode="report-only")])
+    counters = DecisionCounters()
+    for origin in (ORIGIN, EVIL):
+        counters.observe(decide(snapshot, "GET", "/api/orders", Headers({"Origin": origin})),
+                         None)
+    assert counters.snapshot() == {
+        ("/api/*", "allowed", ""): 1,
+        ("/api/orders", "report-only", "origin-not-allowed"): 1,
+        ("/api/*", "refused", "origin-not-allowed"): 1,
+    }
 
 
 def test_unmatched_cors_requests_are_recorded_only_under_api_prefixes(app, client, policy):

@@ -121,6 +121,81 @@ def test_the_tenant_route_serves_each_tenant_its_allowlist_over_http(app, client
     assert unknown.status_code == 403 and b"unknown-tenant" in unknown.data
 
 
+PLATFORM = "https://platform.example"
+STRANGER = "https://stranger.example.net"
+
+
+@pytest.fixture
+def header_client(app, client, tenants):
+    """A client of the app serving /api/* with the tenant taken from ``X-Tenant``."""
+    from app.cors import get_control
+
+    with app.app_context():
+        create_rule({
+            "path": "/api/*", "supports_credentials": True, "methods": ["GET", "PUT"],
+            "allow_headers": ["x-tenant", "content-type"],
+            "tenant_selector": {"source": "header", "key": "X-Tenant", "unknown": "refuse"},
+            "origins": [{"value": ACME, "tenant": "acme"}, {"value": GLOBEX, "tenant": "globex"},
+                        PLATFORM],
+        }, actor=ADMIN)
+    get_control(app).cache.refresh()
+    return client
+
+
+def _header_preflight(client, origin: str):
+    """A browser's preflight for ``PUT`` with ``X-Tenant``: it names the header, not its value."""
+    return client.options("/api/echo", headers={
+        "Origin": origin, "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "content-type,x-tenant"})
+
+
+@pytest.mark.parametrize("origin", [ACME, GLOBEX, PLATFORM], ids=["acme", "globex", "shared"])
+def test_a_preflight_on_a_header_selected_rule_passes_for_any_tenants_origin(
+    header_client, origin
+):
+    response = _header_preflight(header_client, origin)
+    assert response.status_code == 204
+    assert response.headers.getlist("Access-Control-Allow-Origin") == [origin]
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    assert response.headers["Access-Control-Allow-Headers"] == "content-type, x-tenant"
+
+
+def test_a_preflight_on_a_header_selected_rule_refuses_an_origin_of_no_tenant(header_client):
+    response = _header_preflight(header_client, STRANGER)
+    assert response.status_code == 403 and b"origin-not-allowed" in response.data
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("origin", "tenant", "allowed"),
+    [(ACME, "acme", True), (GLOBEX, "globex", True), (PLATFORM, "acme", True),
+     (GLOBEX, "acme", False), (ACME, "globex", False), (ACME, None, False),
+     (ACME, "initech", False)],
+    ids=["acme", "globex", "shared", "globex-as-acme", "acme-as-globex", "no-tenant",
+         "unknown-tenant"],
+)
+def test_after_the_preflight_the_actual_request_is_decided_for_its_tenant(
+    header_client, origin, tenant, allowed
+):
+    assert _header_preflight(header_client, origin).status_code == 204
+    headers = {"Origin": origin} | ({"X-Tenant": tenant} if tenant else {})
+    response = header_client.put("/api/echo", headers=headers)
+    assert response.headers.getlist("Access-Control-Allow-Origin") == (
+        [origin] if allowed else [])
+
+
+def test_a_view_arg_tenant_preflight_is_still_decided_for_the_tenant_in_the_path(
+    app, client, tenants
+):
+    from app.cors import get_control
+
+    _shared_rule(app)
+    get_control(app).cache.refresh()
+    crossed = client.options("/api/t/globex/orders", headers={
+        "Origin": ACME, "Access-Control-Request-Method": "GET"})
+    assert crossed.status_code == 403 and b"origin-not-allowed" in crossed.data
+
+
 def test_a_tenant_editor_changes_only_its_own_allowlist_on_a_shared_rule(app, tenants):
     acme_id, globex_id = tenants
     rule_id = _shared_rule(app)

@@ -13,6 +13,7 @@ from typing import Any
 from flask import current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from ..cors import get_control
 from ..cors.snapshot import DEFAULT_METHODS
 from ..cors.vocabulary import APPLIED_MODES, ENFORCE, MODES, NO_TENANT_SOURCE, OFF
 from ..extensions import db
@@ -21,7 +22,7 @@ from ..services import access, policy, policy_read, rules_query
 from ..services.errors import Conflict, ValidationError
 from ..services.tenants import list_tenants
 from ..services.validation import validate_origin, validate_rule
-from ..services.warnings import rule_warnings
+from ..services.warnings import report_only_warnings, rule_warnings
 from . import bp
 from .access import current_actor, requires, requires_platform
 from .paging import page_arg
@@ -340,7 +341,10 @@ def _api_is_https() -> bool:
 
 def _warnings_of(rule: Rule) -> list[str]:
     rule_input = validate_rule(policy_read.rule_to_dict(rule))
-    return [w.message for w in rule_warnings(rule_input, api_is_https=_api_is_https())]
+    warnings = rule_warnings(rule_input, api_is_https=_api_is_https())
+    warnings += report_only_warnings(rule, get_control(current_app).cache.get(),
+                                     actor=current_actor())
+    return [w.message for w in warnings]
 
 
 def _blank_form() -> dict[str, Any]:

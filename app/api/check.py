@@ -100,12 +100,8 @@ def _decision(answer: Answer) -> dict[str, Any]:
     assert simulation is not None  # hidden answers are refused above
     decision = simulation.decision
     rule = visible_rule(decision, current_actor())
-    if decision.report_only:
-        verdict = "report-only"
-    else:
-        verdict = "allowed" if decision.allowed else "refused"
     return {
-        "decision": verdict,
+        "decision": "allowed" if decision.allowed else "refused",
         "allowed": decision.allowed,
         "reason": decision.reason,
         "detail": decision.detail,
@@ -125,6 +121,11 @@ def _decision(answer: Answer) -> dict[str, Any]:
         "fix": _fix(answer.fix),
         "fix_refusal": answer.fix_refusal,
         "policy_version": answer.policy_version,
+        # Report-only rules change no answer; what they would refuse is listed here.
+        "report_only": [{"rule": {"id": f.rule.rule_id, "path": f.rule.path}
+                         if f.rule is not None else None,
+                         "reason": f.reason, "detail": f.detail, "explanation": f.explanation}
+                        for f in answer.findings],
     }
 
 

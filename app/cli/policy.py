@@ -129,6 +129,10 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
     click.echo(f"reason:  {decision.reason} - {printable(decision.explanation)}")
     for failure in answer.failures:
         click.echo(f"fails:   {failure.check} - {printable(failure.explanation)}")
+    for finding in answer.findings:  # report-only rules change no answer
+        rule_path = finding.rule.path if finding.rule else "(none)"
+        click.echo(f"report-only: {rule_path} would refuse: {finding.reason} - "
+                   f"{printable(finding.explanation)}")
     click.echo(f"policy:  version {answer.policy_version}")
     if decision.preflight:
         click.echo(f"status:  {decision.status}")

@@ -87,9 +87,14 @@ Headers = tuple[tuple[str, str], ...]
 class Decision:
     """What the engine does with one request.
 
-    ``allowed`` says whether CORS headers are granted (always true under a report-only rule);
-    ``reason`` is ``allowed`` or the refusal code (under report-only: what enforcement would
-    have refused); ``headers`` are exactly the CORS headers to send, ``Vary`` included.
+    ``allowed`` says whether CORS headers are granted; ``reason`` is ``allowed`` or the
+    refusal code; ``headers`` are exactly the CORS headers to send, ``Vary`` included.
+    ``rule`` is the enforcing rule that answered, or None.
+
+    ``shadows`` are the findings of report-only rules that watch the path: for each one more
+    specific than ``rule`` that would have refused the request, what it would have decided
+    (``report_only`` true, ``rule`` the report-only rule). They change nothing that is sent;
+    the request log records them beside the decision itself.
     """
 
     allowed: bool
@@ -100,6 +105,7 @@ class Decision:
     detail: str = ""
     report_only: bool = False
     tenant: str | None = None
+    shadows: tuple[Decision, ...] = ()
 
     @property
     def governed(self) -> bool:
@@ -112,7 +118,7 @@ class Decision:
 
     @property
     def recordable(self) -> bool:
-        """A refusal, or what a report-only rule would have refused."""
+        """A refusal (by a report-only rule: one it would have made)."""
         return self.reason not in (ALLOWED, NO_ORIGIN)
 
     @property
@@ -127,8 +133,6 @@ class Decision:
         text = EXPLANATIONS.get(self.reason, self.reason)
         if self.detail:
             text = f"{text}: {self.detail}"
-        if self.report_only:
-            text = f"report-only rule would refuse ({text}); allowed"
         return text
 
 
@@ -159,23 +163,64 @@ def decide(
             return NOT_CORS
         return Decision(allowed=False, reason=POLICY_UNAVAILABLE, preflight=_is_preflight(
             method, headers))
-    rule = snapshot.rule_for(path)
-    if rule is None:
-        return UNGOVERNED if origin is not None else NOT_CORS
+    route = snapshot.route_for(path)
+    rule = route.rule
     if origin is None:
+        if rule is None:
+            return NOT_CORS
         decision = rule.memo.get(NO_ORIGIN)
         if decision is None:
             decision = rule.memo[NO_ORIGIN] = Decision(
                 allowed=False, reason=NO_ORIGIN, rule=rule, headers=(("Vary", VARY_ACTUAL),))
         return decision
-    allowlist = rule.allowlist
-    if rule.tenant_source != NO_TENANT_SOURCE:
-        allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
+    if rule is None:
+        decision = UNGOVERNED
+    else:
+        decision = _decide_rule(snapshot, rule, origin, method, headers, route_args, now)
+    if route.shadows:
+        return _with_shadows(decision, route.shadows, snapshot, origin, method, headers,
+                             route_args, now)
+    return decision
+
+
+def _decide_rule(
+    snapshot: PolicySnapshot, rule: CompiledRule, origin: str, method: str,
+    headers: RequestHeaders, route_args: RouteArgs | None, now: float | None,
+) -> Decision:
     if method == "OPTIONS":
         request_method = headers.get("Access-Control-Request-Method")
         if request_method is not None:
+            # A preflight never carries the tenant header's value, only its name: it is
+            # decided against every tenant's origins; the actual request, for its tenant.
+            allowlist = rule.preflight_allowlist
+            if rule.tenant_source != NO_TENANT_SOURCE and \
+                    rule.tenant_source != TENANT_FROM_HEADER:
+                allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
             return _decide_preflight(rule, allowlist, origin, request_method, headers, now)
+    allowlist = rule.allowlist
+    if rule.tenant_source != NO_TENANT_SOURCE:
+        allowlist = _tenant_allowlist(snapshot, rule, headers, route_args)
     return _decide_actual(rule, allowlist, origin, method, headers, now)
+
+
+def _with_shadows(
+    decision: Decision, watching: tuple[CompiledRule, ...], snapshot: PolicySnapshot,
+    origin: str, method: str, headers: RequestHeaders, route_args: RouteArgs | None,
+    now: float | None,
+) -> Decision:
+    """*decision*, carrying what the report-only rules *watching* would have refused."""
+    findings: tuple[Decision, ...] = ()
+    for shadow in watching:
+        finding = _decide_rule(snapshot, shadow, origin, method, headers, route_args, now)
+        if not finding.allowed:
+            findings += (finding,)
+    if not findings:
+        return decision
+    # Built directly: dataclasses.replace() costs several times more on this path.
+    return Decision(allowed=decision.allowed, reason=decision.reason, rule=decision.rule,
+                    preflight=decision.preflight, headers=decision.headers,
+                    detail=decision.detail, report_only=decision.report_only,
+                    tenant=decision.tenant, shadows=findings)
 
 
 def _tenant_allowlist(
@@ -263,19 +308,18 @@ def _decide_actual(
         decision = memo.get(key)
         if decision is None:
             decision = Decision(allowed=True, reason=ALLOWED, rule=rule, tenant=tenant,
-                                headers=_actual_headers(rule, grant))
+                                headers=_actual_headers(rule, grant),
+                                report_only=rule.report_only)
             if len(memo) < MEMO_LIMIT:
                 memo[key] = decision
         return decision
-    if rule.report_only:
-        return Decision(allowed=True, reason=reason, rule=rule, detail=detail, report_only=True,
-                        tenant=tenant, headers=_actual_headers(rule, grant or origin))
     memo = rule.memo
     refusal = (reason, detail, tenant)
     decision = memo.get(refusal)
     if decision is None:
         decision = Decision(allowed=False, reason=reason, rule=rule, detail=detail,
-                            tenant=tenant, headers=(("Vary", VARY_ACTUAL),))
+                            tenant=tenant, headers=(("Vary", VARY_ACTUAL),),
+                            report_only=rule.report_only)
         if len(memo) < MEMO_LIMIT:
             memo[refusal] = decision
     return decision
@@ -342,18 +386,11 @@ def _decide_preflight(
     if grant is not None and reason == ALLOWED:
         return Decision(allowed=True, reason=ALLOWED, rule=rule, preflight=True, tenant=tenant,
                         headers=_preflight_headers(rule, grant, rule.allow_methods_value,
-                                                   requested, private_network))
-    if rule.report_only:
-        methods = rule.allow_methods_value
-        if request_method not in rule.methods:
-            methods = f"{methods}, {request_method}" if methods else request_method
-        return Decision(allowed=True, reason=reason, rule=rule, preflight=True, detail=detail,
-                        report_only=True, tenant=tenant,
-                        headers=_preflight_headers(rule, grant or origin, methods,
-                                                   requested if malformed is None else [],
-                                                   private_network))
+                                                   requested, private_network),
+                        report_only=rule.report_only)
     return Decision(allowed=False, reason=reason, rule=rule, preflight=True, detail=detail,
-                    tenant=tenant, headers=(("Vary", VARY_PREFLIGHT),))
+                    tenant=tenant, headers=(("Vary", VARY_PREFLIGHT),),
+                    report_only=rule.report_only)
 
 
 def _preflight_headers(

@@ -8,7 +8,9 @@ The engine wraps ``app.wsgi_app``, so it sits outside everything Flask does:
 * on every other response of a governed route (successes and 404/405/500 alike) it removes
   any ``Access-Control-*`` header that something else (flask-cors, a view) set and writes
   its own, as the response's headers pass through ``start_response``;
-* routes no rule governs are passed through untouched, so flask-cors can keep serving them.
+* routes no rule governs are passed through untouched, so flask-cors can keep serving them;
+  a report-only rule governs nothing either: its routes are answered by the next enforcing
+  rule that matches, or passed through, and it only adds findings for the listeners.
 
 Working on the WSGI environ keeps the request path cheap: no request context, no
 ``LocalProxy`` lookups. The URL variables of the Flask route are matched only for rules that
@@ -113,8 +115,10 @@ class CorsControl:
 
     def add_listener(self, listener: DecisionListener) -> None:
         """Call *listener(decision, request_view)* for every decision on a governed path, and
-        for CORS requests (with an Origin) that no rule governs. Listeners must be fast and
-        must not raise; an exception is logged and the request goes on."""
+        for CORS requests (with an Origin) that no rule governs. ``decision`` is what was
+        applied; ``decision.shadows`` what report-only rules watching the path would have
+        refused. Listeners must be fast and must not raise; an exception is logged and the
+        request goes on."""
         self.listeners.append(listener)
 
     def decide(self, method: str, path: str, headers: RequestHeaders) -> Decision:

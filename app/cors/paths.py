@@ -177,6 +177,20 @@ class PatternIndex:
             self._rank[id(payload)] = pattern.specificity
 
     def lookup(self, path: str) -> object | None:
+        return self._walk(path, None)
+
+    def lookup_all(self, path: str) -> list[object]:
+        """Every payload whose pattern matches *path*, the most specific first (the first is
+        the one :meth:`lookup` returns, ties included); for what stands behind the winner."""
+        found: list[tuple[tuple[int, int], int, object]] = []
+        self._walk(path, found)
+        found.sort(key=lambda entry: entry[:2], reverse=True)
+        return [payload for _rank, _order, payload in found]
+
+    def _walk(self, path: str,
+              found: list[tuple[tuple[int, int], int, object]] | None) -> object | None:
+        """The most specific payload matching *path* (among equals, the first found); with
+        *found*, every match is also appended to it as (rank, -order found, payload)."""
         if not path.startswith("/"):
             return None
         parts = path.split("/")
@@ -188,15 +202,16 @@ class PatternIndex:
         last = len(parts)
         while stack:
             node, position = stack.pop()
-            if node.open_ended is not None and position < last:
-                r = rank[id(node.open_ended)]
-                if r > best_rank:
-                    best, best_rank = node.open_ended, r
+            matched = node.open_ended if position < last else None
             if position == last:
-                if node.exact is not None:
-                    r = rank[id(node.exact)]
-                    if r > best_rank:
-                        best, best_rank = node.exact, r
+                matched = node.exact
+            if matched is not None:
+                r = rank[id(matched)]
+                if r > best_rank:
+                    best, best_rank = matched, r
+                if found is not None:
+                    found.append((r, -len(found), matched))
+            if position == last:
                 continue
             if node.wildcard is not None:
                 stack.append((node.wildcard, position + 1))

@@ -22,6 +22,7 @@ from .vocabulary import (
     OFF,
     REFUSE_UNKNOWN_TENANT,
     REPORT_ONLY,
+    TENANT_FROM_HEADER,
     TENANT_FROM_SUBDOMAIN,
 )
 
@@ -35,7 +36,6 @@ _REQUEST_ORIGIN = re.compile(
     r"(?::([0-9]{1,5}))?"
 )
 PATH_MEMO_LIMIT = 10_000
-_MISSING = object()
 # A DNS name has at most 253 characters; a longer Origin is no browser's, and scanning its
 # dots would cost time quadratic in the header's length.
 MAX_HOST_LENGTH = 253
@@ -201,15 +201,24 @@ class CompiledRule:
     memo: dict[object, Decision] = field(default_factory=dict, repr=False, compare=False)
 
     tenant_allowlists: dict[str, Allowlist] = field(init=False, repr=False)
+    # Every tenant's origins in one set, on a rule that reads the tenant from a header: a
+    # preflight carries the header's name, never its value (see preflight_allowlist).
+    any_tenant_origins: OriginSet | None = None
+    preflight_allowlist: Allowlist = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Allowlists are built once here, not per request: the rule's own, and one per
-        # tenant that has origins on a tenant-selecting rule.
-        object.__setattr__(self, "allowlist", Allowlist(self.origins))
+        # Allowlists are built once here, not per request: the rule's own, one per tenant
+        # that has origins on a tenant-selecting rule, and the one preflights are decided
+        # against (on a header-selected rule, the shared origins and every tenant's).
+        allowlist = Allowlist(self.origins)
+        object.__setattr__(self, "allowlist", allowlist)
         object.__setattr__(self, "tenant_allowlists", {
             tenant: Allowlist(self.origins, origins, tenant)
             for tenant, origins in self.tenant_origins.items()
         })
+        object.__setattr__(self, "preflight_allowlist", allowlist
+                           if self.any_tenant_origins is None
+                           else Allowlist(self.origins, self.any_tenant_origins))
 
     @property
     def selects_tenant(self) -> bool:
@@ -246,6 +255,9 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
         unknown_tenant=spec.unknown_tenant,
         tenant_origins={tenant: OriginSet(entries) for tenant, entries in per_tenant.items()}
         if spec.tenant_source != NO_TENANT_SOURCE else {},
+        any_tenant_origins=OriginSet(entry for entries in per_tenant.values()
+                                     for entry in entries)
+        if spec.tenant_source == TENANT_FROM_HEADER else None,
         methods=frozenset(spec.methods),
         any_header=any_header,
         allow_headers=frozenset(headers),
@@ -258,6 +270,20 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Which rules a path meets: ``rule``, the enforcing rule that answers it (None: the
+    engine leaves the response alone), and ``shadows``, the report-only rules more specific
+    than that one, most specific first. A report-only rule only watches: it steps aside for
+    the next rule that matches, as ``Content-Security-Policy-Report-Only`` does."""
+
+    rule: CompiledRule | None
+    shadows: tuple[CompiledRule, ...] = ()
+
+
+NO_ROUTE = Route(None)
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySnapshot:
     """Every enabled rule of one policy version, indexed for the request path."""
 
@@ -266,26 +292,66 @@ class PolicySnapshot:
     tenants: frozenset[str] = frozenset()
     loaded_at: float = field(default_factory=time.time)
     _index: PatternIndex = field(init=False, repr=False, compare=False)
-    _paths: dict[str, CompiledRule | None] = field(init=False, repr=False, compare=False)
+    _paths: dict[str, Route] = field(init=False, repr=False, compare=False)
+    # One Route per distinct (rule, shadows), shared by every path that meets them.
+    _routes: dict[tuple[CompiledRule | None, tuple[CompiledRule, ...]], Route] = field(
+        init=False, repr=False, compare=False)
+    _watched: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = PatternIndex([(rule.pattern, rule) for rule in self.rules])
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_paths", {})
+        object.__setattr__(self, "_routes", {(None, ()): NO_ROUTE})
+        # Without report-only rules the most specific match is all a path needs.
+        object.__setattr__(self, "_watched", any(rule.report_only for rule in self.rules))
 
-    def rule_for(self, path: str) -> CompiledRule | None:
-        """The most specific enabled rule governing *path*, or None.
+    def route_for(self, path: str) -> Route:
+        """The enforcing rule answering *path* and the report-only rules watching it.
 
         Answers are remembered for up to PATH_MEMO_LIMIT distinct paths; clients choose paths,
         so past that the index answers each time (it is fast, only not free).
         """
-        paths = self._paths
-        rule: object = paths.get(path, _MISSING)  # one dictionary lookup on the hot path
-        if rule is _MISSING:
-            rule = self._index.lookup(path)
-            if len(paths) < PATH_MEMO_LIMIT:
-                paths[path] = rule  # type: ignore[assignment]  # lookup() returns a rule or None
-        return rule  # type: ignore[return-value]  # the sentinel was replaced above
+        route = self._paths.get(path)  # one dictionary lookup on the hot path
+        if route is None:
+            route = self._route(path)
+            if len(self._paths) < PATH_MEMO_LIMIT:
+                self._paths[path] = route
+        return route
+
+    def _route(self, path: str) -> Route:
+        if not self._watched:
+            found = self._index.lookup(path)
+            matched: list[object] = [] if found is None else [found]
+        else:
+            matched = self._index.lookup_all(path)
+        shadows: list[CompiledRule] = []
+        answering: CompiledRule | None = None
+        for rule in matched:
+            assert isinstance(rule, CompiledRule)  # the index holds this snapshot's rules
+            if not rule.report_only:
+                answering = rule
+                break
+            shadows.append(rule)
+        key = (answering, tuple(shadows))
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = Route(answering, key[1])
+        return route
+
+    def rule_for(self, path: str) -> CompiledRule | None:
+        """The enforcing rule that answers *path*, or None (a report-only rule never does)."""
+        return self.route_for(path).rule
+
+    def answering_rule(self, path: str, *, aside: int | None = None) -> CompiledRule | None:
+        """The enforcing rule that answers *path* while the rule whose id is *aside* steps
+        aside (as it does in report-only), whatever its mode in this snapshot. For the
+        dashboard, off the request path."""
+        for rule in self._index.lookup_all(path):
+            assert isinstance(rule, CompiledRule)  # the index holds this snapshot's rules
+            if not rule.report_only and (aside is None or rule.rule_id != aside):
+                return rule
+        return None
 
     @property
     def origin_count(self) -> int:

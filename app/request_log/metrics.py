@@ -28,12 +28,16 @@ class DecisionCounters:
         self._lock = threading.Lock()
 
     def observe(self, decision: Decision, request: object) -> None:
+        """Count the decision applied, and each report-only finding under its own rule."""
         if decision.reason == NO_ORIGIN:
             outcome = "not-cors"
-        elif decision.report_only:
-            outcome = "report-only"
         else:
             outcome = "allowed" if decision.allowed else "refused"
+        self._count(decision, outcome)
+        for finding in decision.shadows:
+            self._count(finding, "report-only")
+
+    def _count(self, decision: Decision, outcome: str) -> None:
         rule = decision.rule.path if decision.rule is not None else ""
         key = (rule, outcome, decision.reason if decision.reason != ALLOWED else "")
         with self._lock:

@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..cors.decision import NO_RULE, Decision
 from ..cors.text import printable
-from ..cors.vocabulary import REPORT_ONLY
+from ..cors.vocabulary import ENFORCE, REPORT_ONLY
 from ..models import RequestLogEntry
 
 if TYPE_CHECKING:
@@ -149,9 +149,14 @@ class RequestLogRecorder:
     # -- the request path ----------------------------------------------------------------------
 
     def record(self, decision: Decision, request: Request) -> None:
-        """Engine listener: add a refusal (or a report-only finding) to the aggregate."""
-        if not decision.recordable or not self._records(decision, request.path):
-            return
+        """Engine listener: add the refusal the request got, and what each report-only rule
+        watching its path would have refused, to the aggregate."""
+        if decision.recordable and self._records(decision, request.path):
+            self._add(decision, request)
+        for finding in decision.shadows:
+            self._add(finding, request)
+
+    def _add(self, decision: Decision, request: Request) -> None:
         now = time.time()
         key = self._key(decision, request.environ, now)
         with self._lock:
@@ -180,9 +185,9 @@ class RequestLogRecorder:
         printable() is called directly, and only on non-empty values."""
         rule = decision.rule
         if rule is None:
-            rule_path, mode = "", "enforce"
+            rule_path, mode = "", ENFORCE
         else:  # the rule's path came from the database: it is storable as it is
-            rule_path, mode = rule.path, "report-only" if decision.report_only else "enforce"
+            rule_path, mode = rule.path, REPORT_ONLY if decision.report_only else ENFORCE
         origin = environ.get("HTTP_ORIGIN")  # read directly: absent headers cost nothing
         tenant, detail = decision.tenant, decision.detail
         return (now - now % self.settings.bucket_seconds, rule_path,

@@ -19,7 +19,7 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import selectinload
 
 from ..cors.paths import PatternIndex, parse_pattern
-from ..cors.vocabulary import MODES, OFF
+from ..cors.vocabulary import MODES, OFF, REPORT_ONLY
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from .access import Actor, visible_origin_rows, visible_rules
@@ -212,8 +212,10 @@ class RouteCoverage:
     """A route of the app and the rule the engine applies to it.
 
     ``route`` is the rule string Flask declares (``/api/items/<int:id>``); ``sample`` is the
-    path that was matched, each converter replaced by one sample segment. ``disabled`` is a
-    rule in mode ``off`` that would govern the route instead if it were enabled.
+    path that was matched, each converter replaced by one sample segment. ``rule`` is the
+    enforcing rule that answers the route; ``watching`` the report-only rules more specific
+    than it, which only record what they would refuse. ``disabled`` is a rule in mode ``off``
+    that would govern the route instead if it were enabled.
     """
 
     route: str
@@ -222,6 +224,7 @@ class RouteCoverage:
     endpoints: tuple[str, ...]
     rule: RuleRef | None
     disabled: RuleRef | None = None
+    watching: tuple[RuleRef, ...] = ()
 
 
 _CONVERTER = re.compile(r"<(?:[^<>:]+:)?[^<>]+>")
@@ -257,11 +260,20 @@ def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
     result = []
     for route in sorted(routes):
         sample = sample_path(route)
-        rule = enabled.lookup(sample)
+        # As the engine does: report-only rules step aside for the next enforcing one.
+        watching: list[RuleRef] = []
+        rule: RuleRef | None = None
+        for ref in enabled.lookup_all(sample):
+            assert isinstance(ref, RuleRef)  # the index holds RuleRefs
+            if ref.mode != REPORT_ONLY:
+                rule = ref
+                break
+            watching.append(ref)
         off = disabled.lookup(sample)
         if off is not None and rule is not None and rank[id(off)] < rank[id(rule)]:
             off = None
         methods, endpoints = routes[route]
         result.append(RouteCoverage(route, sample, tuple(sorted(methods)),
-                                    tuple(sorted(endpoints)), rule, off))  # type: ignore[arg-type]  # the index holds Rules
+                                    tuple(sorted(endpoints)), rule, off,  # type: ignore[arg-type]  # the index holds Rules
+                                    tuple(watching)))
     return result

@@ -96,8 +96,7 @@ class Simulation:
 
     @property
     def verdict(self) -> str:
-        if self.decision.report_only:
-            return "allowed (a report-only rule would refuse)"
+        # A report-only rule changes no answer: what it would refuse is in Answer.findings.
         return "allowed" if self.decision.allowed else "refused"
 
 
@@ -167,6 +166,13 @@ def visible_rule(decision: Decision, actor: Actor | None) -> CompiledRule | None
     except NotFound:
         return None
     return rule
+
+
+def visible_findings(decision: Decision, actor: Actor | None) -> tuple[Decision, ...]:
+    """What the report-only rules watching the path would have refused, as far as *actor*
+    may see those rules."""
+    return tuple(finding for finding in decision.shadows
+                 if visible_rule(finding, actor) is not None)
 
 
 def visible_to(decision: Decision, actor: Actor | None) -> bool:
@@ -391,6 +397,8 @@ class Answer:
     hints: tuple[str, ...] = ()
     fix: Fix | None = None  # the whole fix, offered only when it makes the request pass
     fix_refusal: str | None = None  # why no fix is offered for a refused request
+    # What report-only rules watching the path would refuse (they change no answer).
+    findings: tuple[Decision, ...] = ()
 
     @property
     def hidden(self) -> bool:
@@ -450,6 +458,7 @@ def answer_request(request: SimulatedRequest, snapshot: PolicySnapshot | None, *
         request, version, simulation, actual,
         preflight_reasons=tuple(_preflight_reasons(simulation)),
         hints=request.hints + tuple(_tenant_hints(simulation)),
+        findings=visible_findings(simulation.decision, actor),
     )
     stage = answer.refused_stage
     if stage is None:
@@ -495,12 +504,12 @@ def _tenant_hints(simulation: Simulation) -> list[str]:
     if rule is None or not rule.selects_tenant or decision.tenant is not None:
         return []
     source = TENANT_SOURCE_WORDS.get(rule.tenant_source, rule.tenant_source)
-    hint = (f"{rule.path} keeps an allowlist per tenant, named by {source} {rule.tenant_key}; "
-            "the simulated request names no tenant, so it gets the shared allowlist at most")
     if simulation.preflight and rule.tenant_source == TENANT_FROM_HEADER:
-        hint += (f" (a browser's preflight carries the name of {rule.tenant_key}, never its "
-                 "value)")
-    return [hint]
+        return [f"a browser's preflight carries the name of {rule.tenant_key}, never its value, "
+                f"so {rule.path} decides it against the origins of every tenant and the shared "
+                "ones; the request after it gets the allowlist of the tenant it names"]
+    return [f"{rule.path} keeps an allowlist per tenant, named by {source} {rule.tenant_key}; "
+            "the simulated request names no tenant, so it gets the shared allowlist at most"]
 
 
 # -- the fix in one click ------------------------------------------------------------------
