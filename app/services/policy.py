@@ -391,7 +391,8 @@ def _plan_import(document: Mapping[str, Any], inputs: list[RuleInput], *,
     result = ImportResult(tenants_added=_missing_tenants(document, inputs))
     namespaces, result.tenants_changed = _document_namespaces(document)
     _require_admin_for_tenants(result, actor)
-    check_no_overlap(namespaces, field_name="tenants")
+    check_no_overlap(namespaces, [*result.tenants_added, *result.tenants_changed],
+                     field_name="tenants")
     existing = {rule.path: rule for rule in db.session.scalars(
         sa.select(Rule).options(selectinload(Rule.origins), selectinload(Rule.tenant)))}
     _check_import_namespaces(inputs, existing, namespaces)
@@ -621,7 +622,7 @@ def _check_namespace(rule_input: RuleInput, *, current: Rule | None,
             and current.tenant is not None and current.tenant.slug == tenant \
             and not (current.mode == OFF and rule_input.mode != OFF):
         return
-    known = namespaces if namespaces is not None else stored_namespaces()
+    known = namespaces if namespaces is not None else stored_namespaces(tenant)
     require_inside(rule_input.path, tenant, known.get(tenant, []), field_name=field_name)
 
 
