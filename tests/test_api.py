@@ -882,7 +882,8 @@ def test_export_then_dry_run_import_shows_no_changes(app, client, tenancy, token
                          headers=headers).get_json()
     assert result == {"dry_run": True, "added": [], "changed": {}, "removed": [],
                       "unchanged": ["/api/*", "/api/echo", "/api/orders", "/api/t/*/orders"],
-                      "tenants_added": [], "policy_version": before}
+                      "tenants_added": [], "tenants_changed": [],
+                      "policy_version": before}
     assert version(app) == before
 
 
