@@ -195,6 +195,9 @@ class Tenant(db.Model):
     # The name requests use (URL variable, subdomain label or header value).
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    # Its namespaces: the path patterns its rules may govern (no two tenants' overlap). A
+    # tenant without any owns no rules; the platform's routes are those outside every one.
+    paths: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

@@ -20,7 +20,8 @@ from app.services.access import (
 from app.services.policy import import_policy
 
 POLICY = {
-    "tenants": [{"slug": "acme", "name": "Acme"}, {"slug": "globex", "name": "Globex"}],
+    "tenants": [{"slug": "acme", "name": "Acme", "paths": ["/api/acme/*"]},
+                {"slug": "globex", "name": "Globex", "paths": ["/api/globex/*"]}],
     "rules": [
         {"path": "/api/platform/*", "origins": ["https://platform.example"]},
         {"path": "/api/t/*/orders", "tenant_selector": {"source": "header", "key": "X-Tenant"},

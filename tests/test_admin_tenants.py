@@ -35,7 +35,7 @@ def _count(app, model, *conditions) -> int:
 def acme(app) -> int:
     """Tenant acme with an origin on a shared rule, a user and an API token, no rules."""
     with app.app_context():
-        tenant = create_tenant("acme", "Acme Corp", actor=ADMIN)
+        tenant = create_tenant("acme", "Acme Corp", paths=["/api/acme/*"], actor=ADMIN)
         shared = create_rule(SHARED, actor=ADMIN)
         add_origin(shared.id, "https://app.acme.example", actor=ADMIN, tenant="acme")
         create_user("ed@acme.example", PASSWORD, role="tenant-editor", tenant="acme")

@@ -79,8 +79,8 @@ def token(app):
 @pytest.fixture
 def tenants(app):
     with app.app_context():
-        create_tenant("acme", "Acme", actor=ADMIN)
-        create_tenant("globex", "Globex", actor=ADMIN)
+        create_tenant("acme", "Acme", paths=["/api/orders"], actor=ADMIN)
+        create_tenant("globex", "Globex", paths=["/api/echo"], actor=ADMIN)
 
 
 @pytest.fixture
@@ -740,7 +740,7 @@ def test_a_tenant_token_exports_its_own_part_and_cannot_import(app, client, tena
     headers = token("tenant-editor", tenant="acme")
     document = client.get(url("/export"), headers=headers).get_json()
     assert [r["path"] for r in document["rules"]] == ["/api/orders", "/api/t/*/orders"]
-    assert document["tenants"] == [{"slug": "acme", "name": "Acme"}]
+    assert document["tenants"] == [{"slug": "acme", "name": "Acme", "paths": ["/api/orders"]}]
     assert_problem(client.post(url("/import"), json=document, headers=headers), 403)
 
 
@@ -944,14 +944,15 @@ def test_the_audit_trail_is_filtered_by_rule_and_actor_and_paged(app, client, po
 def test_export_then_dry_run_import_shows_no_changes(app, client, tenancy, token):
     headers = token("admin")
     document = client.get(url("/export"), headers=headers).get_json()
-    assert document["tenants"] == [{"name": "Acme", "slug": "acme"},
-                                   {"name": "Globex", "slug": "globex"}]
+    assert document["tenants"] == [{"name": "Acme", "slug": "acme", "paths": ["/api/orders"]},
+                                   {"name": "Globex", "slug": "globex", "paths": ["/api/echo"]}]
     before = version(app)
     result = client.post(url("/import?dry_run=true&replace=true"), json=document,
                          headers=headers).get_json()
     assert result == {"dry_run": True, "added": [], "changed": {}, "removed": [],
                       "unchanged": ["/api/*", "/api/echo", "/api/orders", "/api/t/*/orders"],
-                      "tenants_added": [], "policy_version": before}
+                      "tenants_added": [], "tenants_changed": [],
+                      "policy_version": before}
     assert version(app) == before
 
 
@@ -1033,7 +1034,7 @@ def test_the_openapi_document_is_public_and_describes_every_route(app, client):
     assert document == DOCUMENT and document["openapi"].startswith("3.1")
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     routes = {(method, rule.rule.removeprefix(URL_PREFIX).replace("<int:rule_id>", "{rule_id}")
-               .replace("<path:origin>", "{origin}"))
+               .replace("<path:origin>", "{origin}").replace("<slug>", "{slug}"))
               for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(method.upper(), path) for path, item in document["paths"].items()

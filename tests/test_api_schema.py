@@ -25,7 +25,7 @@ from app.services.tokens import create_token
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
 SEED = {
-    "tenants": [{"slug": "acme", "name": "Acme"}],
+    "tenants": [{"slug": "acme", "name": "Acme", "paths": ["/api/acme/*"]}],
     "rules": [
         {"path": "/api/*", "origins": ["https://app.example.com",
                                        {"value": "https://old.example.com", "note": "legacy",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,5 +102,40 @@ def test_upgrade_to_autoincrement_keeps_the_rows_and_a_deleted_id_is_never_reuse
         with engine.begin() as conn:
             new_id = conn.execute(rule, {"path": "/api/new"}).scalar()
         assert new_id > old_id
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_to_namespaces_gives_tenants_none_and_leaves_their_rules_as_they_were(
+        empty_database_url, tmp_path):
+    """0008: no tenant gets a namespace guessed from its rules, and no rule is switched off
+    (an upgrade must not break a running deployment); the overview lists such rules."""
+    before = _flask(empty_database_url, tmp_path, "db", "upgrade", "0007")
+    assert before.returncode == 0, before.stderr
+    engine = sa.create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            tenant_id = conn.execute(sa.text(
+                "INSERT INTO tenants (slug, name, created_at) VALUES ('acme', 'Acme', "
+                "CURRENT_TIMESTAMP) RETURNING id")).scalar()
+            conn.execute(sa.text(
+                "INSERT INTO rules (path, methods, allow_headers, expose_headers, "
+                "supports_credentials, allow_private_network, mode, description, created_at, "
+                "updated_at, updated_by, version, tenant_id) VALUES ('/api/echo', '[]', '[]', "
+                "'[]', false, false, 'enforce', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '', "
+                "1, :tenant)"), {"tenant": tenant_id})
+        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        with engine.begin() as conn:
+            paths = conn.execute(sa.text("SELECT paths FROM tenants")).scalar()
+            assert (json.loads(paths) if isinstance(paths, str) else paths) == []
+            assert conn.execute(sa.text("SELECT path, mode FROM rules")).all() == [
+                ("/api/echo", "enforce")]
+        downgraded = _flask(empty_database_url, tmp_path, "db", "downgrade", "0007")
+        assert downgraded.returncode == 0, downgraded.stderr
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT slug FROM tenants")).all() == [("acme",)]
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("tenants")}
+            assert "paths" not in columns
     finally:
         engine.dispose()

@@ -18,6 +18,7 @@ from app.cors.paths import (
     PathPattern,
     PatternError,
     PatternIndex,
+    covers,
     find_tie,
     overlaps,
     parse_new_pattern,
@@ -373,6 +374,18 @@ def test_overlaps_agrees_with_a_search_for_a_common_path(a: PathPattern, b: Path
     common = any(a.matches(path) and b.matches(path) for path in _witness_paths(a, b))
     assert overlaps(a, b) is common
     assert overlaps(b, a) is common
+
+
+@PROPERTY_SETTINGS
+@given(patterns(), patterns())
+@example(parse_pattern("/api/t/acme/*"), parse_pattern("/api/t/*/orders"))
+@example(parse_pattern("/api/*"), parse_pattern("/api"))
+def test_covers_agrees_with_a_search_for_a_path_only_the_inner_pattern_matches(
+    outer: PathPattern, inner: PathPattern
+) -> None:
+    escapes = any(inner.matches(p) and not outer.matches(p)
+                  for p in _witness_paths(outer, inner))
+    assert covers(outer, inner) is not escapes
 
 
 @PROPERTY_SETTINGS

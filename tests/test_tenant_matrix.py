@@ -43,6 +43,7 @@ from app.models import (
     User,
 )
 from app.services.access import Actor
+from app.services.errors import ValidationError
 from app.services.policy import add_origin, create_rule, update_rule
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
@@ -116,7 +117,7 @@ def build_world(app: Flask) -> World:
 
 def _tenant(app: Flask, slug: str, shared_rule_id: int, *,
             api_roles: tuple[str, ...]) -> TenantObjects:
-    tenant = create_tenant(slug, f"{slug.title()} Inc.", actor=ADMIN)
+    tenant = create_tenant(slug, f"{slug.title()} Inc.", paths=[f"/api/{slug}/*"], actor=ADMIN)
     editor = Actor(f"editor@{slug}.example", "dashboard", "tenant-editor", tenant.id)
     rule = create_rule({"path": f"/api/{slug}/*", "origins": [f"https://{slug}.example"]},
                        actor=editor)
@@ -207,7 +208,8 @@ class Call:
     def supplied(self) -> list[str]:
         """Every text the request itself carries, longest first."""
         parts = urlsplit(self.url)
-        texts = [unquote(parts.path), *(v for _, v in parse_qsl(parts.query))]
+        path = unquote(parts.path)
+        texts = [path, *path.split("/"), *(v for _, v in parse_qsl(parts.query))]
         texts += list((self.form or {}).values()) + list(_strings(self.json))
         texts += list(self.headers.values())
         return sorted((t for t in texts if t), key=len, reverse=True)
@@ -299,7 +301,7 @@ MATRIX: dict[tuple[str, str], Case] = {
         "list", lambda w, t: get("admin.rules"),
         narrow=lambda w, t: get("admin.rules", q=f"/api/{t.slug}"), shows=("rule_path",)),
     ("admin.rule_create", "POST"): Case(
-        "write", lambda w, t: new_rule_form(f"/api/{t.slug}-new/*"),
+        "write", lambda w, t: new_rule_form(f"/api/{t.slug}/new/*"),
         # bravo's "object" is its path: taken, and the answer does not say by whom.
         narrow=lambda w, t: new_rule_form(t.rule_path), refused=frozenset({403, 422})),
     ("admin.rule", "GET"): Case(
@@ -369,6 +371,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("admin.tenant_create", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.tenant_create",
                                                 {"slug": f"{t.slug}-two", "name": ""})),
+    ("admin.tenant_paths", "POST"): Case(
+        "platform", lambda w, t: dashboard_post("admin.tenant_paths",
+                                                {"paths": "/api/zulu/*"}, slug=t.slug)),
     ("admin.tenant_delete", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.tenant_delete", slug=t.slug)),
     ("admin.tokens", "GET"): Case("platform", lambda w, t: get("admin.tokens")),
@@ -392,7 +397,7 @@ MATRIX: dict[tuple[str, str], Case] = {
         narrow=lambda w, t: api("GET", "api.rules", tenant=t.slug), shows=("rule_path",)),
     ("api.rule_create", "POST"): Case(
         "write", lambda w, t: api("POST", "api.rule_create",
-                                  json={"path": f"/api/{t.slug}-new/*"}),
+                                  json={"path": f"/api/{t.slug}/new/*"}),
         narrow=lambda w, t: api("POST", "api.rule_create", json={"path": t.rule_path}),
         refused=frozenset({403, 422})),
     ("api.rule", "GET"): Case(
@@ -433,6 +438,14 @@ MATRIX: dict[tuple[str, str], Case] = {
             "rules": [{"path": t.rule_path, "origins": [t.new_origin]}]})),
     ("api.tenants", "GET"): Case(
         "list", lambda w, t: api("GET", "api.tenants"), shows=("slug",)),
+    ("api.tenant", "GET"): Case(
+        "read", lambda w, t: api("GET", "api.tenant", slug=t.slug), shows=("slug",)),
+    ("api.tenant_create", "POST"): Case(
+        "refused", lambda w, t: api("POST", "api.tenant_create", json={
+            "slug": f"{t.slug}-two", "paths": [f"/api/{t.slug}-two/*"]})),
+    ("api.tenant_update", "PATCH"): Case(
+        "refused", lambda w, t: api("PATCH", "api.tenant_update",
+                                    json={"paths": ["/api/zulu/*"]}, slug=t.slug)),
     ("api.token_self", "GET"): Case(
         "open", lambda w, t: api("GET", "api.token_self"), status=200),
     ("api.openapi_document", "GET"): Case(
@@ -661,9 +674,18 @@ def test_a_tenant_editor_changes_only_its_own_list_on_the_shared_rule(app, world
         remove_own = dashboard_post("admin.origin_remove",
                                     {"value": world.alpha.shared_origin}, rule_id=shared)
     before = shared_origins(app, world)
-    assert editor.send(add).status_code == 302
+    # Naming bravo's list is answered as any object of bravo's: it does not exist, and
+    # nothing is written (before, the origin landed on alpha's list and the answer said
+    # it had succeeded).
+    for call in (add, remove_theirs):
+        response = editor.send(call)
+        assert response.status_code == 404, call.url
+        assert "there is no tenant bravo" in response.get_data(as_text=True)
+        assert foreign_text(response, call) == []
+    assert shared_origins(app, world) == before
+    assert editor.send(replace(add, form={"value": world.alpha.new_origin})).status_code == 302
     assert shared_origins(app, world) == before | {(world.alpha.new_origin, "alpha")}
-    for call in (remove_theirs, remove_platforms):
+    for call in (remove_platforms,):
         response = editor.send(call)
         assert response.status_code in (204, 302)
         assert foreign_text(response, call) == []
@@ -739,7 +761,12 @@ def test_a_tenant_editor_may_restore_its_own_rules_only(app, world, callers):
 def test_a_path_that_ties_with_another_tenants_rule_is_refused_without_naming_it(
         app, world, callers):
     editor = callers[1]
-    tied = "/*/bravo/x"  # ties with /api/bravo/* on /api/bravo/x, and with nothing of alpha's
+    # A platform rule inside alpha's namespace, which alpha's role cannot see: /api/alpha/x/*
+    # ties with it on /api/alpha/x/zulu.
+    with app.app_context():
+        create_rule({"path": "/api/alpha/*/zulu", "origins": ["https://zulu.example"]},
+                    actor=ADMIN)
+    tied = "/api/alpha/x/*"
     with app.test_request_context():
         calls = [new_rule_form(tied), api("POST", "api.rule_create", json={"path": tied})]
     for call in calls:
@@ -761,3 +788,125 @@ def test_a_tenant_overview_counts_its_own_rules_and_origins_and_lists_no_process
     admin = sign_in("admin").get("/admin/").get_data(as_text=True)
     assert '<h2>Rules</h2>\n      <p class="stat">4</p>' in admin
     assert 'id="processes-heading"' in admin
+
+
+# -- namespaces: which routes a tenant's rule may govern -----------------------------------
+
+PLATFORM_FRONTEND = "https://zulu-frontend.example"
+# What alpha's editor tries to govern: a platform route, a path in bravo's namespace, and a
+# pattern wider than alpha's namespace (/api/alpha/*).
+TAKEOVERS = ("/api/echo", "/api/bravo/orders", "/api/*")
+PROBED_ROUTES = ("/api/echo", "/api/bravo/orders", "/api/orders", "/api/alpha/orders")
+
+
+def takeover_calls(app: Flask, world: World, path: str) -> dict[str, Call]:
+    """Every way a tenant role creates a rule or moves one, aimed at *path*."""
+    alpha = world.alpha
+    with app.test_request_context():
+        # An entry recorded before tenants had namespaces: alpha's rule once had this path.
+        entry = db.session.get_one(AuditEntry, alpha.audit_id)
+        entry.before = {**entry.before, "path": path}
+        db.session.commit()
+        return {
+            "dashboard create": new_rule_form(path),
+            "dashboard move": rule_form(world, alpha, path=path),
+            "dashboard restore": replace(
+                dashboard_post("admin.audit_restore", {"state": "before"},
+                               entry_id=alpha.audit_id), headers={"HX-Request": "true"}),
+            "api create": api("POST", "api.rule_create",
+                              json={"path": path, "origins": [alpha.origin]}),
+            "api replace": api("PUT", "api.rule_replace", json={**rule_json(alpha),
+                                                                "path": path},
+                               headers=if_match(alpha), rule_id=alpha.rule_id),
+            "api move": api("PATCH", "api.rule_update", json={"path": path},
+                            rule_id=alpha.rule_id),
+            "api import": api("POST", "api.import_", json={"rules": [{
+                "path": path, "tenant": "alpha", "origins": [alpha.origin]}]}),
+        }
+
+
+def engine_answers(app: Flask) -> dict[tuple[str, str, str], tuple[int, str | None, str | None]]:
+    """What the engine answers, over the app's test client, for each probed route and origin:
+    an actual request and a preflight."""
+    get_control(app).cache.refresh()
+    client = app.test_client()
+    answers = {}
+    for path in PROBED_ROUTES:
+        for origin in (PLATFORM_FRONTEND, "https://alpha.example", "https://bravo.example"):
+            for method in ("GET", "OPTIONS"):
+                headers = {"Origin": origin}
+                if method == "OPTIONS":
+                    headers["Access-Control-Request-Method"] = "GET"
+                response = client.open(path, method=method, headers=headers)
+                answers[(path, origin, method)] = (
+                    response.status_code,
+                    response.headers.get("Access-Control-Allow-Origin"),
+                    response.headers.get("Access-Control-Allow-Credentials"))
+    return answers
+
+
+@pytest.mark.parametrize("path", TAKEOVERS)
+def test_a_tenant_editor_cannot_govern_routes_outside_its_namespace_through_any_channel(
+        app, world, callers, path):
+    """The issue's takeover: alpha's editor aims a rule at a platform route, at bravo's
+    namespace, or at a pattern wider than its own; every channel refuses, nothing is
+    written, and the engine answers those routes as before, the platform's frontend
+    included."""
+    with app.app_context():
+        create_rule({"path": "/api/*", "origins": [PLATFORM_FRONTEND],
+                     "supports_credentials": True}, actor=ADMIN)
+    before_answers = engine_answers(app)
+    assert before_answers[("/api/echo", PLATFORM_FRONTEND, "GET")][1] == PLATFORM_FRONTEND
+    assert before_answers[("/api/echo", "https://alpha.example", "GET")][1] is None
+    editor = callers[1]
+    calls = takeover_calls(app, world, path)
+    before = state(app, world)
+    for channel, call in calls.items():
+        response = editor.send(call)
+        body = response.get_data(as_text=True)
+        if channel == "api import":
+            assert response.status_code == 403, channel  # tenant roles never import
+            continue
+        assert "namespaces of tenant alpha (/api/alpha/*)" in body, (channel, body[-800:])
+        if channel == "dashboard restore":
+            # The audit list shows alpha's own entry, whose path this test set to *path*.
+            assert response.status_code == 200 and "Nothing was restored" in body, channel
+            continue
+        assert response.status_code == 422, (channel, response.status_code)
+        assert foreign_text(response, call) == [], channel
+    assert state(app, world) == before
+    assert engine_answers(app) == before_answers
+
+
+def test_an_admin_cannot_give_a_tenant_a_rule_outside_its_namespace_either(app, world):
+    with app.app_context():
+        for path in TAKEOVERS:
+            with pytest.raises(ValidationError, match=r"namespaces of tenant alpha"):
+                create_rule({"path": path, "tenant": "alpha"}, actor=ADMIN)
+            with pytest.raises(ValidationError, match=r"namespaces of tenant alpha"):
+                update_rule(world.alpha.rule_id, {"path": path}, actor=ADMIN)
+        inside = create_rule({"path": "/api/alpha/orders", "tenant": "alpha"}, actor=ADMIN)
+        assert inside.tenant_id == world.alpha.tenant_id
+
+
+@pytest.mark.parametrize("field_name", ["tenant", "origin tenant"])
+def test_naming_another_tenant_in_a_tenant_field_is_answered_404_not_rewritten(
+        app, world, callers, field_name):
+    editor = callers[1]
+    with app.test_request_context():
+        if field_name == "tenant":
+            calls = [api("POST", "api.rule_create",
+                         json={"path": "/api/alpha/x", "tenant": "bravo"}),
+                     api("PATCH", "api.rule_update", json={"tenant": "bravo"},
+                         rule_id=world.alpha.rule_id)]
+        else:
+            calls = [api("PUT", "api.origin_add", json={"tenant": "bravo"},
+                         rule_id=world.shared_rule_id, origin=world.alpha.new_origin),
+                     api("DELETE", "api.origin_remove", rule_id=world.shared_rule_id,
+                         origin=world.bravo.shared_origin, tenant="bravo")]
+    before = state(app, world)
+    for call in calls:
+        response = editor.send(call)
+        assert response.status_code == 404, call.url
+        assert response.get_json()["detail"] == "there is no tenant bravo"
+    assert state(app, world) == before

@@ -92,8 +92,8 @@ def test_an_origin_stops_matching_at_the_exact_moment_it_expires():
 @pytest.fixture
 def tenants(app):
     with app.app_context():
-        acme = create_tenant("acme", "Acme", actor=ADMIN).id
-        globex = create_tenant("globex", "Globex", actor=ADMIN).id
+        acme = create_tenant("acme", "Acme", paths=["/api/acme/*"], actor=ADMIN).id
+        globex = create_tenant("globex", "Globex", paths=["/api/globex/*"], actor=ADMIN).id
     return acme, globex
 
 
@@ -201,8 +201,10 @@ def test_a_tenant_editor_changes_only_its_own_allowlist_on_a_shared_rule(app, te
     rule_id = _shared_rule(app)
     acme_editor = Actor("ed@acme.example", "api", "tenant-editor", acme_id)
     with app.app_context():
-        origin, created = add_origin(rule_id, "https://new.acme.example", actor=acme_editor,
-                                     tenant="globex")  # the tenant argument cannot escape
+        with pytest.raises(NotFound, match="there is no tenant globex"):
+            add_origin(rule_id, "https://new.acme.example", actor=acme_editor,
+                       tenant="globex")  # refused as any object of another tenant
+        origin, created = add_origin(rule_id, "https://new.acme.example", actor=acme_editor)
         assert created and origin.tenant_id == acme_id
         seen = rule_to_dict(get_rule(rule_id, acme_editor), acme_editor)["origins"]
         assert {o["value"] for o in seen} == {ACME, "https://new.acme.example"}
@@ -227,7 +229,8 @@ def test_another_tenants_rule_does_not_exist_for_a_tenant_role(app, tenants):
             add_origin(rule_id, GLOBEX, actor=globex_editor)
         assert [r["path"] for r in export_policy(globex_editor)["rules"]] == []
         assert export_policy(globex_editor)["tenants"] == [{"slug": "globex",
-                                                            "name": "Globex"}]
+                                                            "name": "Globex",
+                                                            "paths": ["/api/globex/*"]}]
 
 
 def test_viewer_roles_cannot_write(app, tenants):
@@ -265,7 +268,7 @@ def test_tenant_selector_and_origin_tenants_are_validated(app, tenants):
 
 def test_import_round_trip_with_tenants_and_expiries(app):
     document = {
-        "tenants": [{"slug": "acme", "name": "Acme"}],
+        "tenants": [{"slug": "acme", "name": "Acme", "paths": ["/api/acme/*"]}],
         "rules": [{
             "path": "/api/t/*/orders",
             "tenant_selector": {"source": "view-arg", "key": "tenant", "unknown": "shared"},
@@ -280,7 +283,8 @@ def test_import_round_trip_with_tenants_and_expiries(app):
         result = import_policy(document, actor=ADMIN)
         assert result.tenants_added == ["acme"]
         exported = export_policy()
-        assert exported["tenants"] == [{"slug": "acme", "name": "Acme"}]
+        assert exported["tenants"] == [{"slug": "acme", "name": "Acme",
+                                        "paths": ["/api/acme/*"]}]
         shared = next(r for r in exported["rules"] if r["path"] == "/api/t/*/orders")
         assert shared["tenant_selector"] == {"source": "view-arg", "key": "tenant",
                                              "unknown": "shared"}

@@ -1,4 +1,5 @@
-"""Tenants: admins list them with what they own, create them, and delete empty ones.
+"""Tenants: admins list them with what they own, create them with their namespaces (the path
+patterns their rules may govern), change the namespaces, and delete empty tenants.
 
 A tenant that owns rules cannot be deleted (its rules would be left without an owner); the
 page says so. Deleting one also deletes its allowlists on the rules that select tenants, its
@@ -12,7 +13,7 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 
 from ..services.errors import Conflict, ServiceError, ValidationError
-from ..services.tenants import create_tenant, delete_tenant, tenant_summaries
+from ..services.tenants import create_tenant, delete_tenant, set_tenant_paths, tenant_summaries
 from . import bp
 from .access import current_actor, requires_platform
 from .rendering import is_htmx, render
@@ -27,15 +28,35 @@ def tenants():
 @bp.post("/tenants")
 @requires_platform("admin")
 def tenant_create():
-    form = {name: request.form.get(name, "").strip() for name in ("slug", "name")}
+    form = {name: request.form.get(name, "").strip() for name in ("slug", "name", "paths")}
     try:
-        tenant = create_tenant(form["slug"], form["name"], actor=current_actor())
+        tenant = create_tenant(form["slug"], form["name"], paths=_lines(form["paths"]),
+                               actor=current_actor())
     except (ValidationError, Conflict) as error:
         return render("admin/tenants.html", "admin/_tenants.html",
                       status=200 if is_htmx() else 422,
                       **_page_context(form=form, error=error))
     return _done(f"Created tenant {tenant.slug}. Requests naming it are served its "
                  "allowlists from the next policy version on.")
+
+
+@bp.post("/tenants/<slug>/paths")
+@requires_platform("admin")
+def tenant_paths(slug: str):
+    text = request.form.get("paths", "")
+    try:
+        tenant = set_tenant_paths(slug, _lines(text), actor=current_actor())
+    except ValidationError as error:
+        return render("admin/tenants.html", "admin/_tenants.html",
+                      status=200 if is_htmx() else 422,
+                      **_page_context(paths_error=(slug, text, error)))
+    return _done(f"Tenant {tenant.slug} governs "
+                 f"{', '.join(tenant.paths) or 'no path: it can own no new rule'}.")
+
+
+def _lines(text: str) -> list[str]:
+    """One namespace a line (commas and spaces separate them too)."""
+    return [part for part in text.replace(",", " ").split() if part]
 
 
 @bp.post("/tenants/<slug>/delete")
@@ -57,11 +78,16 @@ def _done(message: str, category: str = "message"):
 
 
 def _page_context(*, form: dict[str, str] | None = None, error: ServiceError | None = None,
-                  notice: str | None = None, notice_category: str = "message") \
+                  notice: str | None = None, notice_category: str = "message",
+                  paths_error: tuple[str, str, ValidationError] | None = None) \
         -> dict[str, Any]:
     return {
         "summaries": tenant_summaries(),
-        "form": form or {"slug": "", "name": ""},
+        "form": form or {"slug": "", "name": "", "paths": ""},
+        # The row whose namespaces were refused keeps what was typed, with the messages.
+        "paths_error": ({"slug": paths_error[0], "text": paths_error[1],
+                         "messages": [m for ms in paths_error[2].by_field().values()
+                                      for m in ms]} if paths_error else None),
         "field_errors": error.by_field() if isinstance(error, ValidationError) else {},
         "form_error": str(error) if isinstance(error, Conflict) else None,
         "notice": notice,

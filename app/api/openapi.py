@@ -49,6 +49,9 @@ def _page(item: str) -> dict[str, Any]:
 
 
 TIME = {"type": "string", "format": "date-time"}
+NAMESPACES = {"type": "array", "items": {"type": "string"},
+              "description": "the path patterns the tenant's rules may govern, such as "
+                             "/api/t/acme/*"}
 
 TENANT_SELECTOR = {
     "type": "object",
@@ -336,7 +339,21 @@ SCHEMAS: dict[str, Any] = {
     "TenantRef": {
         "type": "object",
         "required": ["slug"],
-        "properties": {"slug": {"type": "string"}, "name": {"type": "string"}},
+        "properties": {"slug": {"type": "string"}, "name": {"type": "string"},
+                       "paths": NAMESPACES},
+        "additionalProperties": False,
+    },
+    "TenantInput": {
+        "type": "object",
+        "required": ["slug"],
+        "properties": {"slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
+                       "name": {"type": "string", "maxLength": 200}, "paths": NAMESPACES},
+        "additionalProperties": False,
+    },
+    "TenantPatch": {
+        "type": "object",
+        "required": ["paths"],
+        "properties": {"paths": NAMESPACES},
         "additionalProperties": False,
     },
     "Policy": {
@@ -361,15 +378,16 @@ SCHEMAS: dict[str, Any] = {
             "removed": _strings(),
             "unchanged": _strings(),
             "tenants_added": _strings(),
+            "tenants_changed": _strings(),
             "policy_version": _nullable({"type": "integer"}),
         },
         "additionalProperties": False,
     },
     "Tenant": {
         "type": "object",
-        "required": ["slug", "name", "created_at"],
+        "required": ["slug", "name", "paths", "created_at"],
         "properties": {"slug": {"type": "string"}, "name": {"type": "string"},
-                       "created_at": _nullable(TIME)},
+                       "paths": NAMESPACES, "created_at": _nullable(TIME)},
         "additionalProperties": False,
     },
     "Token": {
@@ -620,6 +638,32 @@ PATHS: dict[str, Any] = {
             "summary": "Tenants: all of them, or a tenant role's own",
             "parameters": PAGING,
             "responses": _responses({200: _ok("TenantPage")}, 422),
+        },
+        "post": {
+            "operationId": "createTenant",
+            "summary": "Create a tenant with its namespaces (admins)",
+            "description": "Namespaces of two tenants never overlap; a tenant without one "
+                           "owns no rule.",
+            "requestBody": _body("TenantInput"),
+            "responses": _responses({201: _ok("Tenant", "Created")},
+                                    400, 403, 409, 413, 415, 422),
+        },
+    },
+    "/tenants/{slug}": {
+        "parameters": [{"name": "slug", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "get": {
+            "operationId": "getTenant",
+            "summary": "A tenant with its namespaces",
+            "responses": _responses({200: _ok("Tenant")}, 404),
+        },
+        "patch": {
+            "operationId": "setTenantPaths",
+            "summary": "Replace a tenant's namespaces (admins)",
+            "description": "Refused when they overlap another tenant's, or when a rule of the "
+                           "tenant that lay inside the old ones would lie outside.",
+            "requestBody": _body("TenantPatch"),
+            "responses": _responses({200: _ok("Tenant")}, 400, 403, 404, 413, 415, 422),
         },
     },
     "/tokens/self": {

@@ -49,7 +49,8 @@ def origin_resource(origin: AllowedOrigin, *, now: datetime | None = None) -> di
 
 
 def tenant_resource(tenant: Tenant) -> dict[str, Any]:
-    return {"slug": tenant.slug, "name": tenant.name or "", "created_at": iso(tenant.created_at)}
+    return {"slug": tenant.slug, "name": tenant.name or "", "paths": list(tenant.paths),
+            "created_at": iso(tenant.created_at)}
 
 
 def token_resource(token: ApiToken) -> dict[str, Any]:

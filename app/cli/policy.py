@@ -65,6 +65,10 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
             click.echo(f"{'+' if label == 'added' else '-'} {name}")
     for name, fields in sorted(result.changed.items()):
         click.echo(f"~ {name} ({', '.join(fields)})")
+    for label, slugs in (("tenants created", result.tenants_added),
+                         ("tenant namespaces changed", result.tenants_changed)):
+        if slugs:
+            click.echo(f"{label}: {', '.join(slugs)}")
     click.echo(
         f"{len(result.added)} added, {len(result.changed)} changed, {len(result.removed)} "
         f"removed, {len(result.unchanged)} unchanged ({verb} written"

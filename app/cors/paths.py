@@ -134,6 +134,21 @@ def overlaps(a: PathPattern, b: PathPattern) -> bool:
     )
 
 
+def covers(outer: PathPattern, inner: PathPattern) -> bool:
+    """Whether every path *inner* matches is matched by *outer* too: ``/api/t/acme/*`` covers
+    ``/api/t/acme/orders`` and itself, not ``/api/*`` nor ``/api/t/*/orders``."""
+    if outer.open_ended:
+        # outer matches more segments than it has; inner must never match fewer.
+        shortest = len(inner.segments) + (1 if inner.open_ended else 0)
+        if shortest <= len(outer.segments):
+            return False
+    elif inner.open_ended or len(inner.segments) != len(outer.segments):
+        return False
+    return all(
+        o is None or o == i for o, i in zip(outer.segments, inner.segments, strict=False)
+    )
+
+
 def find_tie(candidate: PathPattern, others: list[PathPattern]) -> PathPattern | None:
     """Return a pattern among *others* that would tie with *candidate* on some path."""
     for other in others:

@@ -20,15 +20,29 @@ from flask import current_app
 from sqlalchemy.orm import selectinload
 
 from ..cors.paths import find_tie, parse_pattern
-from ..cors.vocabulary import NO_TENANT_SOURCE
+from ..cors.vocabulary import NO_TENANT_SOURCE, OFF
 from ..extensions import db
 from ..models import AllowedOrigin, AuditEntry, Rule, Tenant, utcnow
 from ..timefmt import iso_utc
-from .access import SYSTEM, Actor, owns, require_writer, sees, visible_audit_entries
+from .access import (
+    SYSTEM,
+    Actor,
+    owns,
+    require_admin,
+    require_writer,
+    sees,
+    visible_audit_entries,
+)
 from .changes import Unchanged, policy_change, policy_version
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .policy_read import get_rule, rule_input_to_dict, rule_to_dict
-from .tenants import tenant_slug
+from .tenants import (
+    check_no_overlap,
+    parse_namespaces,
+    require_inside,
+    stored_namespaces,
+    tenant_slug,
+)
 from .validation import (
     RULE_FIELDS,
     TENANT_SLUG,
@@ -45,6 +59,7 @@ def create_rule(data: Mapping[str, Any], *, actor: Actor) -> Rule:
     require_writer(actor)
     with policy_change(actor) as change:
         rule_input = _scoped_input(validate_rule(data, reserved_prefixes=_reserved()), actor)
+        _check_namespace(rule_input, current=None)
         _check_no_tie(rule_input.path, exclude_id=None, field_name="path", actor=actor)
         rule = Rule()
         _apply(rule, rule_input, actor)
@@ -79,6 +94,7 @@ def _update_rule(
         if "origins" not in data:
             merged["origins"] = before["origins"]
         rule_input = _scoped_input(validate_rule(merged, reserved_prefixes=_reserved()), actor)
+        _check_namespace(rule_input, current=rule)
         if rule_input.path != rule.path:
             _check_no_tie(rule_input.path, exclude_id=rule.id, field_name="path", actor=actor)
         _apply(rule, rule_input, actor)
@@ -246,6 +262,7 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
             before = rule_to_dict(rule) if rule is not None else None
             if before == recorded:
                 raise Unchanged(rule)
+            _check_namespace(rule_input, current=rule)
             _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None,
                           field_name="path", actor=actor)
             if rule is None:
@@ -296,12 +313,14 @@ class ImportResult:
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     tenants_added: list[str] = field(default_factory=list)
+    tenants_changed: list[str] = field(default_factory=list)
     dry_run: bool = False
     policy_version: int | None = None
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.added or self.changed or self.removed or self.tenants_added)
+        return bool(self.added or self.changed or self.removed or self.tenants_added
+                    or self.tenants_changed)
 
     def sorted(self) -> ImportResult:
         for names in (self.added, self.removed, self.unchanged):
@@ -316,6 +335,7 @@ class ImportResult:
             "removed": self.removed,
             "unchanged": self.unchanged,
             "tenants_added": self.tenants_added,
+            "tenants_changed": self.tenants_changed,
             "policy_version": self.policy_version,
         }
 
@@ -372,14 +392,14 @@ def import_policy(
     # holds the write lock while it is validated, and a dry run never takes it at all.
     inputs = validate_policy(document)
     if dry_run:
-        plan = _plan_import(document, inputs, replace=replace)
+        plan = _plan_import(document, inputs, replace=replace, actor=actor)
         plan.result.dry_run = True
         plan.result.policy_version = policy_version()
         db.session.rollback()  # ends the read transaction
         return plan.result.sorted()
     try:
         with policy_change(actor) as change:
-            plan = _plan_import(document, inputs, replace=replace)
+            plan = _plan_import(document, inputs, replace=replace, actor=actor)
             result = plan.result
             if not result.has_changes:
                 raise Unchanged(result)
@@ -388,7 +408,9 @@ def import_policy(
                          f"imported policy: {len(result.added)} added, "
                          f"{len(result.changed)} changed, {len(result.removed)} removed"
                          + (f", tenants created: {', '.join(result.tenants_added)}"
-                            if result.tenants_added else ""),
+                            if result.tenants_added else "")
+                         + (f", namespaces changed: {', '.join(result.tenants_changed)}"
+                            if result.tenants_changed else ""),
                          before={"rules": plan.befores}, after={"rules": plan.afters})
             result.policy_version = change.version
     except Unchanged:  # nothing to write: the version bump was rolled back
@@ -404,16 +426,22 @@ class _ImportPlan:
 
     result: ImportResult
     existing: dict[str, Rule]
+    namespaces: dict[str, list[str]] = field(default_factory=dict)
     befores: dict[str, Any] = field(default_factory=dict)
     afters: dict[str, Any] = field(default_factory=dict)
 
 
 def _plan_import(document: Mapping[str, Any], inputs: list[RuleInput], *,
-                 replace: bool) -> _ImportPlan:
+                 replace: bool, actor: Actor) -> _ImportPlan:
     result = ImportResult(tenants_added=_missing_tenants(document, inputs))
+    namespaces, result.tenants_changed = _document_namespaces(document)
+    _require_admin_for_tenants(result, actor)
+    check_no_overlap(namespaces, [*result.tenants_added, *result.tenants_changed],
+                     field_name="tenants")
     existing = {rule.path: rule for rule in db.session.scalars(
-        sa.select(Rule).options(selectinload(Rule.origins)))}
-    plan = _ImportPlan(result, existing)
+        sa.select(Rule).options(selectinload(Rule.origins), selectinload(Rule.tenant)))}
+    _check_import_namespaces(inputs, existing, namespaces)
+    plan = _ImportPlan(result, existing, namespaces)
     incoming = [r.path for r in inputs]
     incoming_set = set(incoming)
     if not replace:
@@ -446,7 +474,11 @@ def _write_import(plan: _ImportPlan, inputs: list[RuleInput], document: Mapping[
                   actor: Actor) -> None:
     declared = {t["slug"]: t.get("name", "") for t in document.get("tenants", [])}
     for slug in plan.result.tenants_added:
-        db.session.add(Tenant(slug=slug, name=declared[slug] or slug))
+        db.session.add(Tenant(slug=slug, name=declared[slug] or slug,
+                              paths=plan.namespaces[slug]))
+    for tenant in db.session.scalars(
+            sa.select(Tenant).where(Tenant.slug.in_(plan.result.tenants_changed))):
+        tenant.paths = plan.namespaces[tenant.slug]
     db.session.flush()
     for rule_input in inputs:
         rule = plan.existing.get(rule_input.path)
@@ -459,6 +491,50 @@ def _write_import(plan: _ImportPlan, inputs: list[RuleInput], document: Mapping[
     for path in plan.result.removed:
         db.session.delete(plan.existing[path])
     db.session.flush()
+
+
+def _document_namespaces(document: Mapping[str, Any]) -> tuple[dict[str, list[str]],
+                                                                  list[str]]:
+    """Every tenant's namespaces once the document is imported, and the existing tenants
+    whose namespaces it changes. A tenant listed without ``paths`` keeps its own."""
+    namespaces = stored_namespaces()
+    changed = []
+    for index, item in enumerate(document.get("tenants", [])):
+        slug = item["slug"]
+        if "paths" not in item:
+            namespaces.setdefault(slug, [])
+            continue
+        paths = parse_namespaces(item["paths"], where=f"tenants[{index}].")
+        if slug in namespaces and namespaces[slug] != paths:
+            changed.append(slug)
+        namespaces[slug] = paths
+    return namespaces, sorted(changed)
+
+
+def _require_admin_for_tenants(result: ImportResult, actor: Actor) -> None:
+    """Creating tenants and giving them namespaces is for admins, in an import too."""
+    if result.tenants_added:
+        require_admin(actor, to=(
+            f"create tenants: an admin must create tenant {', '.join(result.tenants_added)} "
+            "first, or import the file as an admin"))
+    if result.tenants_changed:
+        require_admin(actor, to=(
+            f"change a tenant's namespaces (the file changes those of "
+            f"{', '.join(result.tenants_changed)}): leave out their paths, or import the file "
+            "as an admin"))
+
+
+def _check_import_namespaces(inputs: list[RuleInput], existing: Mapping[str, Rule],
+                             namespaces: Mapping[str, list[str]]) -> None:
+    errors = []
+    for index, rule_input in enumerate(inputs):
+        try:
+            _check_namespace(rule_input, current=existing.get(rule_input.path),
+                             namespaces=namespaces, field_name=f"rules[{index}].path")
+        except ValidationError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ValidationError(errors)
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -578,10 +654,32 @@ def _changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list
     return [name for name in RULE_FIELDS if before.get(name) != after.get(name)]
 
 
+def _check_namespace(rule_input: RuleInput, *, current: Rule | None,
+                     namespaces: Mapping[str, list[str]] | None = None,
+                     field_name: str = "path") -> None:
+    """A tenant's rule must lie inside its tenant's namespaces when it is created, moved (a
+    new path or owner) or switched on; whoever writes it, an admin too. A rule left outside
+    by an older version keeps working until it is moved (the overview lists it)."""
+    tenant = rule_input.tenant
+    if not tenant:
+        return
+    if current is not None and current.path == rule_input.path \
+            and current.tenant is not None and current.tenant.slug == tenant \
+            and not (current.mode == OFF and rule_input.mode != OFF):
+        return
+    known = namespaces if namespaces is not None else stored_namespaces(tenant)
+    require_inside(rule_input.path, tenant, known.get(tenant, []), field_name=field_name)
+
+
 def _scoped_input(rule_input: RuleInput, actor: Actor) -> RuleInput:
-    """A tenant role's rules belong to its tenant and cannot select other tenants."""
+    """A tenant role's rules belong to its tenant and cannot select other tenants. Naming
+    another tenant gets the answer any object of another tenant gets: it does not exist."""
     if not actor.scoped:
         return rule_input
+    own = tenant_slug(actor.tenant_id)
+    for named in (rule_input.tenant, *(o.tenant for o in rule_input.origins)):
+        if named and named != own:
+            raise NotFound(f"there is no tenant {named}")
     if rule_input.selector.source != NO_TENANT_SOURCE:
         raise ValidationError([FieldError(
             "tenant_selector", "only admins and editors create rules that select tenants")])
@@ -594,6 +692,8 @@ def _scoped_input(rule_input: RuleInput, actor: Actor) -> RuleInput:
 def _origin_tenant(rule: Rule, actor: Actor, tenant: str | None) -> int | None:
     """Whose allowlist an origin change on *rule* is about (None: the rule's own list)."""
     if actor.scoped:
+        if tenant is not None and tenant != tenant_slug(actor.tenant_id):
+            raise NotFound(f"there is no tenant {tenant}")
         if rule.tenant_id == actor.tenant_id:
             return None
         return actor.tenant_id  # a shared tenant-selecting rule: the actor's own list
@@ -626,12 +726,19 @@ def _validate_tenant_list(tenants: Any) -> list[FieldError]:
     for index, item in enumerate(tenants):
         name = item.get("name", "") if isinstance(item, Mapping) else None
         if not isinstance(item, Mapping) or not isinstance(item.get("slug"), str) \
-                or not TENANT_SLUG.match(item["slug"]) or set(item) - {"slug", "name"} \
+                or not TENANT_SLUG.match(item["slug"]) or set(item) - {"slug", "name", "paths"} \
                 or not isinstance(name, str) or len(name) > 200 or not name.isprintable():
             errors.append(FieldError(f"tenants[{index}]", 'a tenant is {"slug": "acme", '
-                                     '"name": "Acme"}; the slug is lowercase letters, digits '
-                                     "and hyphens, the name plain text of at most 200 "
-                                     "characters"))
+                                     '"name": "Acme", "paths": ["/api/t/acme/*"]}; the slug '
+                                     "is lowercase letters, digits and hyphens, the name plain "
+                                     "text of at most 200 characters, the paths its "
+                                     "namespaces"))
+            continue
+        if "paths" in item:
+            try:
+                parse_namespaces(item["paths"], where=f"tenants[{index}].")
+            except ValidationError as exc:
+                errors.extend(exc.errors)
     return errors
 
 

@@ -124,7 +124,8 @@ def export_policy(actor: Actor | None = None) -> dict[str, Any]:
     ).all()
     tenants = sa.select(Tenant).where(visible_tenants(actor)).order_by(Tenant.slug)
     document: dict[str, Any] = {"rules": [rule_to_dict(rule, actor) for rule in rules]}
-    tenant_list = [{"slug": t.slug, "name": t.name} for t in db.session.scalars(tenants)]
+    tenant_list = [{"slug": t.slug, "name": t.name, "paths": list(t.paths)}
+                   for t in db.session.scalars(tenants)]
     if tenant_list:
         document["tenants"] = tenant_list
     return document

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
+from ..cors.paths import PatternError, covers, overlaps, parse_new_pattern, parse_pattern
+from ..cors.vocabulary import OFF
 from ..extensions import db
 from ..models import AllowedOrigin, ApiToken, Rule, Tenant, User
 from .access import Actor, require_admin, visible_tenants
-from .changes import policy_change
+from .changes import Unchanged, policy_change
 from .errors import Conflict, FieldError, NotFound, ValidationError
 from .validation import TENANT_SLUG
 
@@ -67,9 +71,11 @@ def get_tenant(slug: str, actor: Actor | None = None) -> Tenant:
     return tenant
 
 
-def create_tenant(slug: str, name: str = "", *, actor: Actor) -> Tenant:
+def create_tenant(slug: str, name: str = "", *, paths: Iterable[str] = (),
+                  actor: Actor) -> Tenant:
     """Tenants are managed by admins. A new tenant is known to the engine from the next
-    policy version on, so its requests stop being refused as an unknown tenant."""
+    policy version on, so its requests stop being refused as an unknown tenant. *paths* are
+    its namespaces: the path patterns its rules may govern."""
     require_admin(actor, to="manage tenants")
     slug = (slug or "").strip()
     errors = []
@@ -78,16 +84,60 @@ def create_tenant(slug: str, name: str = "", *, actor: Actor) -> Tenant:
                                          "acme (it is what requests carry)"))
     if len(name or "") > 200:
         errors.append(FieldError("name", "the name is longer than 200 characters"))
+    namespaces, path_errors = _parse_namespaces(paths)
+    errors.extend(path_errors)
     if errors:
         raise ValidationError(errors)
     with policy_change(actor) as change:
         if db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == slug)) is not None:
             raise Conflict(f"a tenant {slug} already exists")
-        tenant = Tenant(slug=slug, name=name or slug)
+        check_no_overlap({**stored_namespaces(), slug: namespaces}, [slug])
+        tenant = Tenant(slug=slug, name=name or slug, paths=namespaces)
         db.session.add(tenant)
         db.session.flush()
-        change.audit("tenant.create", f"created tenant {slug}",
-                     after={"slug": slug, "name": tenant.name}, tenant_id=tenant.id)
+        change.audit("tenant.create", f"created tenant {slug}"
+                     + (f" with namespaces {', '.join(namespaces)}" if namespaces else ""),
+                     after=_tenant_state(tenant), tenant_id=tenant.id)
+    return tenant
+
+
+def set_tenant_paths(slug: str, paths: Iterable[str], *, actor: Actor) -> Tenant:
+    """Give a tenant its namespaces (replacing the ones it had). Refused when they overlap
+    another tenant's, or when a rule of the tenant that is switched on and lay inside the
+    old namespaces would lie outside the new ones (move, switch off or delete it first).
+    Rules already outside before stay as they were: the overview lists them."""
+    require_admin(actor, to="manage tenants")
+    namespaces, errors = _parse_namespaces(paths)
+    if errors:
+        raise ValidationError(errors)
+    try:
+        return _set_tenant_paths(slug, namespaces, actor=actor)
+    except Unchanged as unchanged:
+        return unchanged.result
+
+
+def _set_tenant_paths(slug: str, namespaces: list[str], *, actor: Actor) -> Tenant:
+    with policy_change(actor) as change:
+        tenant = get_tenant(slug)
+        before = _tenant_state(tenant)
+        if namespaces == list(tenant.paths):
+            raise Unchanged(tenant)
+        check_no_overlap({**stored_namespaces(), slug: namespaces}, [slug])
+        stranded = [rule.path for rule in db.session.scalars(
+            sa.select(Rule).where(Rule.tenant_id == tenant.id, Rule.mode != OFF)
+            .order_by(Rule.path))
+            if inside(rule.path, tenant.paths) and not inside(rule.path, namespaces)]
+        if stranded:
+            raise ValidationError([FieldError("paths", (
+                f"rule(s) {', '.join(stranded)} of tenant {slug} would lie outside its "
+                "namespaces; keep a namespace that covers them, or move, switch off or "
+                "delete them first"))])
+        tenant.paths = namespaces
+        db.session.flush()
+        change.audit("tenant.update",
+                     f"set the namespaces of tenant {slug} to "
+                     f"{', '.join(namespaces) or 'none'}",
+                     before=before, after=_tenant_state(tenant), tenant_id=tenant.id)
     return tenant
 
 
@@ -114,12 +164,136 @@ def delete_tenant(slug: str, *, actor: Actor) -> None:
                                    .where(ApiToken.tenant_id == tenant.id))
         change.audit("tenant.delete", f"deleted tenant {slug}, its {origins} origin(s), "
                                       f"{users} user(s) and {tokens} API token(s)",
-                     before={"slug": slug, "name": tenant.name}, tenant_id=tenant.id)
+                     before=_tenant_state(tenant), tenant_id=tenant.id)
         db.session.execute(sa.delete(AllowedOrigin).where(AllowedOrigin.tenant_id == tenant.id))
         db.session.execute(sa.delete(User).where(User.tenant_id == tenant.id))
         db.session.execute(sa.delete(ApiToken).where(ApiToken.tenant_id == tenant.id))
         db.session.delete(tenant)
 
 
-__all__ = ["TenantSummary", "create_tenant", "delete_tenant", "get_tenant", "list_tenants",
-           "tenant_slug", "tenant_summaries"]
+# -- namespaces ------------------------------------------------------------------------------
+
+
+def _tenant_state(tenant: Tenant) -> dict[str, Any]:
+    return {"slug": tenant.slug, "name": tenant.name, "paths": list(tenant.paths)}
+
+
+def _parse_namespaces(paths: Iterable[str], *, where: str = "") -> tuple[list[str],
+                                                                       list[FieldError]]:
+    """The namespaces as stored (sorted, without duplicates), and what is wrong with them."""
+    if isinstance(paths, str) or not isinstance(paths, Iterable):
+        return [], [FieldError(f"{where}paths", "paths is a list of path patterns, such as "
+                                                '["/api/t/acme/*"]')]
+    namespaces: set[str] = set()
+    errors = []
+    for position, text in enumerate(paths):
+        if not isinstance(text, str):
+            errors.append(FieldError(f"{where}paths[{position}]",
+                                     "a namespace is a path pattern, such as /api/t/acme/*"))
+            continue
+        text = text.strip()
+        try:
+            parse_new_pattern(text)
+        except PatternError as exc:
+            errors.append(FieldError(f"{where}paths[{position}]", str(exc)))
+            continue
+        namespaces.add(text)
+    ordered = sorted(namespaces)
+    for position, text in enumerate(ordered):
+        for other in ordered[:position]:
+            if covers(parse_pattern(other), parse_pattern(text)) or covers(
+                    parse_pattern(text), parse_pattern(other)):
+                errors.append(FieldError(f"{where}paths", (
+                    f"the namespaces {other} and {text} overlap; keep the wider one")))
+    return ordered, errors
+
+
+def parse_namespaces(paths: Any, *, where: str = "") -> list[str]:
+    """Validated namespaces for a tenant (the policy file and the channels read them)."""
+    namespaces, errors = _parse_namespaces(paths, where=where)
+    if errors:
+        raise ValidationError(errors)
+    return namespaces
+
+
+def stored_namespaces(slug: str | None = None) -> dict[str, list[str]]:
+    """Every tenant's namespaces by slug (or only those of tenant *slug*)."""
+    query = sa.select(Tenant.slug, Tenant.paths)
+    if slug is not None:
+        query = query.where(Tenant.slug == slug)
+    return {slug: list(paths or []) for slug, paths in db.session.execute(query)}
+
+
+def check_no_overlap(namespaces: Mapping[str, list[str]], changed: Iterable[str], *,
+                     field_name: str = "paths") -> None:
+    """Refuse when the namespaces of a *changed* tenant can match a path in common with
+    another tenant's: a path governed by two tenants' rules would belong to whichever rule
+    is more specific, so one tenant could take the other's routes. Only the changed tenants
+    are compared with the rest, so a platform of many tenants checks one in linear time."""
+    claimed = [(slug, text, parse_pattern(text))
+               for slug, paths in sorted(namespaces.items()) for text in paths]
+    for slug in sorted(set(changed)):
+        for mine in namespaces.get(slug, []):
+            pattern = parse_pattern(mine)
+            for other, theirs, their_pattern in claimed:
+                if other != slug and overlaps(pattern, their_pattern):
+                    raise ValidationError([FieldError(field_name, (
+                        f"the namespace {mine} of tenant {slug} overlaps {theirs} of tenant "
+                        f"{other}; namespaces of two tenants never share a path, so choose "
+                        "one that does not"))])
+
+
+def inside(path: str, namespaces: Iterable[str]) -> bool:
+    """Whether every path the rule pattern *path* matches lies in one of *namespaces*."""
+    try:
+        pattern = parse_pattern(path)
+    except PatternError:
+        return False
+    return any(covers(parse_pattern(namespace), pattern) for namespace in namespaces)
+
+
+def require_inside(path: str, tenant: str, namespaces: list[str], *,
+                   field_name: str = "path") -> None:
+    """Refuse a rule of *tenant* whose path is outside or wider than its namespaces."""
+    if inside(path, namespaces):
+        return
+    if not namespaces:
+        message = (f"tenant {tenant} has no namespace yet, so it can own no rule; an admin "
+                   f"must give it one first (such as /api/t/{tenant}/*) on the tenants page "
+                   f"or with flask tenants set-paths {tenant} --path PATTERN")
+    else:
+        pattern = parse_pattern(path)
+        wider = any(overlaps(parse_pattern(n), pattern) for n in namespaces)
+        message = (f"{path} {'is wider than' if wider else 'lies outside'} the namespaces of "
+                   f"tenant {tenant} ({', '.join(namespaces)}); a rule of this tenant "
+                   "governs only paths inside them, so choose a path such as "
+                   f"{namespaces[0].removesuffix('/*')}/orders")
+    raise ValidationError([FieldError(field_name, message)])
+
+
+@dataclass(frozen=True, slots=True)
+class StrandedRule:
+    """A tenant's rule, switched on, outside its tenant's namespaces (left by an older
+    version, which did not know namespaces): it may govern platform routes."""
+
+    rule_id: int
+    path: str
+    mode: str
+    tenant: str
+    namespaces: list[str]
+
+
+def rules_outside_namespaces() -> list[StrandedRule]:
+    """The tenant rules switched on outside their tenant's namespaces, for an admin to fix."""
+    rows = db.session.execute(
+        sa.select(Rule.id, Rule.path, Rule.mode, Tenant.slug, Tenant.paths)
+        .join(Tenant, Rule.tenant_id == Tenant.id).where(Rule.mode != OFF)
+        .order_by(Tenant.slug, Rule.path)).all()
+    return [StrandedRule(row.id, row.path, row.mode, row.slug, list(row.paths or []))
+            for row in rows if not inside(row.path, row.paths or [])]
+
+
+__all__ = ["StrandedRule", "TenantSummary", "check_no_overlap", "create_tenant",
+           "delete_tenant", "get_tenant", "inside", "list_tenants", "parse_namespaces",
+           "require_inside", "rules_outside_namespaces", "set_tenant_paths",
+           "stored_namespaces", "tenant_slug", "tenant_summaries"]
