@@ -327,7 +327,7 @@ def test_a_tenant_role_is_not_told_the_path_of_a_rule_it_cannot_see(ctx):
     from app.services.warnings import report_only_warnings
 
     platform = create_rule({"path": "/api/*"}, actor=ALICE)
-    acme = create_tenant("acme", "Acme", actor=ALICE)
+    acme = create_tenant("acme", "Acme", paths=["/api/acme/*"], actor=ALICE)
     editor = Actor("ed@acme.example", "dashboard", "tenant-editor", acme.id)
     own = create_rule({"path": "/api/acme/*", "mode": "report-only"}, actor=editor)
     (warning,) = report_only_warnings(own, _served(platform, own), actor=editor)
