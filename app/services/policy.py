@@ -140,16 +140,10 @@ def add_origin(
     try:
         with policy_change(actor) as change:
             rule = _locked_rule(rule_id, None, actor)
-            origin_input = validate_origin(item, credentials=rule.supports_credentials)
-            tenant_id = _origin_tenant(rule, actor, tenant)
-            existing = next((o for o in rule.origins if o.value == origin_input.value
-                             and o.tenant_id == tenant_id), None)
-            if existing is not None:
-                raise Unchanged(existing)
             before = rule_to_dict(rule, actor)
-            origin = _new_origin(origin_input, actor)
-            origin.tenant_id = tenant_id
-            rule.origins.append(origin)
+            origin, created = _append_origin(rule, item, tenant=tenant, actor=actor)
+            if not created:
+                raise Unchanged(origin)
             _touch(rule, actor)
             db.session.flush()
             db.session.refresh(origin, ["tenant"])
@@ -157,7 +151,7 @@ def add_origin(
                          + (f" for tenant {origin.tenant.slug}"
                             if origin.tenant is not None else ""),
                          rule=rule, before=before, after=rule_to_dict(rule, actor),
-                         tenant_id=tenant_id)
+                         tenant_id=origin.tenant_id)
     except Unchanged as unchanged:
         return unchanged.result, False
     return origin, True
@@ -187,14 +181,10 @@ def allow_request(rule_id: int, *, origin: str | None, tenant: str | None = None
                 done.append("supports credentials")
             tenant_id = None
             if origin is not None:
-                origin_input = validate_origin(origin, credentials=rule.supports_credentials)
-                tenant_id = _origin_tenant(rule, actor, tenant)
-                if not any(o.value == origin_input.value and o.tenant_id == tenant_id
-                           for o in rule.origins):
-                    added = _new_origin(origin_input, actor)
-                    added.tenant_id = tenant_id
-                    rule.origins.append(added)
-                    done.append(f"allows {origin_input.value}"
+                added, created = _append_origin(rule, origin, tenant=tenant, actor=actor)
+                tenant_id = added.tenant_id
+                if created:
+                    done.append(f"allows {added.value}"
                                 + (f" for tenant {tenant}" if tenant_id and tenant else ""))
             if not done:
                 raise Unchanged(rule)
@@ -595,6 +585,22 @@ def _touch(rule: Rule, actor: Actor) -> None:
     rule.updated_at = utcnow()
     if owns(actor, rule):
         rule.updated_by = actor.name
+
+
+def _append_origin(rule: Rule, item: Any, *, tenant: str | None,
+                   actor: Actor) -> tuple[AllowedOrigin, bool]:
+    """Put one origin (validated for this rule) on *rule*'s allowlist, or *tenant*'s list on
+    a rule that selects tenants; returns (origin, created), the stored one when present."""
+    origin_input = validate_origin(item, credentials=rule.supports_credentials)
+    tenant_id = _origin_tenant(rule, actor, tenant)
+    existing = next((o for o in rule.origins if o.value == origin_input.value
+                     and o.tenant_id == tenant_id), None)
+    if existing is not None:
+        return existing, False
+    origin = _new_origin(origin_input, actor)
+    origin.tenant_id = tenant_id
+    rule.origins.append(origin)
+    return origin, True
 
 
 def _new_origin(origin_input: OriginInput, actor: Actor) -> AllowedOrigin:
