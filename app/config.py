@@ -66,6 +66,12 @@ class Config:
         self.MAX_FORM_MEMORY_SIZE = self.MAX_CONTENT_LENGTH
         # How often each process checks the policy version (seconds).
         self.CORS_REFRESH_INTERVAL = _float("CORS_REFRESH_INTERVAL", 0.5)
+        # Push on PostgreSQL (README, "Freshness and failure"): where each process listens for
+        # changes (default: the policy database; "off" to poll only), on which channel, and
+        # how often it still polls while listening.
+        self.CORS_NOTIFY_URL = os.environ.get("CORS_NOTIFY_URL") or None
+        self.CORS_NOTIFY_CHANNEL = os.environ.get("CORS_NOTIFY_CHANNEL") or "cors_policy"
+        self.CORS_LISTEN_REFRESH_INTERVAL = _float("CORS_LISTEN_REFRESH_INTERVAL", 5.0)
         # Paths the engine never governs: the admin surface and the health endpoint.
         self.CORS_EXCLUDED_PREFIXES = _prefixes(
             "CORS_EXCLUDED_PREFIXES", "/admin,/healthz,/metrics,/static"

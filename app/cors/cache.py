@@ -36,6 +36,7 @@ class PolicySource(Protocol):
 
 
 CheckListener = Callable[["PolicyCache"], None]
+StartListener = Callable[["PolicyCache"], None]
 
 
 def load_policy(source: PolicySource) -> PolicySnapshot:
@@ -69,9 +70,11 @@ class PolicyCache:
         self.source = source
         self.interval = interval
         self.check_listeners: list[CheckListener] = []
+        self.start_listeners: list[StartListener] = []
         self.snapshot: PolicySnapshot | None = None
         self.last_check: float | None = None
         self.last_error: str | None = None
+        self._older_seen: int | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,6 +85,12 @@ class PolicyCache:
         never on a request's thread; listeners run in the order added, and an exception is
         logged and does not stop the next one."""
         self.check_listeners.append(listener)
+
+    def add_start_listener(self, listener: StartListener) -> None:
+        """Call *listener(cache)* each time the poller starts in a process (on first use, and
+        again in a forked child): the place to start what should run beside it, such as a
+        listener that triggers :meth:`refresh` on a pushed notification."""
+        self.start_listeners.append(listener)
 
     def get(self) -> PolicySnapshot | None:
         """The snapshot to decide with; starts the poller on first use in a process."""
@@ -101,6 +110,11 @@ class PolicyCache:
                 target=self._run, name="cors-policy-poller", daemon=True
             )
             self._thread.start()
+        for listener in self.start_listeners:
+            try:
+                listener(self)
+            except Exception:
+                logger.exception("CORS policy start listener failed")
 
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -115,12 +129,20 @@ class PolicyCache:
         loaded = False
         try:
             current = self.snapshot
-            if current is None or self.source.current_version() != current.version:
-                self.snapshot = load_policy(self.source)
-                loaded = True
-                if current is not None:
-                    logger.info("CORS policy version %d loaded (was %d)",
-                                self.snapshot.version, current.version)
+            version = None if current is None else self.source.current_version()
+            if current is None or (version is not None and version > current.version):
+                fresh = load_policy(self.source)
+                if current is not None and fresh.version < current.version:
+                    self._refuse_older(fresh.version, current.version)
+                else:
+                    self.snapshot = fresh
+                    loaded = True
+                    self._older_seen = None
+                    if current is not None:
+                        logger.info("CORS policy version %d loaded (was %d)",
+                                    fresh.version, current.version)
+            elif version is not None and version < current.version:
+                self._refuse_older(version, current.version)
         except Exception as exc:  # any failure keeps the last good snapshot in service
             if self.last_error is None:
                 if self.snapshot is None:
@@ -139,6 +161,15 @@ class PolicyCache:
         if report:  # never on a request's thread
             self._notify_check_listeners()
         return loaded
+
+    def _refuse_older(self, version: int, held: int) -> None:
+        # Reloads are monotonic: a worker never serves a newer version and then an older
+        # one (a lagging replica behind a load balancer, a notification racing a poll).
+        if self._older_seen != version:
+            self._older_seen = version
+            logger.warning("CORS policy source reports version %d, older than the %d this "
+                           "process serves; keeping %d (after restoring the database to an "
+                           "earlier state, restart the processes)", version, held, held)
 
     def _notify_check_listeners(self) -> None:
         for listener in self.check_listeners:

@@ -3,6 +3,7 @@ after a policy check, and how it all stops.
 
 * :mod:`.source`: the policy read from the database (:class:`DatabasePolicySource`);
 * :mod:`.heartbeat`: each process reports the policy version it serves;
+* :mod:`.listener`: on PostgreSQL, changes pushed with NOTIFY and reloaded at once;
 * :mod:`.housekeeping`: hourly, prune the request log and purge long-expired origins;
 * :mod:`.wiring`: the steps :func:`app.create_app` takes, in order, and :func:`stop_runtime`.
 """
@@ -12,8 +13,10 @@ from .wiring import (
     attach_cors,
     attach_heartbeat,
     attach_housekeeping,
+    attach_listener,
     attach_request_log,
     connect_policy_database,
+    get_listener,
     policy_database_url,
     stop_runtime,
 )
@@ -23,9 +26,11 @@ __all__ = [
     "attach_cors",
     "attach_heartbeat",
     "attach_housekeeping",
+    "attach_listener",
     "attach_request_log",
     "connect_policy_database",
     "create_source_engine",
+    "get_listener",
     "policy_database_url",
     "stop_runtime",
 ]

@@ -20,9 +20,11 @@ from ..cors import CorsControl, get_control
 from ..request_log import RequestLog, get_request_log
 from .heartbeat import ProcessHeartbeat
 from .housekeeping import Housekeeping
+from .listener import DEFAULT_CHANNEL, PolicyListener
 from .source import DatabasePolicySource, create_source_engine
 
 _DATABASE_KEY = "runtime_database"
+_LISTENER_KEY = "policy_listener"
 # Engines whose pooled connections a forked worker must not share with its parent
 # (gunicorn --preload): the child drops them without closing the parent's sockets.
 _policy_databases: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
@@ -77,9 +79,44 @@ def attach_housekeeping(app: Flask, control: CorsControl) -> Housekeeping:
     return housekeeping
 
 
+def notify_url(config: Mapping[str, Any]) -> str | None:
+    """Where the process listens for pushed changes: ``CORS_NOTIFY_URL``, else the policy
+    database; None where there is nothing to listen to (not PostgreSQL, or ``off``)."""
+    url = config.get("CORS_NOTIFY_URL") or policy_database_url(config)
+    if url.strip().lower() in ("off", "0", "false", "no", "none"):
+        return None
+    return url if url.startswith("postgresql") else None
+
+
+def attach_listener(app: Flask, control: CorsControl) -> PolicyListener | None:
+    """On PostgreSQL: listen for the version each change announces and reload at once; the
+    poller then checks every ``CORS_LISTEN_REFRESH_INTERVAL`` seconds while listening, and
+    every ``CORS_REFRESH_INTERVAL`` seconds while not. Elsewhere, polling alone (None)."""
+    url = notify_url(app.config)
+    if url is None:
+        return None
+    listener = PolicyListener(
+        url, control.cache,
+        channel=app.config.get("CORS_NOTIFY_CHANNEL") or DEFAULT_CHANNEL,
+        interval=control.cache.interval,
+        listening_interval=float(app.config.get("CORS_LISTEN_REFRESH_INTERVAL", 5.0)),
+    )
+    control.cache.add_start_listener(listener)
+    app.extensions[_LISTENER_KEY] = listener
+    return listener
+
+
+def get_listener(app: Flask) -> PolicyListener | None:
+    return app.extensions.get(_LISTENER_KEY)
+
+
 def stop_runtime(app: Flask, *, flush_log: bool = True) -> None:
-    """Stop the policy poller, then the request log (writing what is pending first unless
-    *flush_log* is false), then dispose the runtime's engine. Stopping twice does no harm."""
+    """Stop the policy poller and the listener, then the request log (writing what is
+    pending first unless *flush_log* is false), then dispose the runtime's engine. Stopping
+    twice does no harm."""
     get_control(app).cache.stop()
+    listener = get_listener(app)
+    if listener is not None:
+        listener.stop()
     get_request_log(app).close(flush=flush_log)
     app.extensions[_DATABASE_KEY].dispose()

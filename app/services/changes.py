@@ -1,7 +1,8 @@
 """One unit of work for every write to the policy or its principals (tenants, users, tokens).
 
 Each change is one transaction that (1) starts clean, (2) bumps the policy version first,
-which also serialises concurrent writers on the version row, (3) runs the caller's work,
+which also serialises concurrent writers on the version row (and on PostgreSQL announces the
+new version with ``pg_notify``, delivered only if the change commits), (3) runs the caller's work,
 (4) records the audit entries the caller asks for, and commits. On any error the transaction
 is rolled back and nothing is written; a write that another one made stale, or that breaks a
 uniqueness rule at the last moment, is answered with :class:`~.errors.Conflict`.
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
@@ -115,4 +117,15 @@ def _bump_version() -> int:
         db.session.add(PolicyState(id=1, version=1, changed_at=utcnow()))
         db.session.flush()
         version = 1
+    _announce(version)
     return version
+
+
+def _announce(version: int) -> None:
+    """On PostgreSQL, tell every listening process the new version (app.runtime.listener).
+    ``pg_notify`` is transactional: delivered when this change commits, never if it rolls
+    back. The payload is the version number only."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    channel = current_app.config.get("CORS_NOTIFY_CHANNEL") or "cors_policy"
+    db.session.execute(sa.select(sa.func.pg_notify(channel, str(version))))
