@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from . import dashboard, engine, flood, tenants
+from . import dashboard, engine, fleet, flood, tenants
 from .harness import Budget
 from .report import describe_environment, environment, write_json
 
@@ -21,6 +21,7 @@ SECTIONS: dict[str, Section] = {
     "flood": flood.run,
     "dashboard": dashboard.run,
     "tenants": tenants.run,
+    "fleet": fleet.run,
 }
 
 

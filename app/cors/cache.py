@@ -120,16 +120,23 @@ class PolicyCache:
         while not self._stopped.wait(self.interval):
             self.refresh()
 
-    def refresh(self) -> bool:
-        """Check the version now and reload if it moved; returns whether a load happened."""
+    def refresh(self, *, announced: int | None = None) -> bool:
+        """Check the version now and reload if it moved; returns whether a load happened.
+        *announced* is a version the caller was told about (a pushed notification): when it
+        is newer than the one held, the load starts at once, without the version check."""
         with self._lock:
-            return self._refresh_locked()
+            return self._refresh_locked(announced=announced)
 
-    def _refresh_locked(self, *, report: bool = True) -> bool:
+    def _refresh_locked(self, *, report: bool = True, announced: int | None = None) -> bool:
         loaded = False
         try:
             current = self.snapshot
-            version = None if current is None else self.source.current_version()
+            if current is None:
+                version = None
+            elif announced is not None and announced > current.version:
+                version = announced
+            else:
+                version = self.source.current_version()
             if current is None or (version is not None and version > current.version):
                 fresh = load_policy(self.source)
                 if current is not None and fresh.version < current.version:

@@ -171,7 +171,7 @@ class PolicyListener:
                     self._wanted = max(self._wanted, held + 1)  # not ours: check anyway
             held = self.cache.snapshot.version if self.cache.snapshot is not None else -1
             if self._wanted > held:
-                self.cache.refresh()
+                self.cache.refresh(announced=self._wanted)
                 last_ping = time.monotonic()
             elif time.monotonic() - last_ping > _PING_EVERY:
                 conn.execute("SELECT 1")
