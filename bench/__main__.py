@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from . import dashboard, engine, fleet, flood, tenants
+from . import dashboard, engine, fleet, flood, tenants, throughput
 from .harness import Budget
 from .report import describe_environment, environment, write_json
 
@@ -22,6 +22,7 @@ SECTIONS: dict[str, Section] = {
     "dashboard": dashboard.run,
     "tenants": tenants.run,
     "fleet": fleet.run,
+    "gunicorn": throughput.run,
 }
 
 
