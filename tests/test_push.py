@@ -167,7 +167,7 @@ def _served(client, origin: str = ORIGIN) -> str | None:
         "Access-Control-Allow-Origin")
 
 
-def _eventually(check, timeout: float = 10.0) -> bool:
+def _eventually(check, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -294,7 +294,7 @@ def _start_server(database_url: str, tmp_path: Path) -> tuple[subprocess.Popen, 
 def _wait_for_health(port: int) -> None:
     from tests.test_runtime import _wait_for_health as wait
 
-    wait(port)
+    wait(port, timeout=120)  # starting gunicorn on a loaded machine takes a while
 
 
 def _health(port: int) -> dict:
