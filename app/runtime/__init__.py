@@ -4,27 +4,32 @@ after a policy check, and how it all stops.
 * :mod:`.source`: the policy read from the database (:class:`DatabasePolicySource`);
 * :mod:`.heartbeat`: each process reports the policy version it serves;
 * :mod:`.housekeeping`: hourly, prune the request log and purge long-expired origins;
+* :mod:`.alerts`: compute alerts from the request log and send them to webhooks;
 * :mod:`.wiring`: the steps :func:`app.create_app` takes, in order, and :func:`stop_runtime`.
 """
 
 from .source import DatabasePolicySource, create_source_engine
 from .wiring import (
+    attach_alerts,
     attach_cors,
     attach_heartbeat,
     attach_housekeeping,
     attach_request_log,
     connect_policy_database,
+    get_alert_job,
     policy_database_url,
     stop_runtime,
 )
 
 __all__ = [
     "DatabasePolicySource",
+    "attach_alerts",
     "attach_cors",
     "attach_heartbeat",
     "attach_housekeeping",
     "attach_request_log",
     "connect_policy_database",
+    "get_alert_job",
     "create_source_engine",
     "policy_database_url",
     "stop_runtime",
