@@ -47,6 +47,10 @@ class AlertJob:
                                                 daemon=True)
                 self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             self.run_once()

@@ -569,8 +569,8 @@ def _clear(webhook: Webhook, active: dict[tuple[str, str], AlertState],
            recent: sa.ColumnElement[bool], now: datetime) -> int:
     if not active:
         return 0
-    still = set(db.session.execute(
-        sa.select(_log.c.origin, _log.c.rule_path).where(recent).distinct()).tuples())
+    still = {(origin, rule_path) for origin, rule_path in db.session.execute(
+        sa.select(_log.c.origin, _log.c.rule_path).where(recent).distinct())}
     cleared = 0
     for key, state in list(active.items()):
         if key in still:
@@ -645,7 +645,7 @@ def alert_states(webhook_id: int, *, actor: Actor, limit: int = 50) -> list[Aler
 
 def delivery_summary(webhook_id: int) -> dict[str, int]:
     """How many deliveries of the webhook are pending, delivered and failed."""
-    counts = dict(db.session.execute(
+    counts = {state: count for state, count in db.session.execute(
         sa.select(AlertDelivery.state, sa.func.count()).where(
-            AlertDelivery.webhook_id == webhook_id).group_by(AlertDelivery.state)).tuples())
+            AlertDelivery.webhook_id == webhook_id).group_by(AlertDelivery.state))}
     return {state: int(counts.get(state, 0)) for state in ("pending", "delivered", "failed")}
