@@ -596,3 +596,53 @@ def test_only_admins_see_or_change_webhooks_in_the_dashboard(app, sign_in, role)
     assert ">Alerts</a>" not in client.get("/admin/").get_data(as_text=True)
     with app.app_context():
         assert db.session.get(Webhook, hook.id).name == "ops"
+
+
+# -- the API -------------------------------------------------------------------------------
+
+
+def _bearer(app, role: str) -> dict:
+    from app.services.tokens import create_token
+
+    with app.app_context():
+        secret = create_token(f"{role}-bot", role, actor=ADMIN).secret
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_the_api_creates_reads_changes_and_deletes_webhooks_without_showing_the_secret(
+        app, client):
+    headers = _bearer(app, "admin")
+    created = client.post("/admin/api/v1/webhooks", headers=headers, json={
+        "name": "ops", "url": "https://hooks.example.com/cors", "secret": SECRET,
+        "reasons": ["origin-not-allowed"], "quiet_days": 0, "format": "slack"})
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    assert SECRET not in created.get_data(as_text=True)
+    assert (body["secret_set"], body["quiet_days"], body["format"]) == (True, 0, "slack")
+    location = created.headers["Location"]
+    assert client.get(location, headers=headers).get_json()["name"] == "ops"
+    changed = client.patch(location, headers=headers, json={"threshold_count": 3,
+                                                           "secret": None})
+    assert changed.status_code == 200
+    assert (changed.get_json()["threshold_count"], changed.get_json()["secret_set"],
+            changed.get_json()["format"]) == (3, False, "slack")
+    wrong = client.patch(location, headers=headers, json={"url": "gopher://x.example"})
+    assert wrong.status_code == 422
+    assert "http:// or https://" in wrong.get_data(as_text=True)
+    listing = client.get("/admin/api/v1/webhooks", headers=headers).get_json()
+    assert [item["name"] for item in listing["items"]] == ["ops"]
+    assert client.delete(location, headers=headers).status_code == 204
+    assert client.get(location, headers=headers).status_code == 404
+
+
+def test_the_api_refuses_webhooks_to_roles_below_admin(app, client):
+    with app.app_context():
+        hook = _hook("https://hooks.example.com/cors")
+    headers = _bearer(app, "editor")
+    assert client.get("/admin/api/v1/webhooks", headers=headers).status_code == 403
+    assert client.post("/admin/api/v1/webhooks", headers=headers, json={
+        "name": "x", "url": "https://h.example/"}).status_code == 403
+    assert client.delete(f"/admin/api/v1/webhooks/{hook.id}",
+                         headers=headers).status_code == 403
+    with app.app_context():
+        assert db.session.get(Webhook, hook.id) is not None
