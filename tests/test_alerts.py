@@ -226,11 +226,19 @@ def test_rule_and_reason_filters_limit_what_a_webhook_covers(app, receiver):
     assert [b["origin"] for b in _bodies(receiver)] == ["https://c.example"]
 
 
-def test_a_disabled_webhook_fires_nothing(app, receiver):
+def test_a_disabled_webhook_fires_nothing_and_holds_its_pending_messages(app, receiver):
     with app.app_context():
         _hook(receiver.url, enabled=False)
         _refusals("https://new.example", 5, at=NOW - timedelta(minutes=3))
     assert _run(app) == (alerts.Evaluation(0, 0), 0)
+    with app.app_context():
+        db.session.execute(sa.update(Webhook).values(enabled=True))
+        db.session.commit()
+        assert alerts.evaluate_alerts(now=NOW).fired == 1
+        db.session.execute(sa.update(Webhook).values(enabled=False))
+        db.session.commit()
+        assert alerts.deliver_due(now=NOW) == 0
+    assert receiver.requests == []
 
 
 # -- signatures and formats ----------------------------------------------------------------
@@ -646,3 +654,10 @@ def test_the_api_refuses_webhooks_to_roles_below_admin(app, client):
                          headers=headers).status_code == 403
     with app.app_context():
         assert db.session.get(Webhook, hook.id) is not None
+
+
+def test_a_rule_path_with_a_nul_character_is_refused_before_it_reaches_sql(app):
+    with app.app_context(), pytest.raises(ValidationError) as caught:
+        alerts.create_webhook(alerts.WebhookInput(name="ops", url="https://h.example/",
+                                                  rules="/api/\x00"), actor=ADMIN)
+    assert "printable" in str(caught.value)

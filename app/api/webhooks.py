@@ -20,7 +20,7 @@ from .inputs import PageRequest, json_body, no_content, page_of_rows
 
 FIELDS = ("name", "url", "secret", "enabled", "rules", "reasons", "threshold_count",
           "window_minutes", "quiet_days", "format")
-WEBHOOK_ID = "<int(max=2147483647):webhook_id>"
+WEBHOOK_ID = "<int:webhook_id>"
 
 
 @bp.get("/webhooks")

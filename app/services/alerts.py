@@ -208,7 +208,10 @@ def _validated(data: WebhookInput, *, creating: bool) -> dict[str, Any]:
                                            "it empty for unsigned messages"))
     rules = sorted({part.strip() for part in data.rules.replace(",", "\n").splitlines()
                     if part.strip()})
-    if len(rules) > MAX_FILTER_ITEMS:
+    if any(len(path) > 500 or not path.isprintable() for path in rules):
+        errors.append(FieldError("rules", "a rule path is at most 500 printable characters, "
+                                          "such as /api/*"))
+    elif len(rules) > MAX_FILTER_ITEMS:
         errors.append(FieldError("rules", f"list at most {MAX_FILTER_ITEMS} rules, or none "
                                           "for every rule"))
     elif rules:
@@ -422,6 +425,8 @@ def deliver_due(*, now: datetime | None = None, limit: int = 50) -> int:
     now = now or datetime.now(UTC)
     due = list(db.session.scalars(
         sa.select(AlertDelivery.id)
+        .join(Webhook, Webhook.id == AlertDelivery.webhook_id)
+        .where(Webhook.enabled.is_(True))  # a disabled webhook's messages wait
         .where(AlertDelivery.state == "pending", AlertDelivery.next_attempt_at <= now,
                sa.or_(AlertDelivery.claimed_until.is_(None),
                       AlertDelivery.claimed_until < now))
