@@ -97,6 +97,19 @@ class Config:
         # A CSRF token lives as long as its session, not a fixed hour: a page used through
         # htmx for longer than that keeps working, and the session limits above still apply.
         self.WTF_CSRF_TIME_LIMIT = None
+        # Alerts to webhooks (README, "Alerts"): the job's period, the HTTP timeout of a
+        # delivery, the retry backoff (base doubling up to a cap) and the attempts before a
+        # delivery is given up; ALERTS_JOB_ENABLED=0 runs no job in this process.
+        self.ALERTS_JOB_ENABLED = os.environ.get("ALERTS_JOB_ENABLED", "1") not in (
+            "0", "false", "no")
+        self.ALERTS_INTERVAL = _float("ALERTS_INTERVAL", 30.0)
+        self.ALERTS_HTTP_TIMEOUT = _float("ALERTS_HTTP_TIMEOUT", 5.0)
+        self.ALERTS_RETRY_BASE_SECONDS = _float("ALERTS_RETRY_BASE_SECONDS", 30.0)
+        self.ALERTS_RETRY_CAP_SECONDS = _float("ALERTS_RETRY_CAP_SECONDS", 3600.0)
+        self.ALERTS_MAX_ATTEMPTS = int(_float("ALERTS_MAX_ATTEMPTS", 8))
+        # The dashboard's address as its users reach it (with any path prefix), for absolute
+        # links in alerts; without it an alert carries a relative link and says so.
+        self.CORS_CONTROL_PUBLIC_URL = os.environ.get("CORS_CONTROL_PUBLIC_URL", "").strip()
         # Reverse proxies in front of the app that set X-Forwarded-For (and -Proto); the
         # client address for sign-in throttling is the one the outermost of them saw.
         self.TRUSTED_PROXIES = _count("TRUSTED_PROXIES", 0)

@@ -377,3 +377,87 @@ class EngineProcess(db.Model):
     last_check: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+WEBHOOK_FORMATS = ("json", "slack")
+DELIVERY_STATES = ("pending", "delivered", "failed")
+DELIVERY_KINDS = ("alert", "test")
+
+
+class Webhook(db.Model):
+    """Where alerts about new refusals go, which refusals they cover, and when they fire."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (
+        CheckConstraint(_one_of("format", WEBHOOK_FORMATS), name="format"),
+        CheckConstraint("threshold_count >= 1", name="threshold_count"),
+        CheckConstraint("window_minutes >= 1", name="window_minutes"),
+        CheckConstraint("quiet_days >= 0", name="quiet_days"),
+        NEVER_REUSED_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # Kept as written: the HMAC signature needs it (README, "Alerts"); never shown again.
+    secret: Mapped[str | None] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Rule paths and reason codes covered; an empty list covers all of them.
+    rules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    threshold_count: Mapped[int] = mapped_column(Integer, default=5)
+    window_minutes: Mapped[int] = mapped_column(Integer, default=10)
+    quiet_days: Mapped[int] = mapped_column(Integer, default=7)
+    format: Mapped[str] = mapped_column(String(10), default="json")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertState(db.Model):
+    """One alert per (webhook, origin, rule): fired once, then silent until it clears."""
+
+    __tablename__ = "alert_states"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "origin", "rule_path", name="uq_alert_states_key"),
+        NEVER_REUSED_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    origin: Mapped[str] = mapped_column(String(300))
+    rule_path: Mapped[str] = mapped_column(String(500))
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when no refusal of the origin on the rule fell within the window any more.
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AlertDelivery(db.Model):
+    """One message to a webhook, its body exactly as sent, and how sending it went."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", DELIVERY_STATES), name="state"),
+        CheckConstraint(_one_of("kind", DELIVERY_KINDS), name="kind"),
+        Index("ix_alert_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_alert_deliveries_webhook", "webhook_id", "created_at"),
+        NEVER_REUSED_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(10), default="alert")
+    origin: Mapped[str] = mapped_column(String(300), default="")
+    rule_path: Mapped[str] = mapped_column(String(500), default="")
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A runner that claims the delivery owns it until then (several processes, one sender).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim: Mapped[str] = mapped_column(String(32), default="")
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -25,6 +25,7 @@ from app.cors import get_control
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))
 
 TABLES_TO_EMPTY = (
+    "alert_deliveries", "alert_states", "webhooks",
     "allowed_origins", "rules", "audit_entries", "users", "request_log", "sign_in_throttle",
     "engine_processes", "api_tokens", "tenants",
 )
@@ -87,6 +88,8 @@ def _test_config(url: str, instance: Path) -> dict:
         "CORS_REFRESH_INTERVAL": 0.05,
         "DEMO_POLICY": False,
         "WTF_CSRF_ENABLED": True,
+        # Tests drive the alert job by calling its run_once (tests/test_alerts.py).
+        "ALERTS_JOB_ENABLED": False,
     }
 
 

@@ -68,6 +68,7 @@ def _forbidden(error: Forbidden) -> Response:
 
 
 from . import (  # noqa: E402,F401
+    alerts,
     audit,
     overview,
     request_log,

@@ -23,4 +23,5 @@ from . import (  # noqa: E402,F401
     problems,
     rules,
     tenants,
+    webhooks,
 )

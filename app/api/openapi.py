@@ -12,7 +12,8 @@ from flask import jsonify
 
 from ..cors.snapshot import DEFAULT_METHODS
 from ..cors.vocabulary import APPLIED_MODES, MODES, TENANT_SOURCES, UNKNOWN_TENANT_OPTIONS
-from ..models import ORIGIN_KINDS, ROLES
+from ..models import ORIGIN_KINDS, ROLES, WEBHOOK_FORMATS
+from ..services.alerts import MAX_QUIET_DAYS, MAX_THRESHOLD, MAX_WINDOW_MINUTES
 from ..services.audit import MAX_PAGE_SIZE as AUDIT_PAGE_SIZE
 from ..services.request_log import REASONS
 from ..services.validation import MAX_AGE_LIMIT, MAX_DESCRIPTION, MAX_NOTE
@@ -49,6 +50,26 @@ def _page(item: str) -> dict[str, Any]:
 
 
 TIME = {"type": "string", "format": "date-time"}
+WEBHOOK_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "url": {"type": "string", "description": "http or https; receives a POST",
+                "examples": ["https://hooks.example.com/cors"]},
+        "secret": {"type": ["string", "null"], "description": "16 to 200 characters; signs "
+                   "each message (X-CORS-Control-Signature). Leave out to keep it, null to "
+                   "remove it. Never returned."},
+        "enabled": {"type": "boolean"},
+        "rules": {**_strings(), "description": "rule paths covered; empty: every rule"},
+        "reasons": {"type": "array", "items": {"enum": list(REASONS)},
+                    "description": "refusal reasons covered; empty: every reason"},
+        "threshold_count": {"type": "integer", "minimum": 1, "maximum": MAX_THRESHOLD},
+        "window_minutes": {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_MINUTES},
+        "quiet_days": {"type": "integer", "minimum": 0, "maximum": MAX_QUIET_DAYS},
+        "format": {"enum": list(WEBHOOK_FORMATS)},
+    },
+    "additionalProperties": False,
+}
 NAMESPACES = {"type": "array", "items": {"type": "string"},
               "description": "the path patterns the tenant's rules may govern, such as "
                              "/api/t/acme/*"}
@@ -435,6 +456,41 @@ SCHEMAS: dict[str, Any] = {
     "LogPage": _page("LogEntry"),
     "AuditPage": _page("AuditEntry"),
     "TenantPage": _page("Tenant"),
+    "Webhook": {
+        "type": "object",
+        "description": "Where alerts about new refusals go (README, \"Alerts\"). The secret "
+                       "is never returned: only whether one is set.",
+        "required": ["id", "name", "url", "secret_set", "enabled", "rules", "reasons",
+                     "threshold_count", "window_minutes", "quiet_days", "format",
+                     "created_by", "created_at", "updated_at", "deliveries"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "secret_set": {"type": "boolean"},
+            "enabled": {"type": "boolean"},
+            "rules": _strings(),
+            "reasons": {"type": "array", "items": {"enum": list(REASONS)}},
+            "threshold_count": {"type": "integer"},
+            "window_minutes": {"type": "integer"},
+            "quiet_days": {"type": "integer"},
+            "format": {"enum": list(WEBHOOK_FORMATS)},
+            "created_by": {"type": "string"},
+            "created_at": TIME,
+            "updated_at": TIME,
+            "deliveries": {
+                "type": "object",
+                "required": ["pending", "delivered", "failed"],
+                "properties": {state: {"type": "integer", "minimum": 0}
+                               for state in ("pending", "delivered", "failed")},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    "WebhookInput": WEBHOOK_INPUT | {"required": ["name", "url"]},
+    "WebhookPatch": WEBHOOK_INPUT,
+    "WebhookPage": _page("Webhook"),
 }
 
 PROBLEMS = {
@@ -664,6 +720,42 @@ PATHS: dict[str, Any] = {
                            "tenant that lay inside the old ones would lie outside.",
             "requestBody": _body("TenantPatch"),
             "responses": _responses({200: _ok("Tenant")}, 400, 403, 404, 413, 415, 422),
+        },
+    },
+    "/webhooks": {
+        "get": {
+            "operationId": "listWebhooks",
+            "summary": "Webhooks for alerts (admins)",
+            "parameters": PAGING,
+            "responses": _responses({200: _ok("WebhookPage")}, 403, 422),
+        },
+        "post": {
+            "operationId": "createWebhook",
+            "summary": "Create a webhook (admins)",
+            "requestBody": _body("WebhookInput"),
+            "responses": _responses({201: _ok("Webhook", "Created")},
+                                    400, 403, 409, 413, 415, 422),
+        },
+    },
+    "/webhooks/{webhook_id}": {
+        "parameters": [{"name": "webhook_id", "in": "path", "required": True,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}],
+        "get": {
+            "operationId": "getWebhook",
+            "summary": "A webhook and its delivery counts (admins)",
+            "responses": _responses({200: _ok("Webhook")}, 403, 404),
+        },
+        "patch": {
+            "operationId": "updateWebhook",
+            "summary": "Change a webhook's fields (admins); the others keep their values",
+            "requestBody": _body("WebhookPatch"),
+            "responses": _responses({200: _ok("Webhook")}, 400, 403, 404, 409, 413, 415,
+                                    422),
+        },
+        "delete": {
+            "operationId": "deleteWebhook",
+            "summary": "Delete a webhook with its alerts and deliveries (admins)",
+            "responses": _responses({204: {"description": "Deleted."}}, 403, 404),
         },
     },
     "/tokens/self": {

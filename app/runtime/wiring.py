@@ -18,6 +18,7 @@ from flask import Flask
 
 from ..cors import CorsControl, get_control
 from ..request_log import RequestLog, get_request_log
+from .alerts import AlertJob
 from .heartbeat import ProcessHeartbeat
 from .housekeeping import Housekeeping
 from .listener import DEFAULT_CHANNEL, PolicyListener
@@ -25,6 +26,7 @@ from .source import DatabasePolicySource, create_source_engine
 
 _DATABASE_KEY = "runtime_database"
 _LISTENER_KEY = "policy_listener"
+_ALERTS_KEY = "alert_job"
 # Engines whose pooled connections a forked worker must not share with its parent
 # (gunicorn --preload): the child drops them without closing the parent's sockets.
 _policy_databases: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
@@ -110,13 +112,29 @@ def get_listener(app: Flask) -> PolicyListener | None:
     return app.extensions.get(_LISTENER_KEY)
 
 
+def attach_alerts(app: Flask, control: CorsControl) -> AlertJob:
+    """The alert job's thread, started by the first policy check of a serving process
+    (unless ``ALERTS_JOB_ENABLED`` is off); see :mod:`.alerts`."""
+    job = AlertJob(app, every=float(app.config.get("ALERTS_INTERVAL", 30.0)),
+                   enabled=bool(app.config.get("ALERTS_JOB_ENABLED", True)))
+    app.extensions[_ALERTS_KEY] = job
+    control.cache.add_check_listener(job)
+    return job
+
+
+def get_alert_job(app: Flask) -> AlertJob:
+    return app.extensions[_ALERTS_KEY]
+
+
 def stop_runtime(app: Flask, *, flush_log: bool = True) -> None:
-    """Stop the policy poller and the listener, then the request log (writing what is
-    pending first unless *flush_log* is false), then dispose the runtime's engine. Stopping
-    twice does no harm."""
+    """Stop the policy poller, the listener and the alert job, then the request log (writing
+    what is pending first unless *flush_log* is false), then dispose the runtime's engine.
+    Stopping twice does no harm."""
     get_control(app).cache.stop()
     listener = get_listener(app)
     if listener is not None:
         listener.stop()
+    if _ALERTS_KEY in app.extensions:
+        app.extensions[_ALERTS_KEY].stop()
     get_request_log(app).close(flush=flush_log)
     app.extensions[_DATABASE_KEY].dispose()
