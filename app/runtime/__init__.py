@@ -18,8 +18,8 @@ from .wiring import (
     attach_listener,
     attach_request_log,
     connect_policy_database,
-    get_listener,
     get_alert_job,
+    get_listener,
     policy_database_url,
     stop_runtime,
 )
