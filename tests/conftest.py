@@ -25,8 +25,8 @@ from app.cors import get_control
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))
 
 TABLES_TO_EMPTY = (
-    "allowed_origins", "rules", "audit_entries", "users", "request_log", "sign_in_throttle",
-    "engine_processes", "api_tokens", "tenants",
+    "rule_drafts", "allowed_origins", "rules", "audit_entries", "users", "request_log",
+    "sign_in_throttle", "engine_processes", "api_tokens", "tenants",
 )
 
 
