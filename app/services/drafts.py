@@ -141,11 +141,11 @@ def start_draft(rule_id: int, *, actor: Actor) -> tuple[RuleDraft, bool]:
     return draft, True
 
 
-def save_draft(rule_id: int, data: Any, *, actor: Actor,
+def save_draft(rule_id: int, data: Any, *, actor: Actor, replace: bool = False,
                expected_version: int | None = None) -> tuple[RuleDraft, bool]:
     """Create or change the rule's draft. Fields of *data* left out keep the draft's value
-    (the live rule's, for a new draft). The draft is validated as an edit of the rule would
-    be. Returns (draft, created)."""
+    (the live rule's, for a new draft), or with *replace* take the live rule's. The draft is
+    validated as an edit of the rule would be. Returns (draft, created)."""
     require_writer(actor)
     if not isinstance(data, Mapping):
         raise ValidationError([FieldError("", (
@@ -164,7 +164,8 @@ def save_draft(rule_id: int, data: Any, *, actor: Actor,
                     "change again", current_version=draft.version)
             live = rule_to_dict(rule)
             current = draft_body(draft) if draft is not None else body_of(live)
-            checked = _validated(rule, live, {**current, **dict(data)}, actor)
+            start = body_of(live) if replace else current
+            checked = _validated(rule, live, {**start, **dict(data)}, actor)
             body = body_of(rule_input_to_dict(checked))
             if draft is None:
                 draft = _new_draft(rule, body, actor)
