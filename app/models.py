@@ -141,11 +141,45 @@ class Rule(db.Model):
         order_by="AllowedOrigin.value",
         passive_deletes=True,
     )
+    # A draft of its options and allowlist, evaluated beside it (see RuleDraft).
+    draft: Mapped[RuleDraft | None] = relationship(
+        back_populates="rule", cascade="all, delete-orphan", passive_deletes=True)
 
     __mapper_args__ = {"version_id_col": version}
 
     def __repr__(self) -> str:
         return f"<Rule {self.id} {self.path!r}>"
+
+
+class RuleDraft(db.Model):
+    """A tighter version of an enforced rule's options and allowlist, tried on live traffic.
+
+    The live rule keeps deciding; the engine evaluates the draft on the same requests and
+    the request log records (mode ``draft``) each one the draft would refuse and the live
+    rule allows. ``body`` is in the policy file's vocabulary: the option fields of a rule and
+    its ``origins`` (see :mod:`app.services.drafts`). Publishing copies it onto the rule.
+    """
+
+    __tablename__ = "rule_drafts"
+    __table_args__ = NEVER_REUSED_IDS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), unique=True)
+    body: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow,
+                                                 onupdate=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    rule: Mapped[Rule] = relationship(back_populates="draft")
+
+    __mapper_args__ = {"version_id_col": version}
+
+    def __repr__(self) -> str:
+        return f"<RuleDraft of rule {self.rule_id}>"
 
 
 class AllowedOrigin(db.Model):

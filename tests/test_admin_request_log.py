@@ -190,7 +190,7 @@ def test_the_period_leaves_out_rows_last_seen_before_it(app, sign_in):
     ({"since": "custom", "since_custom": "yesterday"},
      "Period: use a duration such as 30m, 1h, 7d or 2w"),
     ({"reason": "bored"}, "Reason: reason must be one of origin-not-allowed"),
-    ({"mode": "off"}, "Mode: mode must be enforce or report-only"),
+    ({"mode": "off"}, "Mode: mode must be enforce, report-only or draft"),
     ({"rule": "api"}, "Rule: choose a rule from the list"),
 ])
 def test_invalid_filters_say_which_field_to_fix(sign_in, query, message):

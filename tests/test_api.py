@@ -907,7 +907,7 @@ def test_the_log_is_filtered_and_paged(app, client, policy, token):
 @pytest.mark.parametrize(("query", "field", "message"), [
     ("since=yesterday", "since", "use a duration such as 30m, 1h, 7d or 2w"),
     ("reason=bad", "reason", None),
-    ("mode=off", "mode", "mode must be enforce or report-only"),
+    ("mode=off", "mode", "mode must be enforce, report-only or draft"),
     ("per_page=0", "per_page", None),
 ])
 def test_bad_log_filters_answer_422_with_the_services_messages(client, token, query, field,

@@ -55,8 +55,8 @@ def test_upgrade_builds_the_schema_from_nothing_and_downgrade_removes_it(
         empty_database_url, tmp_path):
     upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert {"rules", "allowed_origins", "policy_state", "users", "audit_entries"} <= _tables(
-        empty_database_url)
+    assert {"rules", "allowed_origins", "policy_state", "users", "audit_entries",
+            "rule_drafts"} <= _tables(empty_database_url)
     downgraded = _flask(empty_database_url, tmp_path, "db", "downgrade", "base")
     assert downgraded.returncode == 0, downgraded.stderr
     assert _tables(empty_database_url) <= {"alembic_version"}

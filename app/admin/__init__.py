@@ -70,6 +70,7 @@ def _forbidden(error: Forbidden) -> Response:
 from . import (  # noqa: E402,F401
     alerts,
     audit,
+    drafts,
     overview,
     request_log,
     rules,

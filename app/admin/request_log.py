@@ -27,7 +27,7 @@ from ..cors import get_control
 from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
 from ..cors.snapshot import PolicySnapshot
 from ..cors.text import escape_unprintable
-from ..cors.vocabulary import APPLIED_MODES, NO_TENANT_SOURCE
+from ..cors.vocabulary import DRAFT, LOG_MODES, NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.access import visible_log_rows, visible_rules
@@ -139,6 +139,9 @@ class LogQuery:
 
 # -- rows ----------------------------------------------------------------------------------
 
+DRAFT_ROW = ("the live rule allowed these requests and only its draft would refuse them; "
+             "keep the origin in the draft on the rule's page, or discard the draft")
+
 
 class RuleNow(NamedTuple):
     """A rule as it is today: the filter's choices, and what rows link to."""
@@ -177,7 +180,10 @@ def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
         if now is not None:
             fields["rule_href"] = rule_link(entry.rule_id)
             fields["rule_now"] = now.path if now.path != entry.rule_path else None
-        if entry.reason == ORIGIN_NOT_ALLOWED and now is not None:
+        if entry.mode == DRAFT:
+            # The live rule allowed these requests: allowing the origin on it changes nothing.
+            fields["refusal"] = DRAFT_ROW
+        elif entry.reason == ORIGIN_NOT_ALLOWED and now is not None:
             refusal = one_click_refusal(entry.origin, selects_tenant=now.selects_tenant,
                                         tenant=entry.tenant)
             if allows_origin_now(snapshot, compiled.get(entry.rule_id), entry.origin,
@@ -223,7 +229,9 @@ def request_log_allow(entry_id: int):
     """Allow the origin of an ``origin-not-allowed`` row on the row's rule."""
     entry = db.first_or_404(sa.select(RequestLogEntry).where(
         RequestLogEntry.id == entry_id, visible_log_rows(current_actor())))
-    if entry.reason != ORIGIN_NOT_ALLOWED or entry.rule_id is None:
+    if entry.mode == DRAFT:
+        message, category = (f"Nothing to allow: {DRAFT_ROW}.", "error")
+    elif entry.reason != ORIGIN_NOT_ALLOWED or entry.rule_id is None:
         message, category = ("Only an origin that a rule's allowlist refused can be allowed "
                              "from the log.", "error")
     else:
@@ -273,7 +281,7 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
         "custom": CUSTOM,
         "no_rule": NO_RULE,
         "reasons": REASONS,
-        "modes": APPLIED_MODES,
+        "modes": LOG_MODES,
         "can_edit": has_role("editor"),
         "next_url": request.full_path.rstrip("?"),
     }

@@ -11,12 +11,18 @@ from typing import Any
 from flask import jsonify
 
 from ..cors.snapshot import DEFAULT_METHODS
-from ..cors.vocabulary import APPLIED_MODES, MODES, TENANT_SOURCES, UNKNOWN_TENANT_OPTIONS
+from ..cors.vocabulary import (
+    LOG_MODES,
+    MODES,
+    TENANT_SOURCES,
+    UNKNOWN_TENANT_OPTIONS,
+)
 from ..models import ORIGIN_KINDS, ROLES, WEBHOOK_FORMATS
 from ..services.alerts import MAX_QUIET_DAYS, MAX_THRESHOLD, MAX_WINDOW_MINUTES
 from ..services.audit import MAX_PAGE_SIZE as AUDIT_PAGE_SIZE
+from ..services.drafts import EFFECT_PERIODS
 from ..services.request_log import REASONS
-from ..services.validation import MAX_AGE_LIMIT, MAX_DESCRIPTION, MAX_NOTE
+from ..services.validation import DRAFT_FIELDS, MAX_AGE_LIMIT, MAX_DESCRIPTION, MAX_NOTE
 from . import URL_PREFIX, bp
 from .inputs import MAX_PER_PAGE
 from .problems import PROBLEM_MEDIA_TYPE
@@ -136,8 +142,85 @@ RULE_REQUIRED = ["id", "version", "path", "methods", "allow_headers", "expose_he
                  "supports_credentials", "max_age", "allow_private_network", "mode",
                  "description", "created_at", "updated_at", "updated_by"]
 
+# A draft holds these fields of its rule (the rule's options and allowlist).
+DRAFT_SCHEMA_FIELDS = {name: RULE_FIELDS[name] for name in DRAFT_FIELDS}
+DRAFT_CHANGES = {
+    "type": "object",
+    "description": "What publishing the draft takes away and adds, against the live rule now.",
+    "required": ["origins_removed", "origins_added", "options"],
+    "properties": {
+        "origins_removed": _strings(),
+        "origins_added": _strings(),
+        "options": {"type": "array", "items": {
+            "type": "object", "required": ["name", "live", "draft"],
+            "properties": {"name": {"type": "string"}, "live": {}, "draft": {}},
+            "additionalProperties": False}},
+    },
+    "additionalProperties": False,
+}
+
 SCHEMAS: dict[str, Any] = {
     "TenantSelector": TENANT_SELECTOR,
+    "DraftInput": {
+        "type": "object",
+        "description": "A rule's draft: the fields left out take the live rule's values. "
+                       "Read-only fields of a Draft are ignored, so a draft read with GET can "
+                       "be sent back.",
+        "properties": DRAFT_SCHEMA_FIELDS,
+        "additionalProperties": False,
+    },
+    "Draft": {
+        "type": "object",
+        "description": "The draft of a rule's options and allowlist, evaluated beside the live "
+                       "rule; the request log records what it would refuse with mode draft.",
+        "required": ["rule_id", "rule_path", "version", "created_at", "created_by",
+                     "updated_at", "updated_by", *DRAFT_FIELDS, "changes"],
+        "properties": {
+            "rule_id": {"type": "integer", "readOnly": True},
+            "rule_path": {"type": "string", "readOnly": True},
+            "version": {"type": "integer", "readOnly": True},
+            "created_at": TIME | {"readOnly": True},
+            "created_by": {"type": "string", "readOnly": True},
+            "updated_at": TIME | {"readOnly": True},
+            "updated_by": {"type": "string", "readOnly": True},
+            **DRAFT_SCHEMA_FIELDS,
+            "changes": DRAFT_CHANGES | {"readOnly": True},
+        },
+        "additionalProperties": False,
+    },
+    "PublishedDraft": {
+        "type": "object",
+        "required": ["rule", "changes"],
+        "properties": {"rule": _ref("Rule"), "changes": DRAFT_CHANGES},
+        "additionalProperties": False,
+    },
+    "DraftEffect": {
+        "type": "object",
+        "description": "Requests the live rule allowed and the draft would refuse, by origin "
+                       "and reason, most first (at most 100 groups).",
+        "required": ["period", "since", "total", "rows"],
+        "properties": {
+            "period": {"enum": list(EFFECT_PERIODS)},
+            "since": TIME,
+            "total": {"type": "integer", "minimum": 0},
+            "rows": {"type": "array", "items": {
+                "type": "object",
+                "required": ["origin", "reason", "tenant", "count", "last_seen"],
+                "properties": {"origin": {"type": "string"}, "reason": {"type": "string"},
+                               "tenant": {"type": "string"},
+                               "count": {"type": "integer", "minimum": 0},
+                               "last_seen": TIME},
+                "additionalProperties": False}},
+        },
+        "additionalProperties": False,
+    },
+    "PolicyRule": {
+        "type": "object",
+        "description": "A rule of the policy file: a RuleInput, with its draft if it has one.",
+        "required": ["path"],
+        "properties": {**RULE_FIELDS, "draft": _ref("DraftInput")},
+        "additionalProperties": False,
+    },
     "OriginEntry": ORIGIN_ENTRY,
     "RuleInput": {
         "type": "object",
@@ -382,7 +465,7 @@ SCHEMAS: dict[str, Any] = {
         "description": "The policy file: the format of flask cors export and import.",
         "required": ["rules"],
         "properties": {
-            "rules": {"type": "array", "items": _ref("RuleInput")},
+            "rules": {"type": "array", "items": _ref("PolicyRule")},
             "tenants": {"type": "array", "items": _ref("TenantRef")},
         },
         "additionalProperties": False,
@@ -553,6 +636,10 @@ ORIGIN = {"name": "origin", "in": "path", "required": True,
           "schema": {"type": "string", "minLength": 1}}
 DELETED = {"description": "Done (also when there was nothing to remove)."}
 RULE_ETAG = {"ETag": 'the rule\'s version, "<version>"'}
+DRAFT_ETAG = {"ETag": 'the draft\'s id and version, "<id>.<version>"'}
+DRAFT_IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
+                  "description": 'the ETag of the draft as read, "<id>.<version>"',
+                  "schema": {"type": "string"}}
 
 PATHS: dict[str, Any] = {
     "/rules": {
@@ -637,6 +724,55 @@ PATHS: dict[str, Any] = {
             "responses": _responses({204: DELETED}, 403, 404, 409, 422),
         },
     },
+    "/rules/{rule_id}/draft": {
+        "parameters": [RULE_ID],
+        "get": {
+            "operationId": "getDraft",
+            "summary": "The rule's draft and what publishing it changes",
+            "responses": _responses({200: _ok("Draft", **DRAFT_ETAG)}, 404),
+        },
+        "put": {
+            "operationId": "replaceDraft",
+            "summary": "Start or replace the rule's draft (fields left out: the live rule's)",
+            "description": "Validated as an edit of the rule is. With If-Match, a stale "
+                           "draft is refused with 412. Only the rule's owner keeps a draft.",
+            "parameters": [DRAFT_IF_MATCH],
+            "requestBody": _body("DraftInput"),
+            "responses": _responses(
+                {201: _ok("Draft", "Created", ETag=DRAFT_ETAG["ETag"],
+                          Location="the draft"),
+                 200: _ok("Draft", **DRAFT_ETAG)},
+                400, 403, 404, 409, 412, 413, 415, 422),
+        },
+        "delete": {
+            "operationId": "discardDraft",
+            "summary": "Discard the rule's draft (idempotent)",
+            "parameters": [DRAFT_IF_MATCH],
+            "responses": _responses({204: DELETED}, 403, 404, 409, 412),
+        },
+    },
+    "/rules/{rule_id}/draft/publish": {
+        "parameters": [RULE_ID],
+        "post": {
+            "operationId": "publishDraft",
+            "summary": "Put the draft in place of the rule's options and allowlist",
+            "description": "One change: one policy version, one audit entry with the rule "
+                           "before and after. The draft is validated again against the rule "
+                           "as it is now.",
+            "parameters": [DRAFT_IF_MATCH],
+            "responses": _responses({200: _ok("PublishedDraft", **RULE_ETAG)},
+                                    403, 404, 409, 412, 422),
+        },
+    },
+    "/rules/{rule_id}/draft/effect": {
+        "parameters": [RULE_ID],
+        "get": {
+            "operationId": "draftEffect",
+            "summary": "What the draft would have refused that the live rule allowed",
+            "parameters": [_query("period", "how far back", {"enum": list(EFFECT_PERIODS)})],
+            "responses": _responses({200: _ok("DraftEffect")}, 404, 422),
+        },
+    },
     "/check": {
         "post": {
             "operationId": "check",
@@ -653,7 +789,8 @@ PATHS: dict[str, Any] = {
                 _query("since", "how far back: 30m, 1h, 7d, 2w"),
                 _query("rule", "a rule path; empty for requests no rule governed"),
                 _query("reason", "a reason code", {"enum": list(REASONS)}),
-                _query("mode", "enforce or report-only", {"enum": list(APPLIED_MODES)}),
+                _query("mode", "enforce, report-only or draft (requests the live rule "
+                       "allowed and its draft would refuse)", {"enum": list(LOG_MODES)}),
                 _query("origin", "text in the origin"),
                 *PAGING,
             ],

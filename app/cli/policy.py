@@ -12,7 +12,7 @@ from flask.cli import AppGroup
 
 from ..cors import get_control
 from ..cors.text import printable
-from ..cors.vocabulary import APPLIED_MODES
+from ..cors.vocabulary import DRAFT, LOG_MODES
 from ..services.errors import ServiceError
 from ..services.limits import MAX_JSON_DEPTH, MAX_LOOKBACK, nesting_exceeds
 from ..services.policy import import_policy, purge_expired_origins
@@ -166,7 +166,7 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
 @click.option("--since", default="24h", show_default=True, help="How far back: 30m, 1h, 7d.")
 @click.option("--rule", help="Only this rule path (use '' for requests no rule governs).")
 @click.option("--reason", help="Only this reason code, such as origin-not-allowed.")
-@click.option("--mode", type=click.Choice(APPLIED_MODES))
+@click.option("--mode", type=click.Choice(LOG_MODES))
 @click.option("--origin", help="Only origins containing this text.")
 @click.option("--limit", default=100, show_default=True, help=f"At most {MAX_PAGE_SIZE}.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
@@ -200,6 +200,9 @@ def log_command(since: str, rule: str | None, reason: str | None, mode: str | No
             printable(row.origin, 60), printable(request_text, 60),
         ))
     print_table(table)
+    if any(row.mode == DRAFT for row in rows):
+        click.echo("(mode draft: the live rule allowed these requests; only its draft would "
+                   "refuse them)")
     if total > len(rows):
         click.echo(f"({len(rows)} of {total} rows; narrow the filters or raise --limit)")
 

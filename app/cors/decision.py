@@ -95,6 +95,10 @@ class Decision:
     specific than ``rule`` that would have refused the request, what it would have decided
     (``report_only`` true, ``rule`` the report-only rule). They change nothing that is sent;
     the request log records them beside the decision itself.
+
+    ``draft`` is, when ``rule`` carries a draft, allows the request and its draft would
+    refuse it, what the draft would decide (``rule`` the compiled draft). It changes nothing
+    that is sent either; the request log records it with mode ``draft``.
     """
 
     allowed: bool
@@ -106,6 +110,7 @@ class Decision:
     report_only: bool = False
     tenant: str | None = None
     shadows: tuple[Decision, ...] = ()
+    draft: Decision | None = None
 
     @property
     def governed(self) -> bool:
@@ -177,9 +182,9 @@ def decide(
         decision = UNGOVERNED
     else:
         decision = _decide_rule(snapshot, rule, origin, method, headers, route_args, now)
-    if route.shadows:
-        return _with_shadows(decision, route.shadows, snapshot, origin, method, headers,
-                             route_args, now)
+    if route.watched:  # report-only rules watch the path, or the rule has a draft
+        return _with_findings(decision, route.shadows, snapshot, origin, method, headers,
+                              route_args, now)
     return decision
 
 
@@ -203,24 +208,31 @@ def _decide_rule(
     return _decide_actual(rule, allowlist, origin, method, headers, now)
 
 
-def _with_shadows(
+def _with_findings(
     decision: Decision, watching: tuple[CompiledRule, ...], snapshot: PolicySnapshot,
     origin: str, method: str, headers: RequestHeaders, route_args: RouteArgs | None,
     now: float | None,
 ) -> Decision:
-    """*decision*, carrying what the report-only rules *watching* would have refused."""
+    """*decision*, carrying what the report-only rules *watching* would have refused, and
+    what the answering rule's draft would refuse of what the rule allows."""
     findings: tuple[Decision, ...] = ()
     for shadow in watching:
         finding = _decide_rule(snapshot, shadow, origin, method, headers, route_args, now)
         if not finding.allowed:
             findings += (finding,)
-    if not findings:
+    draft: Decision | None = None
+    rule = decision.rule
+    if decision.allowed and rule is not None and rule.draft is not None:
+        draft = _decide_rule(snapshot, rule.draft, origin, method, headers, route_args, now)
+        if draft.allowed:
+            draft = None
+    if not findings and draft is None:
         return decision
     # Built directly: dataclasses.replace() costs several times more on this path.
     return Decision(allowed=decision.allowed, reason=decision.reason, rule=decision.rule,
                     preflight=decision.preflight, headers=decision.headers,
                     detail=decision.detail, report_only=decision.report_only,
-                    tenant=decision.tenant, shadows=findings)
+                    tenant=decision.tenant, shadows=findings, draft=draft)
 
 
 def _tenant_allowlist(

@@ -117,7 +117,8 @@ class CorsControl:
         """Call *listener(decision, request_view)* for every decision on a governed path, and
         for CORS requests (with an Origin) that no rule governs. ``decision`` is what was
         applied; ``decision.shadows`` what report-only rules watching the path would have
-        refused. Listeners must be fast and must not raise; an exception is logged and the
+        refused, and ``decision.draft`` what the rule's draft would refuse that the rule
+        allowed. Listeners must be fast and must not raise; an exception is logged and the
         request goes on."""
         self.listeners.append(listener)
 

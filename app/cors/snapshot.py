@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .origins import OriginError, OriginKind, parse_origin
@@ -68,6 +68,9 @@ class RuleSpec:
     tenant_source: str = NO_TENANT_SOURCE
     tenant_key: str = ""
     unknown_tenant: str = REFUSE_UNKNOWN_TENANT
+    # A draft of this rule's options and allowlist (same path, mode and tenant selection),
+    # evaluated beside it on an enforced rule; see CompiledRule.draft.
+    draft: RuleSpec | None = None
 
 
 class OriginSet:
@@ -205,6 +208,9 @@ class CompiledRule:
     # preflight carries the header's name, never its value (see preflight_allowlist).
     any_tenant_origins: OriginSet | None = None
     preflight_allowlist: Allowlist = field(init=False, repr=False)
+    # The draft of an enforced rule, compiled like it: decide() answers with this rule and
+    # evaluates the draft only to record what it would refuse that this rule allows.
+    draft: CompiledRule | None = None
 
     def __post_init__(self) -> None:
         # Allowlists are built once here, not per request: the rule's own, one per tenant
@@ -234,6 +240,17 @@ class CompiledRule:
 
 
 def compile_rule(spec: RuleSpec) -> CompiledRule:
+    if spec.draft is None or spec.mode != ENFORCE:
+        return _compile_rule(spec)  # a rule that does not answer has no draft to try
+    # The draft governs the rule's own paths, in the rule's mode and tenant selection.
+    draft = _compile_rule(replace(spec.draft, path=spec.path, mode=ENFORCE,
+                                  rule_id=spec.rule_id, tenant_source=spec.tenant_source,
+                                  tenant_key=spec.tenant_key,
+                                  unknown_tenant=spec.unknown_tenant, draft=None))
+    return _compile_rule(spec, draft)
+
+
+def _compile_rule(spec: RuleSpec, draft: CompiledRule | None = None) -> CompiledRule:
     headers = {h.lower() for h in spec.allow_headers}
     any_header = "*" in headers
     headers.discard("*")
@@ -266,6 +283,7 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
         allow_methods_value=", ".join(spec.methods),
         max_age_value=None if spec.max_age is None else str(spec.max_age),
         expose_headers_value=", ".join(spec.expose_headers) if spec.expose_headers else None,
+        draft=draft,
     )
 
 
@@ -278,6 +296,13 @@ class Route:
 
     rule: CompiledRule | None
     shadows: tuple[CompiledRule, ...] = ()
+    # Whether decide() has more to do than answer with the rule: report-only rules watch
+    # the path, or the rule carries a draft (one test on the request path for both).
+    watched: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "watched", bool(self.shadows) or (
+            self.rule is not None and self.rule.draft is not None))
 
 
 NO_ROUTE = Route(None)

@@ -15,6 +15,10 @@ MODES = (ENFORCE, REPORT_ONLY, OFF)
 # The modes of the rules the engine applies (a rule in mode off is left out of the snapshot),
 # and so the modes a request log row is recorded under.
 APPLIED_MODES = (ENFORCE, REPORT_ONLY)
+# The mode a request log row is recorded under when an enforced rule's draft would have
+# refused a request the live rule allows; never a rule's own mode.
+DRAFT = "draft"
+LOG_MODES = (*APPLIED_MODES, DRAFT)
 
 # Where a tenant-selecting rule finds the tenant of a request; "none": the rule selects none.
 NO_TENANT_SOURCE = "none"

@@ -28,7 +28,8 @@ class DecisionCounters:
         self._lock = threading.Lock()
 
     def observe(self, decision: Decision, request: object) -> None:
-        """Count the decision applied, and each report-only finding under its own rule."""
+        """Count the decision applied, each report-only finding under its own rule, and a
+        draft's finding under its rule."""
         if decision.reason == NO_ORIGIN:
             outcome = "not-cors"
         else:
@@ -36,6 +37,8 @@ class DecisionCounters:
         self._count(decision, outcome)
         for finding in decision.shadows:
             self._count(finding, "report-only")
+        if decision.draft is not None:
+            self._count(decision.draft, "draft")
 
     def _count(self, decision: Decision, outcome: str) -> None:
         rule = decision.rule.path if decision.rule is not None else ""

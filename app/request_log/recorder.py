@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..cors.decision import NO_RULE, Decision
 from ..cors.text import printable
-from ..cors.vocabulary import ENFORCE, REPORT_ONLY
+from ..cors.vocabulary import DRAFT, ENFORCE, REPORT_ONLY
 from ..models import RequestLogEntry
 
 if TYPE_CHECKING:
@@ -155,10 +155,12 @@ class RequestLogRecorder:
             self._add(decision, request)
         for finding in decision.shadows:
             self._add(finding, request)
+        if decision.draft is not None:  # the live rule allowed it; its draft would not
+            self._add(decision.draft, request, DRAFT)
 
-    def _add(self, decision: Decision, request: Request) -> None:
+    def _add(self, decision: Decision, request: Request, mode: str | None = None) -> None:
         now = time.time()
-        key = self._key(decision, request.environ, now)
+        key = self._key(decision, request.environ, now, mode)
         with self._lock:
             aggregate = self._pending.get(key)
             if aggregate is not None:
@@ -180,14 +182,18 @@ class RequestLogRecorder:
         return (decision.rule is not None or decision.reason != NO_RULE
                 or path.startswith(self.settings.api_prefixes))
 
-    def _key(self, decision: Decision, environ: dict, now: float) -> Key:
+    def _key(self, decision: Decision, environ: dict, now: float,
+             mode: str | None = None) -> Key:
         """The aggregate's key, every client-given part made storable. On the request path:
-        printable() is called directly, and only on non-empty values."""
+        printable() is called directly, and only on non-empty values. *mode* is given for a
+        draft's finding; otherwise it is the deciding rule's."""
         rule = decision.rule
         if rule is None:
             rule_path, mode = "", ENFORCE
         else:  # the rule's path came from the database: it is storable as it is
-            rule_path, mode = rule.path, REPORT_ONLY if decision.report_only else ENFORCE
+            rule_path = rule.path
+            if mode is None:
+                mode = REPORT_ONLY if decision.report_only else ENFORCE
         origin = environ.get("HTTP_ORIGIN")  # read directly: absent headers cost nothing
         tenant, detail = decision.tenant, decision.detail
         return (now - now % self.settings.bucket_seconds, rule_path,
@@ -451,7 +457,8 @@ def _log_refusal(key: Key, request: Request) -> None:
     _bucket, rule_path, _tenant, origin, reason, detail, mode = key
     logger.info(
         "CORS %s %s: origin=%s rule=%s method=%s path=%s%s",
-        "would refuse (report-only)" if mode == REPORT_ONLY else "refused",
+        "would refuse (report-only)" if mode == REPORT_ONLY
+        else "draft would refuse (the live rule allowed it)" if mode == DRAFT else "refused",
         reason, origin, printable(rule_path) or "(none)",
         printable(request.method), printable(request.path, 200),
         f" detail={detail}" if detail else "",

@@ -12,13 +12,14 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from ..cors.snapshot import OriginEntry, RuleSpec
-from ..cors.vocabulary import OFF
-from ..models import AllowedOrigin, PolicyState, Rule, Tenant
+from ..cors.vocabulary import ENFORCE, OFF
+from ..models import AllowedOrigin, PolicyState, Rule, RuleDraft, Tenant
 
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
 _state = PolicyState.__table__
 _tenants = Tenant.__table__
+_drafts = RuleDraft.__table__
 
 
 def create_source_engine(url: str) -> sa.Engine:
@@ -84,6 +85,7 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
         tenant = tenants.get(tenant_id) if tenant_id is not None else None
         origins.setdefault(rule_id, []).append(
             OriginEntry(value, _timestamp(expires_at), tenant))
+    drafts = _load_drafts(conn)
     specs = []
     for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF)):
         specs.append(
@@ -101,9 +103,43 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
                 tenant_source=row.tenant_source,
                 tenant_key=row.tenant_key,
                 unknown_tenant=row.unknown_tenant,
+                draft=drafts.get(row.id) if row.mode == ENFORCE else None,
             )
         )
     return specs
+
+
+def _load_drafts(conn: sa.Connection) -> dict[int, RuleSpec]:
+    """The drafts of enforced rules, by rule id, as specs of their options and origins (the
+    rule's path, mode and tenant selection are the rule's own: see compile_rule)."""
+    query = sa.select(_drafts.c.rule_id, _drafts.c.body).join(
+        _rules, _rules.c.id == _drafts.c.rule_id).where(_rules.c.mode == ENFORCE)
+    return {rule_id: _draft_spec(body) for rule_id, body in conn.execute(query)}
+
+
+def _draft_spec(body: dict) -> RuleSpec:
+    """A stored draft (validated when written: see app.services.drafts) as a spec."""
+    origins = []
+    for item in body.get("origins", []):
+        if isinstance(item, str):
+            origins.append(OriginEntry(item))
+        else:
+            expires = item.get("expires_at")
+            origins.append(OriginEntry(
+                item["value"],
+                None if not expires else datetime.fromisoformat(
+                    expires.replace("Z", "+00:00")).timestamp(),
+                item.get("tenant")))
+    return RuleSpec(
+        path="",  # the rule's own (compile_rule puts it there)
+        origins=tuple(origins),
+        methods=tuple(body["methods"]),
+        allow_headers=tuple(body["allow_headers"]),
+        expose_headers=tuple(body["expose_headers"]),
+        supports_credentials=body["supports_credentials"],
+        max_age=body["max_age"],
+        allow_private_network=body["allow_private_network"],
+    )
 
 
 def _timestamp(value: datetime | None) -> float | None:

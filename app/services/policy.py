@@ -22,7 +22,7 @@ from sqlalchemy.orm import selectinload
 from ..cors.paths import find_tie, parse_pattern
 from ..cors.vocabulary import NO_TENANT_SOURCE, OFF
 from ..extensions import db
-from ..models import AllowedOrigin, AuditEntry, Rule, Tenant, utcnow
+from ..models import AllowedOrigin, AuditEntry, Rule, RuleDraft, Tenant, utcnow
 from ..timefmt import iso_utc
 from .access import (
     SYSTEM,
@@ -44,10 +44,12 @@ from .tenants import (
     tenant_slug,
 )
 from .validation import (
+    DRAFT_FIELDS,
     RULE_FIELDS,
     TENANT_SLUG,
     OriginInput,
     RuleInput,
+    validate_draft,
     validate_origin,
     validate_rule,
 )
@@ -348,8 +350,15 @@ def validate_policy(document: Any) -> list[RuleInput]:
     seen: dict[str, int] = {}
     for index, data in enumerate(rules):
         where = f"rules[{index}]."
+        draft = data.get("draft") if isinstance(data, Mapping) else None
+        if isinstance(data, Mapping) and "draft" in data:
+            data = {key: value for key, value in data.items() if key != "draft"}
         try:
             rule_input = validate_rule(data, reserved_prefixes=_reserved(), where=where)
+            if draft is not None:
+                rule_input.draft = validate_draft(rule_input_to_dict(rule_input), draft,
+                                                  reserved_prefixes=_reserved(),
+                                                  where=f"{where}draft.")
         except ValidationError as exc:
             errors.extend(exc.errors)
             continue
@@ -429,7 +438,8 @@ def _plan_import(document: Mapping[str, Any], inputs: list[RuleInput], *,
     check_no_overlap(namespaces, [*result.tenants_added, *result.tenants_changed],
                      field_name="tenants")
     existing = {rule.path: rule for rule in db.session.scalars(
-        sa.select(Rule).options(selectinload(Rule.origins), selectinload(Rule.tenant)))}
+        sa.select(Rule).options(selectinload(Rule.origins), selectinload(Rule.tenant),
+                                selectinload(Rule.draft)))}
     _check_import_namespaces(inputs, existing, namespaces)
     plan = _ImportPlan(result, existing, namespaces)
     incoming = [r.path for r in inputs]
@@ -442,15 +452,22 @@ def _plan_import(document: Mapping[str, Any], inputs: list[RuleInput], *,
     for rule_input in inputs:
         rule = existing.get(rule_input.path)
         after = rule_input_to_dict(rule_input)
+        incoming_draft = _draft_of_input(rule_input)
+        if incoming_draft is not None:
+            after["draft"] = incoming_draft
         if rule is None:
             result.added.append(rule_input.path)
             plan.afters[rule_input.path] = after
             continue
         before = rule_to_dict(rule)
+        stored_draft = stored_draft_body(rule)
+        if stored_draft is not None:
+            before["draft"] = stored_draft
         if before == after:
             result.unchanged.append(rule.path)
             continue
-        result.changed[rule.path] = _changed_fields(before, after)
+        result.changed[rule.path] = _changed_fields(before, after) + (
+            ["draft"] if stored_draft != incoming_draft else [])
         plan.befores[rule.path], plan.afters[rule.path] = before, after
     if replace:
         for path, rule in existing.items():
@@ -475,9 +492,11 @@ def _write_import(plan: _ImportPlan, inputs: list[RuleInput], document: Mapping[
         if rule is None:
             rule = Rule()
             _apply(rule, rule_input, actor)
+            _set_draft(rule, _draft_of_input(rule_input), actor)
             db.session.add(rule)
         elif rule_input.path in plan.result.changed:
             _apply(rule, rule_input, actor)
+            _set_draft(rule, _draft_of_input(rule_input), actor)
     for path in plan.result.removed:
         db.session.delete(plan.existing[path])
     db.session.flush()
@@ -525,6 +544,44 @@ def _check_import_namespaces(inputs: list[RuleInput], existing: Mapping[str, Rul
             errors.extend(exc.errors)
     if errors:
         raise ValidationError(errors)
+
+
+def stored_draft_body(rule: Rule) -> dict[str, Any] | None:
+    """The rule's draft in the policy file's form (its option fields and origins), or
+    None."""
+    if rule.draft is None:
+        return None
+    return {name: rule.draft.body[name] for name in DRAFT_FIELDS if name in rule.draft.body}
+
+
+def _draft_of_input(rule_input: RuleInput) -> dict[str, Any] | None:
+    if rule_input.draft is None:
+        return None
+    data = rule_input_to_dict(rule_input.draft)
+    return {name: data[name] for name in DRAFT_FIELDS}
+
+
+def _set_draft(rule: Rule, body: dict[str, Any] | None, actor: Actor) -> None:
+    """Give *rule* exactly the draft of the file (none when the file has none)."""
+    if body is None:
+        rule.draft = None
+    elif rule.draft is None:
+        rule.draft = RuleDraft(body=body, created_by=actor.name, updated_by=actor.name)
+    elif rule.draft.body != body:
+        rule.draft.body = body
+        rule.draft.updated_by = actor.name
+        rule.draft.updated_at = utcnow()
+
+
+def apply_rule_input(rule: Rule, data: RuleInput, *, actor: Actor) -> None:
+    """Write a validated rule (its options and allowlists) onto *rule*, inside the caller's
+    :func:`~.changes.policy_change`: as an edit of the rule does (publishing a draft)."""
+    _apply(rule, data, actor)
+
+
+def reserved_prefixes() -> tuple[str, ...]:
+    """The path prefixes the engine never governs (validation refuses rules under them)."""
+    return _reserved()
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -763,6 +820,12 @@ def _missing_tenants(document: Mapping[str, Any], inputs: list[RuleInput]) -> li
         for position, origin in enumerate(rule_input.origins):
             if origin.tenant and origin.tenant not in known:
                 errors.append(FieldError(f"rules[{index}].origins[{position}].tenant",
+                                         f"there is no tenant {origin.tenant}; list it under "
+                                         "tenants or create it first"))
+        for position, origin in enumerate(rule_input.draft.origins if rule_input.draft
+                                          else ()):
+            if origin.tenant and origin.tenant not in known:
+                errors.append(FieldError(f"rules[{index}].draft.origins[{position}].tenant",
                                          f"there is no tenant {origin.tenant}; list it under "
                                          "tenants or create it first"))
     if errors:

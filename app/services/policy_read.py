@@ -16,10 +16,10 @@ from ..cors.vocabulary import NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from ..timefmt import iso_utc
-from .access import Actor, sees, sees_origin, visible_rules, visible_tenants
+from .access import Actor, owns, sees, sees_origin, visible_rules, visible_tenants
 from .errors import NotFound
 from .limits import MAX_ID
-from .validation import OriginInput, RuleInput, TenantSelector
+from .validation import DRAFT_FIELDS, OriginInput, RuleInput, TenantSelector
 
 
 def get_rule(rule_id: int, actor: Actor | None = None) -> Rule:
@@ -114,16 +114,26 @@ def origin_to_json(origin: AllowedOrigin | OriginInput) -> str | dict[str, Any]:
     return entry
 
 
+def _with_draft(rule: Rule, actor: Actor | None) -> dict[str, Any]:
+    """The rule in the policy file, with its draft for those who own the rule (a draft holds
+    every tenant's origins of the rule)."""
+    data = rule_to_dict(rule, actor)
+    if rule.draft is not None and (actor is None or owns(actor, rule)):
+        data["draft"] = {name: rule.draft.body[name] for name in DRAFT_FIELDS
+                         if name in rule.draft.body}
+    return data
+
+
 def export_policy(actor: Actor | None = None) -> dict[str, Any]:
     """The policy as a document; a tenant role gets its own tenant and rules only."""
     rules = db.session.scalars(
         sa.select(Rule).where(visible_rules(actor))
         .options(selectinload(Rule.origins).selectinload(AllowedOrigin.tenant),
-                 selectinload(Rule.tenant))
+                 selectinload(Rule.tenant), selectinload(Rule.draft))
         .order_by(Rule.path)
     ).all()
     tenants = sa.select(Tenant).where(visible_tenants(actor)).order_by(Tenant.slug)
-    document: dict[str, Any] = {"rules": [rule_to_dict(rule, actor) for rule in rules]}
+    document: dict[str, Any] = {"rules": [_with_draft(rule, actor) for rule in rules]}
     tenant_list = [{"slug": t.slug, "name": t.name, "paths": list(t.paths)}
                    for t in db.session.scalars(tenants)]
     if tenant_list:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from ..cors.decision import REFUSAL_REASONS
-from ..cors.vocabulary import APPLIED_MODES
+from ..cors.vocabulary import LOG_MODES
 from ..extensions import db
 from ..models import RequestLogEntry
 from ..request_log.recorder import OVERFLOW
@@ -65,8 +65,8 @@ def validate_filter(*, since: str | None = None, rule: str | None = None,
             errors.extend(exc.errors)
     if reason and reason not in REASONS:
         errors.append(FieldError("reason", f"reason must be one of {', '.join(REASONS)}"))
-    if mode and mode not in APPLIED_MODES:
-        errors.append(FieldError("mode", "mode must be enforce or report-only"))
+    if mode and mode not in LOG_MODES:
+        errors.append(FieldError("mode", "mode must be enforce, report-only or draft"))
     if errors:
         raise ValidationError(errors)
     return LogFilter(since=since_at, rule=rule, reason=reason or None, mode=mode or None,

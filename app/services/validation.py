@@ -44,6 +44,17 @@ RULE_FIELDS = (
     "tenant_selector",
 )
 TENANT_SELECTOR_FIELDS = ("source", "key", "unknown")
+# What a draft may change of a rule: its options and its allowlist (not where it applies,
+# how, or whose it is).
+DRAFT_FIELDS = (
+    "origins",
+    "methods",
+    "allow_headers",
+    "expose_headers",
+    "supports_credentials",
+    "max_age",
+    "allow_private_network",
+)
 MAX_AGE_LIMIT = 86400
 MAX_DESCRIPTION = 2000
 MAX_NOTE = 500
@@ -92,6 +103,8 @@ class RuleInput:
     description: str = ""
     tenant: str | None = None  # the owner's slug
     selector: TenantSelector = field(default_factory=TenantSelector)
+    # In a policy file: the rule's draft, validated (see validate_draft), or None.
+    draft: RuleInput | None = None
 
 
 def validate_rule(
@@ -152,6 +165,31 @@ def validate_rule(
     if errors:
         raise ValidationError(errors)
     return rule
+
+
+def validate_draft(
+    base: Mapping[str, Any], data: Any, *, reserved_prefixes: tuple[str, ...] = (),
+    where: str = "",
+) -> RuleInput:
+    """Validate a draft of the rule *base* (in the policy file's form): the fields of *data*
+    (a subset of :data:`DRAFT_FIELDS`) replace the rule's, and the result is validated as an
+    edit of the rule would be. Returns the rule as the draft would make it."""
+    if not isinstance(data, Mapping):
+        raise ValidationError([FieldError(where.rstrip(".") or "draft", (
+            'a draft is a JSON object of a rule\'s options and origins, such as '
+            '{"origins": ["https://app.example.com"], "supports_credentials": true}'))])
+    unknown = [key for key in data if key not in DRAFT_FIELDS]
+    if unknown:
+        raise ValidationError([FieldError(f"{where}{key}", (
+            f"a draft changes only a rule's {', '.join(DRAFT_FIELDS)}; change the path, "
+            "mode, description, tenant or tenant_selector by editing the rule itself"))
+            for key in unknown])
+    if base.get("mode", ENFORCE) != ENFORCE:
+        raise ValidationError([FieldError(where.rstrip(".") or "draft", (
+            f"a draft is tried beside an enforced rule, and this rule is {base.get('mode')}; "
+            "set its mode to enforce first, or edit the rule itself"))])
+    merged = {**base, **{key: data[key] for key in DRAFT_FIELDS if key in data}}
+    return validate_rule(merged, reserved_prefixes=reserved_prefixes, where=where)
 
 
 def validate_origins(
