@@ -25,6 +25,7 @@ from app.cors import get_control
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))
 
 TABLES_TO_EMPTY = (
+    "rule_origin_lists", "origin_list_entries", "origin_lists",
     "allowed_origins", "rules", "audit_entries", "users", "request_log", "sign_in_throttle",
     "engine_processes", "api_tokens", "tenants",
 )

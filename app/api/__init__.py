@@ -19,6 +19,7 @@ from . import (  # noqa: E402,F401
     check,
     log,
     openapi,
+    origin_lists,
     policy,
     problems,
     rules,

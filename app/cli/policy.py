@@ -26,8 +26,10 @@ from ..services.request_log import (
 )
 from ..services.simulator import answer_request, parse_header_line, validate_request
 from .common import cli_actor, fail, print_table
+from .origin_lists import lists_group
 
 cors_group = AppGroup("cors", help="Manage and inspect the CORS policy.")
+cors_group.add_command(lists_group)
 
 
 @cors_group.command("export")

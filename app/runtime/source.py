@@ -11,14 +11,25 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..cors.snapshot import OriginEntry, RuleSpec
+from ..cors.snapshot import OriginEntry, OriginListSpec, RuleSpec
 from ..cors.vocabulary import OFF
-from ..models import AllowedOrigin, PolicyState, Rule, Tenant
+from ..models import (
+    AllowedOrigin,
+    OriginList,
+    OriginListEntry,
+    PolicyState,
+    Rule,
+    RuleOriginList,
+    Tenant,
+)
 
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
 _state = PolicyState.__table__
 _tenants = Tenant.__table__
+_lists = OriginList.__table__
+_list_entries = OriginListEntry.__table__
+_uses = RuleOriginList.__table__
 
 
 def create_source_engine(url: str) -> sa.Engine:
@@ -84,6 +95,7 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
         tenant = tenants.get(tenant_id) if tenant_id is not None else None
         origins.setdefault(rule_id, []).append(
             OriginEntry(value, _timestamp(expires_at), tenant))
+    used_lists = _load_used_lists(conn, tenants)
     specs = []
     for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF)):
         specs.append(
@@ -101,9 +113,39 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
                 tenant_source=row.tenant_source,
                 tenant_key=row.tenant_key,
                 unknown_tenant=row.unknown_tenant,
+                origin_lists=used_lists.get(row.id, ()),
             )
         )
     return specs
+
+
+def _load_used_lists(conn: sa.Connection,
+                     tenants: dict[int, str]) -> dict[int, tuple[OriginListSpec, ...]]:
+    """The shared lists each enabled rule uses, each list built once and shared by its
+    rules (the engine merges them into each rule's allowlists when it compiles)."""
+    uses = conn.execute(
+        sa.select(_uses.c.rule_id, _uses.c.list_id)
+        .join(_rules, _rules.c.id == _uses.c.rule_id).where(_rules.c.mode != OFF)
+        .order_by(_uses.c.rule_id, _uses.c.list_id)).all()
+    if not uses:
+        return {}
+    wanted = {list_id for _rule_id, list_id in uses}
+    entries: dict[int, list[OriginEntry]] = {}
+    query = sa.select(_list_entries.c.list_id, _list_entries.c.value,
+                      _list_entries.c.expires_at).where(_list_entries.c.list_id.in_(wanted))
+    for list_id, value, expires_at in conn.execute(query):
+        entries.setdefault(list_id, []).append(OriginEntry(value, _timestamp(expires_at)))
+    specs = {
+        row.id: OriginListSpec(
+            row.name, tuple(entries.get(row.id, ())),
+            tenants.get(row.tenant_id) if row.tenant_id is not None else None)
+        for row in conn.execute(sa.select(_lists.c.id, _lists.c.name, _lists.c.tenant_id)
+                                .where(_lists.c.id.in_(wanted)))
+    }
+    used: dict[int, list[OriginListSpec]] = {}
+    for rule_id, list_id in uses:
+        used.setdefault(rule_id, []).append(specs[list_id])
+    return {rule_id: tuple(lists) for rule_id, lists in used.items()}
 
 
 def _timestamp(value: datetime | None) -> float | None:

@@ -35,6 +35,7 @@ from .access import (
 )
 from .changes import Unchanged, policy_change, policy_version
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
+from .origin_lists import check_rule_credentials
 from .policy_read import get_rule, rule_input_to_dict, rule_to_dict
 from .tenants import (
     check_no_overlap,
@@ -95,6 +96,7 @@ def _update_rule(
             merged["origins"] = before["origins"]
         rule_input = _scoped_input(validate_rule(merged, reserved_prefixes=_reserved()), actor)
         _check_namespace(rule_input, current=rule)
+        check_rule_credentials(rule, rule_input.supports_credentials)
         if rule_input.path != rule.path:
             _check_no_tie(rule_input.path, exclude_id=rule.id, field_name="path", actor=actor)
         _apply(rule, rule_input, actor)
@@ -177,6 +179,7 @@ def allow_request(rule_id: int, *, origin: str | None, tenant: str | None = None
                 # The rule is checked as it would be saved: "*" and credentials do not mix.
                 validate_rule({**rule_to_dict(rule), "supports_credentials": True},
                               reserved_prefixes=_reserved())
+                check_rule_credentials(rule, True)
                 rule.supports_credentials = True
                 done.append("supports credentials")
             tenant_id = None
