@@ -8,7 +8,7 @@ from typing import Any
 from flask import request, url_for
 
 from ..services import origin_lists as lists
-from ..services.errors import FieldError, NotFound, ValidationError
+from ..services.errors import FieldError, ValidationError
 from . import bp
 from .auth import current_actor, require_writer
 from .inputs import PageRequest, json_body, no_content, page_of_rows
@@ -77,10 +77,9 @@ def origin_list_add(list_id: int):
 
 @bp.delete(f"/origin-lists/{LIST_ID}/origins/<path:origin>")
 def origin_list_remove(list_id: int, origin: str):
+    """Idempotent: 204 also when the origin was not on the list."""
     actor = require_writer()
-    lists.get_list(list_id, actor)  # a missing list is 404 before a missing origin
-    if not lists.remove_origin_from_list(actor, list_id, origin):
-        raise _not_on_list(origin)
+    lists.remove_origin_from_list(actor, list_id, origin)
     return no_content()
 
 
@@ -107,7 +106,3 @@ def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValidationError([FieldError("", "send a JSON object")])
     return body
-
-
-def _not_on_list(origin: str) -> Exception:
-    return NotFound(f"{origin} is not on this list")
