@@ -384,6 +384,8 @@ SCHEMAS: dict[str, Any] = {
             "tenants_added": _strings(),
             "tenants_changed": _strings(),
             "policy_version": _nullable({"type": "integer"}),
+            "origin_lists_added": _strings(),
+            "origin_lists_changed": _strings(),
         },
         "additionalProperties": False,
     },

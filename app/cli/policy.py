@@ -68,7 +68,9 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
     for name, fields in sorted(result.changed.items()):
         click.echo(f"~ {name} ({', '.join(fields)})")
     for label, slugs in (("tenants created", result.tenants_added),
-                         ("tenant namespaces changed", result.tenants_changed)):
+                         ("tenant namespaces changed", result.tenants_changed),
+                         ("origin lists created", result.lists_added),
+                         ("origin lists changed", result.lists_changed)):
         if slugs:
             click.echo(f"{label}: {', '.join(slugs)}")
     click.echo(
