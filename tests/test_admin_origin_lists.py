@@ -106,3 +106,64 @@ def test_a_tenant_editor_sees_platform_lists_read_only_and_never_another_tenants
     own = tenant.post("/admin/lists", data={"name": "shops", "csrf_token": tenant.csrf,
                                              "tenant": "globex"})
     assert own.status_code == 404
+
+
+# -- the simulator's fix through a list ----------------------------------------------------
+
+
+def _simulate(client, path: str = "/api/echo", origin: str = FRONT) -> str:
+    return client.get("/admin/simulator", query_string={
+        "origin": origin, "method": "GET", "path": path}, headers=HTMX).get_data(as_text=True)
+
+
+def test_the_simulator_offers_a_list_the_rule_uses_naming_every_rule_it_changes(
+        app, client, sign_in):
+    with app.app_context():
+        first = create_rule({"path": "/api/*"}, actor=ADMIN).id
+        second = create_rule({"path": "/api/orders"}, actor=ADMIN).id
+        list_id = lists.create_list({"name": "frontends"}, actor=ADMIN).id
+        lists.attach_list(first, list_id, actor=ADMIN)
+        lists.attach_list(second, list_id, actor=ADMIN)
+    get_control(app).cache.refresh()
+    editor = sign_in("editor")
+    answer = _simulate(editor)
+    assert 'hx-post="/admin/simulator/fix-list"' in answer
+    assert (f'data-confirm="Add {FRONT} to the list frontends? This changes every rule that '
+            'uses it: /api/*, /api/orders."') in answer
+    assert "fix-list" not in _simulate(sign_in("viewer"))
+    done = editor.post("/admin/simulator/fix-list", headers=HTMX, data={
+        "origin": FRONT, "method": "GET", "path": "/api/echo", "list_id": list_id,
+        "csrf_token": editor.csrf}).get_data(as_text=True)
+    assert f"Done: added {FRONT} to the list frontends, which changes /api/*, /api/orders" \
+        in done
+    get_control(app).cache.refresh()
+    for path in ("/api/echo", "/api/orders"):
+        assert client.get(path, headers={"Origin": FRONT}).headers[
+            "Access-Control-Allow-Origin"] == FRONT
+
+
+def test_a_list_the_rule_does_not_use_is_refused_by_the_simulators_fix(app, sign_in):
+    with app.app_context():
+        create_rule({"path": "/api/*"}, actor=ADMIN)
+        other = lists.create_list({"name": "unused"}, actor=ADMIN).id
+    get_control(app).cache.refresh()
+    editor = sign_in("editor")
+    refused = editor.post("/admin/simulator/fix-list", headers=HTMX, data={
+        "origin": FRONT, "method": "GET", "path": "/api/echo", "list_id": other,
+        "csrf_token": editor.csrf}).get_data(as_text=True)
+    assert "Nothing was changed" in refused
+    with app.app_context():
+        assert lists.get_list(other).entries == []
+
+
+def test_on_a_tenant_selecting_rule_only_that_tenants_list_is_offered(app, sign_in):
+    with app.app_context():
+        create_tenant("acme", "Acme", paths=["/api/t/acme/*"], actor=ADMIN)
+        rule = create_rule({"path": "/api/t/*/orders",
+                            "tenant_selector": {"source": "view-arg", "key": "tenant"}},
+                           actor=ADMIN).id
+        lists.create_list({"name": "frontends"}, actor=ADMIN)
+        lists.attach_list(rule, "frontends", actor=ADMIN)
+    get_control(app).cache.refresh()
+    answer = _simulate(sign_in("editor"), path="/api/t/acme/orders")
+    assert "fix-list" not in answer  # a platform list would open it to every tenant

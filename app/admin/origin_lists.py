@@ -10,21 +10,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import current_app, flash, redirect, request, url_for
 
+from ..cors import get_control
 from ..models import Rule
 from ..services import origin_lists as lists
 from ..services.access import can_change_options
 from ..services.errors import Conflict, Forbidden, ServiceError, ValidationError
+from ..services.list_fix import fix_request_with_list, list_targets
 from ..services.policy_read import get_rule
 from . import bp
 from .access import current_actor, requires
 from .rendering import is_htmx, render
+from .simulator import Question, render_with_message
 
 
 @bp.app_context_processor
 def origin_list_helpers() -> dict:
-    return {"rule_origin_lists": rule_lists_context}
+    return {"rule_origin_lists": rule_lists_context,
+            "simulator_list_targets": lambda fix: list_targets(fix, current_actor())}
+
+
+@bp.post("/simulator/fix-list")
+@requires("editor")
+def simulator_fix_list():
+    """Add the simulated request's refused origin to a shared list the simulator offers
+    (worked out again from the question, never taken from the form but the list's id)."""
+    question = Question.from_values(request.form)
+    validation = question.validate()
+    if validation.request is None:
+        return render_with_message(question, "Nothing was changed: the question is not "
+                                             "valid.", "error")
+    control = get_control(current_app)
+    try:
+        message = fix_request_with_list(validation.request, control.cache.get(),
+                                        request.form.get("list_id", type=int) or 0,
+                                        actor=current_actor(), routes=control)
+    except ServiceError as error:
+        return render_with_message(question, f"Nothing was changed: {error}.", "error")
+    control.cache.refresh()  # this process answers at once; others within the interval
+    return render_with_message(question, message, "")
 
 
 def rule_lists_context(rule: Rule) -> dict[str, Any]:
