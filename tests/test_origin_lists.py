@@ -241,3 +241,12 @@ def test_a_platform_rule_uses_only_platform_lists_and_a_tenants_rule_its_own_too
     lists.attach_list(acme_rule.id, "shops", actor=acme)
     assert lists.list_names_of_rule(db.session.get(type(acme_rule), acme_rule.id)) == [
         "frontends", "shops"]
+
+
+def test_deleting_a_tenant_deletes_its_lists(tenants):
+    acme, _globex = tenants
+    lists.create_list({"name": "shops", "origins": [PARTNER]}, actor=acme)
+    from app.services.tenants import delete_tenant
+
+    delete_tenant("acme", actor=ADMIN)
+    assert [o.name for o in lists.list_lists()] == []
