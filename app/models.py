@@ -144,6 +144,9 @@ class Rule(db.Model):
     # A draft of its options and allowlist, evaluated beside it (see RuleDraft).
     draft: Mapped[RuleDraft | None] = relationship(
         back_populates="rule", cascade="all, delete-orphan", passive_deletes=True)
+    # The shared origin lists the rule uses (deleted with the rule, never the lists).
+    list_uses: Mapped[list[RuleOriginList]] = relationship(
+        back_populates="rule", cascade="all, delete-orphan")
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -217,6 +220,82 @@ class AllowedOrigin(db.Model):
 
     def __repr__(self) -> str:
         return f"<AllowedOrigin {self.value!r} on rule {self.rule_id}>"
+
+
+class OriginList(db.Model):
+    """A named, shared list of origins ("frontends") that rules use alongside their own.
+
+    It belongs to the platform (``tenant_id`` None) or to one tenant; its name is unique per
+    owner. The engine merges its entries into every rule that uses it.
+    """
+
+    __tablename__ = "origin_lists"
+    __table_args__ = (
+        Index("uq_origin_lists_platform", "name", unique=True,
+              sqlite_where=sa.text("tenant_id IS NULL"),
+              postgresql_where=sa.text("tenant_id IS NULL")),
+        Index("uq_origin_lists_tenant", "tenant_id", "name", unique=True,
+              sqlite_where=sa.text("tenant_id IS NOT NULL"),
+              postgresql_where=sa.text("tenant_id IS NOT NULL")),
+        NEVER_REUSED_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow,
+                                                 onupdate=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+
+    tenant: Mapped[Tenant | None] = relationship()
+    entries: Mapped[list[OriginListEntry]] = relationship(
+        back_populates="origin_list", cascade="all, delete-orphan",
+        order_by="OriginListEntry.value", passive_deletes=True)
+    uses: Mapped[list[RuleOriginList]] = relationship(
+        back_populates="origin_list", passive_deletes=True)
+
+    def __repr__(self) -> str:
+        return f"<OriginList {self.name!r}>"
+
+
+class OriginListEntry(db.Model):
+    """One origin of a shared list: the same kinds, notes and expiry as a rule's origins."""
+
+    __tablename__ = "origin_list_entries"
+    __table_args__ = (
+        UniqueConstraint("list_id", "value", name="uq_origin_list_entries_value"),
+        CheckConstraint(_one_of("kind", ORIGIN_KINDS), name="kind"),
+        NEVER_REUSED_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("origin_lists.id", ondelete="CASCADE"), index=True)
+    value: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(30))
+    note: Mapped[str] = mapped_column(Text, default="")
+    added_by: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    origin_list: Mapped[OriginList] = relationship(back_populates="entries")
+
+
+class RuleOriginList(db.Model):
+    """A rule's use of a shared list. A list in use cannot be deleted (RESTRICT)."""
+
+    __tablename__ = "rule_origin_lists"
+
+    rule_id: Mapped[int] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True)
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("origin_lists.id", ondelete="RESTRICT"), primary_key=True, index=True)
+
+    rule: Mapped[Rule] = relationship(back_populates="list_uses")
+    origin_list: Mapped[OriginList] = relationship(back_populates="uses")
 
 
 class Tenant(db.Model):

@@ -189,6 +189,18 @@ def _apply_fix(question: Question) -> tuple[str, str]:
     return message, ""
 
 
+def render_with_message(question: Question, message: str, category: str) -> Response:
+    """The simulator answering *question* (as it is now) with *message*, as a page or
+    fragment; for other fixes that act on the simulated request (shared lists)."""
+    if not is_htmx():
+        flash(message, category)
+        args: dict[str, Any] = question.as_args()
+        return redirect(url_for("admin.simulator", **args), code=303)
+    result = answer(question)
+    result.message, result.message_category = message, category
+    return _render(result)
+
+
 def _render(result: Result) -> Response:
     return render("admin/simulator.html", "admin/_simulation.html", **_context(result))
 

@@ -20,6 +20,7 @@ from . import (  # noqa: E402,F401
     drafts,
     log,
     openapi,
+    origin_lists,
     policy,
     problems,
     rules,

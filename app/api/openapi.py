@@ -134,13 +134,17 @@ RULE_META: dict[str, Any] = {
     "created_at": TIME | {"readOnly": True},
     "updated_at": TIME | {"readOnly": True},
     "updated_by": {"type": "string", "readOnly": True},
+    "origin_lists": _strings() | {"readOnly": True,
+                                  "description": "the shared origin lists the rule uses "
+                                                 "(attach with PUT /origin-lists/{list_id}/"
+                                                 "rules/{rule_id})"},
 }
 RULE_OUTPUT_FIELDS = {**RULE_FIELDS, "tenant": {"type": "string"},
                       "tenant_selector": _ref("TenantSelector"),
                       "path": {"type": "string"}}
 RULE_REQUIRED = ["id", "version", "path", "methods", "allow_headers", "expose_headers",
                  "supports_credentials", "max_age", "allow_private_network", "mode",
-                 "description", "created_at", "updated_at", "updated_by"]
+                 "description", "created_at", "updated_at", "updated_by", "origin_lists"]
 
 # A draft holds these fields of its rule (the rule's options and allowlist).
 DRAFT_SCHEMA_FIELDS = {name: RULE_FIELDS[name] for name in DRAFT_FIELDS}
@@ -484,6 +488,8 @@ SCHEMAS: dict[str, Any] = {
             "tenants_added": _strings(),
             "tenants_changed": _strings(),
             "policy_version": _nullable({"type": "integer"}),
+            "origin_lists_added": _strings(),
+            "origin_lists_changed": _strings(),
         },
         "additionalProperties": False,
     },
@@ -574,6 +580,54 @@ SCHEMAS: dict[str, Any] = {
     "WebhookInput": WEBHOOK_INPUT | {"required": ["name", "url"]},
     "WebhookPatch": WEBHOOK_INPUT,
     "WebhookPage": _page("Webhook"),
+    "OriginList": {
+        "type": "object",
+        "description": "A shared origin list: every rule that uses it allows its origins.",
+        "required": ["id", "name", "tenant", "description", "origins", "rules", "writable"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "tenant": _nullable({"type": "string", "description": "the owner; null: the "
+                                                                  "platform"}),
+            "description": {"type": "string"},
+            "origins": {"type": "array", "items": ORIGIN_ENTRY},
+            "rules": {"type": "array", "items": {
+                "type": "object", "required": ["id", "path"],
+                "properties": {"id": {"type": "integer"}, "path": {"type": "string"}},
+                "additionalProperties": False}},
+            "writable": {"type": "boolean", "description": "whether the caller may change it"},
+        },
+        "additionalProperties": False,
+    },
+    "OriginListInput": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$",
+                     "examples": ["frontends"]},
+            "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+            "tenant": _nullable({"type": "string", "description": "the owner's slug (a "
+                                 "tenant role's lists are always its tenant's)"}),
+            "origins": {"type": "array", "items": ORIGIN_ENTRY},
+        },
+        "additionalProperties": False,
+    },
+    "OriginListPatch": {
+        "type": "object",
+        "properties": {"description": {"type": "string", "maxLength": MAX_DESCRIPTION}},
+        "additionalProperties": False,
+    },
+    "OriginListEntryInput": {
+        "type": "object",
+        "required": ["value"],
+        "properties": {
+            "value": {"type": "string", "examples": ["https://app.example.com"]},
+            "note": {"type": "string", "maxLength": MAX_NOTE},
+            "expires_at": _nullable(TIME),
+        },
+        "additionalProperties": False,
+    },
+    "OriginListPage": _page("OriginList"),
 }
 
 PROBLEMS = {
@@ -630,6 +684,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 PAGING = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/per_page"}]
 RULE_ID = {"$ref": "#/components/parameters/rule_id"}
+LIST_ID = {"name": "list_id", "in": "path", "required": True,
+           "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
 IF_MATCH = {"$ref": "#/components/parameters/if_match"}
 ORIGIN = {"name": "origin", "in": "path", "required": True,
           "description": "The origin, URL-encoded: https%3A%2F%2Fapp.example.com",
@@ -771,6 +827,76 @@ PATHS: dict[str, Any] = {
             "summary": "What the draft would have refused that the live rule allowed",
             "parameters": [_query("period", "how far back", {"enum": list(EFFECT_PERIODS)})],
             "responses": _responses({200: _ok("DraftEffect")}, 404, 422),
+        },
+    },
+    "/origin-lists": {
+        "get": {
+            "operationId": "listOriginLists",
+            "summary": "Shared origin lists: all, or a tenant role's and the platform's",
+            "parameters": PAGING,
+            "responses": _responses({200: _ok("OriginListPage")}, 422),
+        },
+        "post": {
+            "operationId": "createOriginList",
+            "summary": "Create a shared origin list",
+            "requestBody": _body("OriginListInput"),
+            "responses": _responses({201: _ok("OriginList", "Created")},
+                                    400, 403, 404, 409, 413, 415, 422),
+        },
+    },
+    "/origin-lists/{list_id}": {
+        "parameters": [LIST_ID],
+        "get": {
+            "operationId": "getOriginList",
+            "summary": "A list, its origins and the rules that use it",
+            "responses": _responses({200: _ok("OriginList")}, 404),
+        },
+        "patch": {
+            "operationId": "updateOriginList",
+            "summary": "Change a list's description",
+            "requestBody": _body("OriginListPatch"),
+            "responses": _responses({200: _ok("OriginList")}, 400, 403, 404, 409, 413, 415,
+                                    422),
+        },
+        "delete": {
+            "operationId": "deleteOriginList",
+            "summary": "Delete a list; refused (409, naming them) while rules use it, "
+                       "unless detach=true",
+            "parameters": [_query("detach", "also detach it from the rules that use it",
+                                  {"enum": ["true", "false"]})],
+            "responses": _responses({204: {"description": "Deleted."}}, 403, 404, 409, 422),
+        },
+    },
+    "/origin-lists/{list_id}/origins": {
+        "parameters": [LIST_ID],
+        "post": {
+            "operationId": "addOriginToList",
+            "summary": "Add an origin to a list: every rule using it allows it, in one change",
+            "requestBody": _body("OriginListEntryInput"),
+            "responses": _responses({201: _ok("OriginList", "Added"),
+                                     200: _ok("OriginList", "Already on the list")},
+                                    400, 403, 404, 409, 413, 415, 422),
+        },
+    },
+    "/origin-lists/{list_id}/origins/{origin}": {
+        "parameters": [LIST_ID, ORIGIN],
+        "delete": {
+            "operationId": "removeOriginFromList",
+            "summary": "Remove an origin from a list (idempotent)",
+            "responses": _responses({204: DELETED}, 403, 404, 409),
+        },
+    },
+    "/origin-lists/{list_id}/rules/{rule_id}": {
+        "parameters": [LIST_ID, RULE_ID],
+        "put": {
+            "operationId": "attachOriginList",
+            "summary": "Let the rule use the list (its origins join the rule's)",
+            "responses": _responses({200: _ok("Rule")}, 403, 404, 409, 422),
+        },
+        "delete": {
+            "operationId": "detachOriginList",
+            "summary": "Stop the rule using the list",
+            "responses": _responses({200: _ok("Rule")}, 403, 404, 409, 422),
         },
     },
     "/check": {

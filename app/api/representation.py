@@ -12,21 +12,27 @@ from typing import Any
 
 from ..models import AllowedOrigin, ApiToken, Rule, Tenant
 from ..services.access import Actor
+from ..services.origin_lists import list_names_of_rule
 from ..services.policy_read import rule_to_dict
 from ..timefmt import iso_utc
 
-READ_ONLY_RULE_FIELDS = ("id", "version", "created_at", "updated_at", "updated_by")
+# origin_lists is changed with PUT/DELETE /origin-lists/{id}/rules/{rule_id}; a rule read
+# with GET can still be sent back as it is.
+READ_ONLY_RULE_FIELDS = ("id", "version", "created_at", "updated_at", "updated_by",
+                         "origin_lists")
 
 
 def rule_resource(rule: Rule, actor: Actor) -> dict[str, Any]:
-    return {**_rule_meta(rule), **rule_to_dict(rule, actor)}
+    return {**_rule_meta(rule), **rule_to_dict(rule, actor),
+            "origin_lists": list_names_of_rule(rule, actor)}
 
 
 def rule_summary(rule: Rule, origin_count: int) -> dict[str, Any]:
     """A rule in a list: its options without the allowlist, which may be long."""
     data = rule_to_dict(rule)
     del data["origins"]
-    return {**_rule_meta(rule), **data, "origin_count": origin_count}
+    return {**_rule_meta(rule), **data, "origin_count": origin_count,
+            "origin_lists": list_names_of_rule(rule)}
 
 
 def _rule_meta(rule: Rule) -> dict[str, Any]:

@@ -26,8 +26,10 @@ from ..services.request_log import (
 )
 from ..services.simulator import answer_request, parse_header_line, validate_request
 from .common import cli_actor, fail, print_table
+from .origin_lists import lists_group
 
 cors_group = AppGroup("cors", help="Manage and inspect the CORS policy.")
+cors_group.add_command(lists_group)
 
 
 @cors_group.command("export")
@@ -66,7 +68,9 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
     for name, fields in sorted(result.changed.items()):
         click.echo(f"~ {name} ({', '.join(fields)})")
     for label, slugs in (("tenants created", result.tenants_added),
-                         ("tenant namespaces changed", result.tenants_changed)):
+                         ("tenant namespaces changed", result.tenants_changed),
+                         ("origin lists created", result.lists_added),
+                         ("origin lists changed", result.lists_changed)):
         if slugs:
             click.echo(f"{label}: {', '.join(slugs)}")
     click.echo(

@@ -8,7 +8,7 @@ from .decision import Decision, decide
 from .extension import CorsControl, get_control
 from .origins import OriginError, OriginKind, OriginSpec, parse_new_origin, parse_origin
 from .paths import PathPattern, PatternError, parse_new_pattern, parse_pattern
-from .snapshot import OriginEntry, PolicySnapshot, RuleSpec, compile_policy
+from .snapshot import OriginEntry, OriginListSpec, PolicySnapshot, RuleSpec, compile_policy
 
 __all__ = [
     "CorsControl",
@@ -16,6 +16,7 @@ __all__ = [
     "OriginEntry",
     "OriginError",
     "OriginKind",
+    "OriginListSpec",
     "OriginSpec",
     "PathPattern",
     "PatternError",

@@ -51,6 +51,20 @@ class OriginEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginListSpec:
+    """A shared origin list as the engine needs it: its entries and its owner.
+
+    ``tenant`` is the owning tenant's name, or None for a list of the platform. On a rule that
+    selects tenants, a tenant's list is that tenant's allowlist and a platform list is shared
+    by every tenant; on any other rule, every list's origins are the rule's own.
+    """
+
+    name: str
+    origins: tuple[OriginEntry, ...] = ()
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSpec:
     """A rule as stored: flask-cors's option names, plus mode and identity."""
 
@@ -71,6 +85,23 @@ class RuleSpec:
     # A draft of this rule's options and allowlist (same path, mode and tenant selection),
     # evaluated beside it on an enforced rule; see CompiledRule.draft.
     draft: RuleSpec | None = None
+    # The shared lists the rule uses; compiled into its allowlists with its own origins.
+    origin_lists: tuple[OriginListSpec, ...] = ()
+
+
+def effective_origins(spec: RuleSpec) -> tuple[OriginEntry, ...]:
+    """The rule's own origins followed by those of its shared lists, each placed on the
+    allowlist it applies to (see :class:`OriginListSpec`)."""
+    if not spec.origin_lists:
+        return spec.origins
+    selects = spec.tenant_source != NO_TENANT_SOURCE
+    merged = list(spec.origins)
+    for origin_list in spec.origin_lists:
+        tenant = origin_list.tenant if selects else None
+        merged.extend(entry if entry.tenant == tenant
+                      else OriginEntry(entry.value, entry.expires_at, tenant)
+                      for entry in origin_list.origins)
+    return tuple(merged)
 
 
 class OriginSet:
@@ -256,7 +287,7 @@ def _compile_rule(spec: RuleSpec, draft: CompiledRule | None = None) -> Compiled
     headers.discard("*")
     shared: list[OriginEntry] = []
     per_tenant: dict[str, list[OriginEntry]] = {}
-    for entry in spec.origins:
+    for entry in effective_origins(spec):
         if entry.tenant is None:
             shared.append(entry)
         else:

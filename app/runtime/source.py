@@ -7,19 +7,32 @@ process) that shares the database, and so the poller thread needs no application
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..cors.snapshot import OriginEntry, RuleSpec
+from ..cors.snapshot import OriginEntry, OriginListSpec, RuleSpec
 from ..cors.vocabulary import ENFORCE, OFF
-from ..models import AllowedOrigin, PolicyState, Rule, RuleDraft, Tenant
+from ..models import (
+    AllowedOrigin,
+    OriginList,
+    OriginListEntry,
+    PolicyState,
+    Rule,
+    RuleDraft,
+    RuleOriginList,
+    Tenant,
+)
 
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
 _state = PolicyState.__table__
 _tenants = Tenant.__table__
 _drafts = RuleDraft.__table__
+_lists = OriginList.__table__
+_list_entries = OriginListEntry.__table__
+_uses = RuleOriginList.__table__
 
 
 def create_source_engine(url: str) -> sa.Engine:
@@ -86,6 +99,7 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
         origins.setdefault(rule_id, []).append(
             OriginEntry(value, _timestamp(expires_at), tenant))
     drafts = _load_drafts(conn)
+    used_lists = _load_used_lists(conn, tenants)
     specs = []
     for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF)):
         specs.append(
@@ -103,10 +117,21 @@ def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
                 tenant_source=row.tenant_source,
                 tenant_key=row.tenant_key,
                 unknown_tenant=row.unknown_tenant,
-                draft=drafts.get(row.id) if row.mode == ENFORCE else None,
+                draft=_with_lists(drafts.get(row.id), used_lists.get(row.id, ()))
+                if row.mode == ENFORCE else None,
+                origin_lists=used_lists.get(row.id, ()),
             )
         )
     return specs
+
+
+def _with_lists(draft: RuleSpec | None,
+                lists: tuple[OriginListSpec, ...]) -> RuleSpec | None:
+    """A draft keeps the shared lists its rule uses: a draft changes the rule's own options
+    and origins, and the lists' origins stay on its allowlist as they do on the rule's."""
+    if draft is None or not lists:
+        return draft
+    return dataclasses.replace(draft, origin_lists=lists)
 
 
 def _load_drafts(conn: sa.Connection) -> dict[int, RuleSpec]:
@@ -140,6 +165,33 @@ def _draft_spec(body: dict) -> RuleSpec:
         max_age=body["max_age"],
         allow_private_network=body["allow_private_network"],
     )
+def _load_used_lists(conn: sa.Connection,
+                     tenants: dict[int, str]) -> dict[int, tuple[OriginListSpec, ...]]:
+    """The shared lists each enabled rule uses, each list built once and shared by its
+    rules (the engine merges them into each rule's allowlists when it compiles)."""
+    uses = conn.execute(
+        sa.select(_uses.c.rule_id, _uses.c.list_id)
+        .join(_rules, _rules.c.id == _uses.c.rule_id).where(_rules.c.mode != OFF)
+        .order_by(_uses.c.rule_id, _uses.c.list_id)).all()
+    if not uses:
+        return {}
+    wanted = {list_id for _rule_id, list_id in uses}
+    entries: dict[int, list[OriginEntry]] = {}
+    query = sa.select(_list_entries.c.list_id, _list_entries.c.value,
+                      _list_entries.c.expires_at).where(_list_entries.c.list_id.in_(wanted))
+    for list_id, value, expires_at in conn.execute(query):
+        entries.setdefault(list_id, []).append(OriginEntry(value, _timestamp(expires_at)))
+    specs = {
+        row.id: OriginListSpec(
+            row.name, tuple(entries.get(row.id, ())),
+            tenants.get(row.tenant_id) if row.tenant_id is not None else None)
+        for row in conn.execute(sa.select(_lists.c.id, _lists.c.name, _lists.c.tenant_id)
+                                .where(_lists.c.id.in_(wanted)))
+    }
+    used: dict[int, list[OriginListSpec]] = {}
+    for rule_id, list_id in uses:
+        used.setdefault(rule_id, []).append(specs[list_id])
+    return {rule_id: tuple(lists) for rule_id, lists in used.items()}
 
 
 def _timestamp(value: datetime | None) -> float | None:

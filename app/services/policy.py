@@ -35,6 +35,8 @@ from .access import (
 )
 from .changes import Unchanged, policy_change, policy_version
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
+from .origin_lists import check_rule_credentials
+from .origin_lists_file import ListsInput, plan_lists, split_document, write_lists
 from .policy_read import get_rule, rule_input_to_dict, rule_to_dict
 from .tenants import (
     check_no_overlap,
@@ -97,6 +99,7 @@ def _update_rule(
             merged["origins"] = before["origins"]
         rule_input = _scoped_input(validate_rule(merged, reserved_prefixes=_reserved()), actor)
         _check_namespace(rule_input, current=rule)
+        check_rule_credentials(rule, rule_input.supports_credentials)
         if rule_input.path != rule.path:
             _check_no_tie(rule_input.path, exclude_id=rule.id, field_name="path", actor=actor)
         _apply(rule, rule_input, actor)
@@ -179,6 +182,7 @@ def allow_request(rule_id: int, *, origin: str | None, tenant: str | None = None
                 # The rule is checked as it would be saved: "*" and credentials do not mix.
                 validate_rule({**rule_to_dict(rule), "supports_credentials": True},
                               reserved_prefixes=_reserved())
+                check_rule_credentials(rule, True)
                 rule.supports_credentials = True
                 done.append("supports credentials")
             tenant_id = None
@@ -308,11 +312,13 @@ class ImportResult:
     tenants_changed: list[str] = field(default_factory=list)
     dry_run: bool = False
     policy_version: int | None = None
+    lists_added: list[str] = field(default_factory=list)
+    lists_changed: list[str] = field(default_factory=list)
 
     @property
     def has_changes(self) -> bool:
         return bool(self.added or self.changed or self.removed or self.tenants_added
-                    or self.tenants_changed)
+                    or self.tenants_changed or self.lists_added or self.lists_changed)
 
     def sorted(self) -> ImportResult:
         for names in (self.added, self.removed, self.unchanged):
@@ -329,6 +335,8 @@ class ImportResult:
             "tenants_added": self.tenants_added,
             "tenants_changed": self.tenants_changed,
             "policy_version": self.policy_version,
+            "origin_lists_added": self.lists_added,
+            "origin_lists_changed": self.lists_changed,
         }
 
 
@@ -337,10 +345,10 @@ def validate_policy(document: Any) -> list[RuleInput]:
     if not isinstance(document, Mapping):
         raise ValidationError([FieldError("", 'a policy is a JSON object: {"rules": [...]}')])
     errors: list[FieldError] = []
-    extra = [key for key in document if key not in ("rules", "tenants")]
+    extra = [key for key in document if key not in ("rules", "tenants", "origin_lists")]
     if extra:
-        errors.append(FieldError(str(extra[0]),
-                                 'unknown field; a policy has "rules" and "tenants"'))
+        errors.append(FieldError(str(extra[0]), 'unknown field; a policy has "rules", '
+                                                '"tenants" and "origin_lists"'))
     errors.extend(_validate_tenant_list(document.get("tenants", [])))
     rules = document.get("rules")
     if not isinstance(rules, list):
@@ -387,11 +395,14 @@ def import_policy(
     if actor.scoped:
         raise Forbidden("importing a policy is for admins and editors; tenant roles change "
                         "their rules and origins one by one")
+    # Shared origin lists are taken out first; the rest validates as before.
+    document, lists = split_document(document)
     # The whole document is checked before any transaction opens, so a large file never
     # holds the write lock while it is validated, and a dry run never takes it at all.
     inputs = validate_policy(document)
     if dry_run:
         plan = _plan_import(document, inputs, replace=replace, actor=actor)
+        _plan_lists(plan, lists, inputs)
         plan.result.dry_run = True
         plan.result.policy_version = policy_version()
         db.session.rollback()  # ends the read transaction
@@ -399,23 +410,36 @@ def import_policy(
     try:
         with policy_change(actor) as change:
             plan = _plan_import(document, inputs, replace=replace, actor=actor)
+            _plan_lists(plan, lists, inputs)
             result = plan.result
             if not result.has_changes:
                 raise Unchanged(result)
             _write_import(plan, inputs, document, actor)
+            write_lists(lists, actor)
             change.audit("policy.import",
                          f"imported policy: {len(result.added)} added, "
                          f"{len(result.changed)} changed, {len(result.removed)} removed"
                          + (f", tenants created: {', '.join(result.tenants_added)}"
                             if result.tenants_added else "")
                          + (f", namespaces changed: {', '.join(result.tenants_changed)}"
-                            if result.tenants_changed else ""),
+                            if result.tenants_changed else "")
+                         + (f", origin lists created: {', '.join(result.lists_added)}"
+                            if result.lists_added else "")
+                         + (f", origin lists changed: {', '.join(result.lists_changed)}"
+                            if result.lists_changed else ""),
                          before={"rules": plan.befores}, after={"rules": plan.afters})
             result.policy_version = change.version
     except Unchanged:  # nothing to write: the version bump was rolled back
         result = plan.result
         result.policy_version = policy_version()
     return result.sorted()
+
+
+def _plan_lists(plan: _ImportPlan, lists: ListsInput, inputs: list[RuleInput]) -> None:
+    result = plan.result
+    plan_lists(lists, inputs, added_rules=result.added, changed_rules=result.changed,
+               unchanged_rules=result.unchanged, tenants_added=result.tenants_added)
+    result.lists_added, result.lists_changed = sorted(lists.added), sorted(lists.changed)
 
 
 @dataclass

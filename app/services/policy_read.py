@@ -134,6 +134,9 @@ def export_policy(actor: Actor | None = None) -> dict[str, Any]:
     ).all()
     tenants = sa.select(Tenant).where(visible_tenants(actor)).order_by(Tenant.slug)
     document: dict[str, Any] = {"rules": [_with_draft(rule, actor) for rule in rules]}
+    from .origin_lists_file import export_lists  # it reads rules through this module
+
+    export_lists(document, list(rules), actor)
     tenant_list = [{"slug": t.slug, "name": t.name, "paths": list(t.paths)}
                    for t in db.session.scalars(tenants)]
     if tenant_list:

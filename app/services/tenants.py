@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from ..cors.paths import PatternError, covers, overlaps, parse_new_pattern, parse_pattern
 from ..cors.vocabulary import OFF
 from ..extensions import db
-from ..models import AllowedOrigin, ApiToken, Rule, Tenant, User
+from ..models import AllowedOrigin, ApiToken, OriginList, OriginListEntry, Rule, Tenant, User
 from .access import Actor, require_admin, visible_tenants
 from .changes import Unchanged, policy_change
 from .errors import Conflict, FieldError, NotFound, ValidationError
@@ -168,6 +168,10 @@ def delete_tenant(slug: str, *, actor: Actor) -> None:
         db.session.execute(sa.delete(AllowedOrigin).where(AllowedOrigin.tenant_id == tenant.id))
         db.session.execute(sa.delete(User).where(User.tenant_id == tenant.id))
         db.session.execute(sa.delete(ApiToken).where(ApiToken.tenant_id == tenant.id))
+        # Its shared origin lists: only its own rules could use them, and it owns none.
+        lists = sa.select(OriginList.id).where(OriginList.tenant_id == tenant.id)
+        db.session.execute(sa.delete(OriginListEntry).where(OriginListEntry.list_id.in_(lists)))
+        db.session.execute(sa.delete(OriginList).where(OriginList.tenant_id == tenant.id))
         db.session.delete(tenant)
 
 
