@@ -1,7 +1,7 @@
 """shared origin lists: named lists of origins that rules use alongside their own
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-29 20:10:00
 
 A list belongs to the platform or to one tenant, its name unique per owner. Its entries are
@@ -15,7 +15,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """webhook alerts: webhooks, the alert state per origin and rule, deliveries
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-11-29 20:10:00
 
 Alerts about new refusals (README, "Alerts"): the webhooks an admin configures, one alert
@@ -14,7 +14,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
