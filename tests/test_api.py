@@ -1035,7 +1035,8 @@ def test_the_openapi_document_is_public_and_describes_every_route(app, client):
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     routes = {(method, rule.rule.removeprefix(URL_PREFIX).replace("<int:rule_id>", "{rule_id}")
                .replace("<path:origin>", "{origin}").replace("<slug>", "{slug}")
-               .replace("<int:list_id>", "{list_id}"))
+               .replace("<int:list_id>", "{list_id}")
+               .replace("<int:webhook_id>", "{webhook_id}"))
               for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(method.upper(), path) for path, item in document["paths"].items()

@@ -112,8 +112,8 @@ def get_webhook(webhook_id: int, *, actor: Actor) -> Webhook:
 
 
 def describe(webhook: Webhook) -> dict[str, Any]:
-    """What the audit trail and the API show of a webhook: never the secret, and the URL
-    without its path and query (a Slack URL's path is its credential)."""
+    """What the audit trail records of a webhook: never the secret, and the URL without its
+    path and query (a Slack URL's path is its credential)."""
     return {
         "name": webhook.name, "url": redacted_url(webhook.url), "enabled": webhook.enabled,
         "secret": "set" if webhook.secret else "not set",
