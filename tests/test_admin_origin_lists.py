@@ -167,3 +167,21 @@ def test_on_a_tenant_selecting_rule_only_that_tenants_list_is_offered(app, sign_
     get_control(app).cache.refresh()
     answer = _simulate(sign_in("editor"), path="/api/t/acme/orders")
     assert "fix-list" not in answer  # a platform list would open it to every tenant
+
+
+def test_attaching_moves_the_edit_forms_version_and_a_list_edit_leaves_it(app, sign_in,
+                                                                          rule_id):
+    with app.app_context():
+        list_id = lists.create_list({"name": "frontends"}, actor=ADMIN).id
+        version = lists.get_rule(rule_id).version
+    editor = sign_in("editor")
+    attached = editor.post(f"/admin/rules/{rule_id}/lists",
+                           data={"list_id": list_id, "csrf_token": editor.csrf},
+                           headers=HTMX).get_data(as_text=True)
+    with app.app_context():
+        moved = lists.get_rule(rule_id).version
+    assert moved != version
+    assert f'id="rule-version" value="{moved}" hx-swap-oob="true"' in attached
+    with app.app_context():
+        lists.add_origin_to_list(ADMIN, list_id, FRONT)
+        assert lists.get_rule(rule_id).version == moved

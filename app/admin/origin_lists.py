@@ -161,8 +161,10 @@ def _rule_lists_change(rule_id: int, *, attach: bool):
         error = "; ".join(e.message for e in refused.errors) \
             if isinstance(refused, ValidationError) else str(refused)
     if is_htmx():
+        # On success the rule's version moved: the edit form's version follows, out of band.
         return render("admin/_rule_lists.html", rule=rule, lists_notice=notice,
-                      lists_error=error, status=200)
+                      lists_error=error, version_oob=error is None,
+                      form_version=rule.version, status=200)
     flash(error or notice or "", "error" if error else "message")
     return redirect(url_for("admin.rule", rule_id=rule_id))
 

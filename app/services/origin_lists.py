@@ -467,15 +467,19 @@ def _name(value: Any, errors: list[FieldError]) -> str:
 
 
 def _changed(origin_list: OriginList, rules: list[Rule], actor: Actor) -> None:
+    """A list's origins changed. The rules that use it keep their versions: what a rule
+    stores (its options, its own origins, the names of its lists) is unchanged, so an edit
+    form open on one of them stays valid; the policy version moves, and the audit entry
+    names the rules."""
     origin_list.updated_at = utcnow()
     origin_list.updated_by = actor.name
-    for rule in rules:
-        _touch(rule, actor)
 
 
 def _touch(rule: Rule, actor: Actor) -> None:
-    """The rule's allowlist changed: its version moves (an open edit form sees the change)."""
+    """The lists the rule uses changed: its version moves (an open edit form sees it)."""
     rule.updated_at = utcnow()
+    if not actor.scoped or rule.tenant_id == actor.tenant_id:
+        rule.updated_by = actor.name
 
 
 def _label(origin_list: OriginList) -> str:

@@ -242,7 +242,6 @@ def write_lists(lists: ListsInput, actor: Actor) -> None:
                     expires_at=item.expires_at, added_by=actor.name, added_at=utcnow()))
         origin_list.updated_by = actor.name
         origin_list.updated_at = utcnow()
-        touched.update(use.rule_id for use in origin_list.uses)
     db.session.flush()
     rules = {rule.path: rule for rule in db.session.scalars(
         sa.select(Rule).where(Rule.path.in_(list(lists.uses))))}
@@ -256,7 +255,7 @@ def write_lists(lists: ListsInput, actor: Actor) -> None:
                              for list_id in wanted_ids]
         touched.add(rule.id)
     for rule in db.session.scalars(sa.select(Rule).where(Rule.id.in_(touched))):
-        rule.updated_at = utcnow()  # its allowlist changed: its version moves
+        rule.updated_at = utcnow()  # the lists it uses changed: its version moves
     db.session.flush()
 
 
