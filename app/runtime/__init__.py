@@ -2,7 +2,7 @@
 after a policy check, and how it all stops.
 
 * :mod:`.source`: the policy read from the database (:class:`DatabasePolicySource`);
-* :mod:`.heartbeat`: each process reports the policy version it serves;
+* :mod:`.heartbeat`: each serving process reports the policy version it serves;
 * :mod:`.housekeeping`: hourly, prune the request log and purge long-expired origins;
 * :mod:`.wiring`: the steps :func:`app.create_app` takes, in order, and :func:`stop_runtime`.
 """
@@ -14,6 +14,7 @@ from .wiring import (
     attach_housekeeping,
     attach_request_log,
     connect_policy_database,
+    get_heartbeat,
     policy_database_url,
     stop_runtime,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "attach_request_log",
     "connect_policy_database",
     "create_source_engine",
+    "get_heartbeat",
     "policy_database_url",
     "stop_runtime",
 ]
