@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .common import accept_actor_option
 from .policy import cors_group
 from .tenants import tenants_group
 from .tokens import tokens_group
@@ -19,4 +20,5 @@ from .users import bootstrap_command, users_group
 def init_app(app: Flask) -> None:
     """Register every command group on *app*'s ``flask`` command."""
     for command in (cors_group, users_group, bootstrap_command, tokens_group, tenants_group):
+        accept_actor_option(command)  # every command takes --actor NAME for the audit trail
         app.cli.add_command(command)
