@@ -18,6 +18,8 @@ install: $(BIN)/.installed
 run: $(BIN)/.installed
 	$(BIN)/flask db upgrade
 	$(BIN)/flask bootstrap
+	@# Once the server listens, say where to sign in and as whom (the last start-up line).
+	@$(BIN)/flask sign-in-hint --wait 60 http://127.0.0.1:$(PORT) &
 	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
 test: $(BIN)/.installed

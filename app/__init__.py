@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     policy_database = runtime.connect_policy_database(app)
     control = runtime.attach_cors(app, policy_database)
     runtime.attach_request_log(app, control, policy_database)
-    runtime.attach_heartbeat(control, policy_database)
+    runtime.attach_heartbeat(app, control, policy_database)
     runtime.attach_housekeeping(app, control)
     runtime.attach_listener(app, control)
     runtime.attach_alerts(app, control)

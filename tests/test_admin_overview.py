@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import AuditEntry, EngineProcess, RequestLogEntry
+from app.models import AuditEntry, EngineProcess, PolicyState, RequestLogEntry
 from app.services.changes import policy_version
 
 HTMX = {"HX-Request": "true"}
@@ -31,7 +31,8 @@ def _refusals(app, *rows: dict) -> None:
         for row in rows:
             bucket = _hour(row["at"])
             db.session.add(RequestLogEntry(
-                bucket_start=bucket, rule_id=None, rule_path=row.get("rule", "/api/*"),
+                bucket_start=bucket, rule_id=row.get("rule_id"),
+                rule_path=row.get("rule", "/api/*"),
                 origin=row.get("origin", "https://app.example.com"),
                 reason=row.get("reason", "origin-not-allowed"), detail="",
                 mode=row.get("mode", "enforce"), count=row["count"], first_seen=row["at"],
@@ -91,34 +92,88 @@ def test_overview_counts_rules_by_mode_and_origins_with_the_expired_ones(app, si
     assert f'<h2>Policy version</h2>\n      <p class="stat">{version}</p>' in body
 
 
-def test_overview_marks_stale_processes_and_hides_ones_gone_for_a_day(app, sign_in, policy,
-                                                                     now):
+def _policy_changed(app, at: datetime) -> None:
+    with app.app_context():
+        db.session.execute(sa.update(PolicyState).values(changed_at=at))
+        db.session.commit()
+
+
+def _process_rows(body: str) -> dict[str, str]:
+    return {match.group(1): match.group(0) for match in
+            re.finditer(r'<tr>\s*<td class="mono">([^<]+)</td>.*?</tr>', body, re.S)}
+
+
+def test_overview_marks_stale_only_processes_behind_a_newer_version(app, sign_in, policy,
+                                                                    now):
     policy({"path": "/api/*"}, {"path": "/api/other"})
     with app.app_context():
         version = policy_version()
+    _policy_changed(app, now - timedelta(minutes=1))
     _processes(
         app,
         ("worker-current:101", version, now),
         ("worker-behind:102", version - 1, now),
-        ("worker-silent:103", version, now - timedelta(minutes=5)),
+        ("worker-silent:103", version, now - timedelta(minutes=2)),
         ("worker-unloaded:104", None, now),
-        ("worker-gone:105", version - 1, now - timedelta(days=2)),
+        ("worker-stopped:105", version - 1, now - timedelta(minutes=4)),
+        ("worker-gone:106", version - 1, now - timedelta(days=2)),
     )
     body = sign_in("viewer").get("/admin/", headers=HTMX).get_data(as_text=True)
-    rows = {match.group(1): match.group(0) for match in
-            re.finditer(r'<tr>\s*<td class="mono">([^<]+)</td>.*?</tr>', body, re.S)}
-    assert "worker-gone:105" not in body
+    rows = _process_rows(body)
+    # Processes not heard from for a few minutes have stopped: not listed.
+    assert "worker-stopped:105" not in body and "worker-gone:106" not in body
     assert '<span class="badge allowed">current</span>' in rows["worker-current:101"]
     assert "stale" not in rows["worker-current:101"]
     behind = rows["worker-behind:102"]
     assert f'<td class="num">{version - 1}</td>' in behind
     assert '<span class="badge stale">stale</span>' in behind
     assert f"serves version {version - 1}, the policy is at {version}" in behind
+    # Silent is not stale: it serves the current version; the row says when it was last heard.
     silent = rows["worker-silent:103"]
-    assert '<span class="badge stale">stale</span>' in silent
-    assert "last checked 5 min ago" in silent
+    assert "stale" not in silent and '<span class="badge allowed">current</span>' in silent
+    assert "not heard from for 2 min" in silent and "leaves this list 3 min" in silent
     assert "no policy loaded" in rows["worker-unloaded:104"]
-    assert '<span class="badge stale">3 stale processes</span>' in body
+    assert '<span class="badge stale">2 stale processes</span>' in body
+    # Stale ones first, then silent ones.
+    assert list(rows) == ["worker-behind:102", "worker-unloaded:104", "worker-silent:103",
+                          "worker-current:101"]
+
+
+def test_a_process_that_has_not_had_time_to_load_a_new_version_is_not_stale(
+        app, sign_in, policy, now):
+    policy({"path": "/api/*"})
+    with app.app_context():
+        version = policy_version()
+    _policy_changed(app, now - timedelta(seconds=2))
+    _processes(app, ("worker-loading:201", version - 1, now))
+    body = sign_in("viewer").get("/admin/", headers=HTMX).get_data(as_text=True)
+    loading = _process_rows(body)["worker-loading:201"]
+    assert "stale" not in loading
+    assert '<span class="badge">loading</span>' in loading
+    assert f"version {version} was published moments ago" in loading
+    assert "1 serving process, none stale" in body
+
+    # Once the grace has passed, a process still on the old version is stale.
+    _policy_changed(app, now - timedelta(seconds=30))
+    body = sign_in("viewer").get("/admin/", headers=HTMX).get_data(as_text=True)
+    assert '<span class="badge stale">stale</span>' in _process_rows(body)["worker-loading:201"]
+    assert '<span class="badge stale">1 stale process</span>' in body
+
+
+def test_no_serving_process_says_how_processes_report(sign_in):
+    body = sign_in("viewer").get("/admin/").get_data(as_text=True)
+    assert "No serving process has reported in the last 3 min." in body
+    assert "CLI commands and scripts never do" in body
+
+
+def test_housekeeping_forgets_processes_that_stopped_without_withdrawing(app, now):
+    from app.runtime.housekeeping import Housekeeping
+
+    _processes(app, ("worker-live:1", 1, now - timedelta(seconds=20)),
+               ("worker-dead:2", 1, now - timedelta(minutes=10)))
+    Housekeeping(app).run()
+    with app.app_context():
+        assert db.session.scalars(sa.select(EngineProcess.id)).all() == ["worker-live:1"]
 
 
 def test_chart_shows_refusals_per_hour_by_mode_over_the_last_day(app, sign_in, now):
@@ -149,6 +204,71 @@ def test_chart_shows_refusals_per_hour_by_mode_over_the_last_day(app, sign_in, n
     assert re.search(rf"<td>{_hour(five_hours_ago):%Y-%m-%d %H}:00:00 UTC</td>\s*"
                      r'<td class="num">11</td>\s*<td class="num">0</td>', table)
     assert "500" not in table
+
+
+def test_refusals_of_the_last_day_are_charted_by_reason(app, sign_in, now):
+    recent = now - timedelta(hours=1)
+    _refusals(
+        app,
+        {"at": recent, "count": 5, "reason": "method-not-allowed"},
+        {"at": now - timedelta(hours=6), "count": 7, "reason": "method-not-allowed",
+         "origin": "https://b.example.com"},
+        {"at": recent, "count": 30},
+        {"at": recent, "count": 4, "reason": "header-not-allowed", "mode": "report-only"},
+        {"at": now - timedelta(hours=30), "count": 900, "reason": "no-rule"},  # too old
+    )
+    body = sign_in("viewer").get("/admin/").get_data(as_text=True)
+    section = body[body.index('<section class="card" aria-labelledby="reasons-heading">'):]
+    section = section[:section.index("</section>")]
+    chart = section[section.index('<svg class="chart reasons"'):section.index("</svg>")]
+    assert 'role="img"' in chart
+    assert ("Refused requests by reason: origin-not-allowed 30; method-not-allowed 12; "
+            "header-not-allowed 4.") in chart
+    # One bar per reason, the most frequent first, each linking to its rows in the log.
+    labels = re.findall(r'<text class="label"[^>]*text-anchor="end">([^<]+)</text>', chart)
+    assert labels == ["origin-not-allowed", "method-not-allowed", "header-not-allowed"]
+    assert "/admin/log?since=24h&amp;reason=method-not-allowed" in chart
+    assert ("<title>method-not-allowed: 12 refused, 0 would be refused (report-only), "
+            "last 24 hours</title>") in chart
+    widths = dict(re.findall(r'<text class="label"[^>]*>([a-z-]+)</text>\s*'
+                             r'<rect class="bar (?:enforce|report-only)"[^>]*width="([\d.]+)"',
+                             chart))
+    assert float(widths["origin-not-allowed"]) > float(widths["method-not-allowed"]) \
+        > float(widths["header-not-allowed"]) > 0
+    assert chart.count('<rect class="bar report-only"') == 1  # header-not-allowed's
+    assert "no-rule" not in section and "900" not in section
+    table = section[section.index("Refusals by reason as a table"):]
+    assert re.search(r'>method-not-allowed</a></td>\s*<td class="num">12</td>\s*'
+                     r'<td class="num">0</td>', table)
+    assert re.search(r'>header-not-allowed</a></td>\s*<td class="num">0</td>\s*'
+                     r'<td class="num">4</td>', table)
+
+
+def test_refusals_by_reason_are_only_those_a_tenant_user_may_see(app, sign_in, now):
+    from app.services.access import Actor
+    from app.services.policy import create_rule
+    from app.services.tenants import create_tenant
+
+    with app.app_context():
+        create_tenant("acme", "Acme", paths=["/api/acme/*"], actor=Actor("test", "cli"))
+        rule_id = create_rule({"path": "/api/acme/*", "tenant": "acme"},
+                              actor=Actor("test", "cli")).id
+    recent = now - timedelta(hours=1)
+    _refusals(app, {"at": recent, "count": 3, "reason": "method-not-allowed",
+                    "rule": "/api/acme/*", "rule_id": rule_id},
+              {"at": recent, "count": 40, "reason": "no-rule", "rule": ""})
+    admin = sign_in("viewer").get("/admin/").get_data(as_text=True)
+    assert "Refused requests by reason: no-rule 40; method-not-allowed 3." in admin
+    tenant = sign_in("tenant-viewer", tenant="acme").get("/admin/").get_data(as_text=True)
+    assert "Refused requests by reason: method-not-allowed 3." in tenant
+    assert "no-rule" not in tenant
+
+
+def test_without_refusals_the_reason_chart_says_so(sign_in):
+    body = sign_in("viewer").get("/admin/").get_data(as_text=True)
+    assert "Refusals by reason, last 24 hours" in body
+    assert "Nothing was refused in the last 24 hours." in body
+    assert '<svg class="chart reasons"' not in body
 
 
 def test_top_refused_origins_are_summed_ranked_capped_and_escaped(app, sign_in, now):

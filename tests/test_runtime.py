@@ -19,7 +19,7 @@ from app import close_app
 from app.cors import PolicyCache, get_control
 from app.extensions import db
 from app.models import EngineProcess
-from app.runtime import DatabasePolicySource
+from app.runtime import DatabasePolicySource, get_heartbeat
 from app.services.access import Actor
 from app.services.policy import add_origin, create_rule, remove_origin
 
@@ -247,6 +247,7 @@ def test_each_policy_check_reports_the_process_and_its_version(app):
         create_rule({"path": "/api/*", "origins": [ORIGIN]}, actor=TESTER)
     cache = get_control(app).cache
     cache.stop()
+    get_heartbeat(app).serve()  # as the first request a server hands over does
     cache.refresh()
     with app.app_context():
         process = db.session.get(EngineProcess, f"{socket.gethostname()[:150]}:{os.getpid()}")

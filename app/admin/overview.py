@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ..services.overview import RefusalChart, load_overview
+from ..services.overview import PROCESS_HORIZON, RefusalChart, duration_text, load_overview
 from ..services.tenants import rules_outside_namespaces
 from . import bp
 from .access import current_actor, requires
@@ -26,7 +26,9 @@ def overview():
     # Tenant rules left outside their namespaces may govern platform routes: admins fix them.
     stranded = rules_outside_namespaces() if actor.role == "admin" else []
     return render("admin/overview.html", "admin/_overview.html",
-                  overview=data, chart=chart_layout(data.chart), stranded=stranded)
+                  overview=data, chart=chart_layout(data.chart),
+                  reasons=reasons_layout(data.chart), stranded=stranded,
+                  horizon=duration_text(int(PROCESS_HORIZON.total_seconds())))
 
 
 # -- the bar chart, laid out here so the template only places elements ------------------------
@@ -100,6 +102,61 @@ def chart_layout(chart: RefusalChart) -> ChartLayout:
     return ChartLayout(width=CHART_WIDTH, height=CHART_HEIGHT, left=PLOT_LEFT,
                        right=CHART_WIDTH - PLOT_RIGHT, top=PLOT_TOP, bottom=baseline,
                        y_ticks=ticks, bars=bars, description=description)
+
+
+REASONS_WIDTH = 720
+REASON_ROW = 28
+REASON_LABEL_RIGHT, REASON_BAR_LEFT, REASON_BAR_RIGHT = 196, 204, 640
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonBar:
+    reason: str
+    y: float  # top of the row
+    text_y: float
+    enforce_width: float
+    report_only_x: float
+    report_only_width: float
+    total: int
+    total_x: float
+    label: str  # tooltip
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonsLayout:
+    width: int
+    height: int
+    label_right: float
+    bar_left: float
+    row: float
+    bars: list[ReasonBar]
+    description: str
+
+
+def reasons_layout(chart: RefusalChart) -> ReasonsLayout:
+    """One horizontal bar per reason (enforce, then report-only), scaled to the largest."""
+    reasons = chart.reasons
+    scale = max((reason.total for reason in reasons), default=1) or 1
+    span = REASON_BAR_RIGHT - REASON_BAR_LEFT
+    bars = []
+    for index, reason in enumerate(reasons):
+        enforce = round(span * reason.enforce / scale, 2)
+        report_only = round(span * reason.report_only / scale, 2)
+        y = index * REASON_ROW
+        bars.append(ReasonBar(
+            reason=reason.reason, y=y + 4, text_y=y + REASON_ROW / 2 + 4,
+            enforce_width=enforce, report_only_x=REASON_BAR_LEFT + enforce,
+            report_only_width=report_only, total=reason.total,
+            total_x=REASON_BAR_LEFT + enforce + report_only + 6,
+            label=(f"{reason.reason}: {reason.enforce} refused, {reason.report_only} would "
+                   "be refused (report-only), last 24 hours"),
+        ))
+    description = "; ".join(f"{reason.reason} {reason.total}" for reason in reasons)
+    return ReasonsLayout(width=REASONS_WIDTH, height=max(1, len(reasons)) * REASON_ROW + 8,
+                         label_right=REASON_LABEL_RIGHT, bar_left=REASON_BAR_LEFT,
+                         row=REASON_ROW, bars=bars,
+                         description=f"Refused requests by reason: {description}."
+                         if reasons else "No refused requests.")
 
 
 def _nice_ceiling(value: int) -> float:

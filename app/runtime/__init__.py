@@ -2,7 +2,7 @@
 after a policy check, and how it all stops.
 
 * :mod:`.source`: the policy read from the database (:class:`DatabasePolicySource`);
-* :mod:`.heartbeat`: each process reports the policy version it serves;
+* :mod:`.heartbeat`: each serving process reports the policy version it serves;
 * :mod:`.listener`: on PostgreSQL, changes pushed with NOTIFY and reloaded at once;
 * :mod:`.housekeeping`: hourly, prune the request log and purge long-expired origins;
 * :mod:`.alerts`: compute alerts from the request log and send them to webhooks;
@@ -19,6 +19,7 @@ from .wiring import (
     attach_request_log,
     connect_policy_database,
     get_alert_job,
+    get_heartbeat,
     get_listener,
     policy_database_url,
     stop_runtime,
@@ -36,6 +37,7 @@ __all__ = [
     "get_alert_job",
     "create_source_engine",
     "get_listener",
+    "get_heartbeat",
     "policy_database_url",
     "stop_runtime",
 ]

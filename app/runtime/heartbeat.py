@@ -1,39 +1,85 @@
-"""Each process reports which policy version it serves, so a stale worker is visible.
+"""Each serving process reports which policy version it serves, so a stale worker is visible.
 
-A check listener of the policy cache: called by the engine's poller after each check (never on
-the request path); writes one row per process at most every ``every`` seconds.
+Only a process that serves appears: the heartbeat is armed by the first request a WSGI server
+hands to the app (Werkzeug's ``flask run``, gunicorn, waitress, mod_wsgi: their environ names
+the server in ``SERVER_SOFTWARE``). CLI commands never dispatch a request, and Flask's test
+client sets no ``SERVER_SOFTWARE``, so commands and one-off scripts never register.
+
+Once armed, it is a check listener of the policy cache: called by the engine's poller after each
+check (never on the request path), it writes one row per process at most every ``every``
+seconds, and at once when the version served moved. A process that stops gracefully (exit,
+gunicorn's SIGTERM, :func:`app.close_app`) deletes its row; one that dies without a word stops
+being listed when its row ages (see :mod:`app.services.overview`) and housekeeping deletes it.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import socket
+import threading
 import time
+import weakref
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
+from flask import Flask, request, request_started
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..cors.cache import PolicyCache
 from ..models import EngineProcess
 
+logger = logging.getLogger("app.cors")
 _table = EngineProcess.__table__
+_live_heartbeats: weakref.WeakSet[ProcessHeartbeat] = weakref.WeakSet()
+
+HEARTBEAT_SECONDS = 5.0
+
+
+def served_by_a_server(environ: dict[str, Any]) -> bool:
+    """Whether a WSGI server (not a test client) handed over the request of *environ*."""
+    return bool(environ.get("SERVER_SOFTWARE"))
 
 
 class ProcessHeartbeat:
-    def __init__(self, engine: sa.Engine, *, every: float = 5.0) -> None:
+    def __init__(self, engine: sa.Engine, *, every: float = HEARTBEAT_SECONDS) -> None:
         self.engine = engine
         self.every = every
         self.started_at = datetime.now(UTC)
+        self.serving = False
         self._last = 0.0
+        self._last_version: int | None = None
+        self._written_by: int | None = None  # the pid whose row this process wrote
+        self._withdrawn = False
+        self._lock = threading.Lock()
         self._host = socket.gethostname()[:150]
+        _live_heartbeats.add(self)
+
+    @property
+    def process_id(self) -> str:
+        return f"{self._host}:{os.getpid()}"
+
+    def watch(self, app: Flask) -> None:
+        """Arm on the first request a WSGI server hands to *app*."""
+        request_started.connect(self._on_request, app, weak=False)
+
+    def _on_request(self, sender: Flask, **extra: Any) -> None:
+        if not self.serving and served_by_a_server(request.environ):
+            self.serve()
+
+    def serve(self) -> None:
+        """Report from the poller's next check on (the request thread never writes)."""
+        self.serving = True
 
     def __call__(self, cache: PolicyCache) -> None:
-        now = time.time()
-        if now - self._last < self.every:
+        if not self.serving:
             return
-        self._last = now
         status = cache.status()
+        now = time.time()
+        if now - self._last < self.every and status.version == self._last_version:
+            return
         pid = os.getpid()
         row = {
             "id": f"{self._host}:{pid}",
@@ -50,10 +96,56 @@ class ProcessHeartbeat:
             index_elements=["id"],
             set_={k: statement.excluded[k] for k in row if k not in ("id", "started_at")},
         )
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(statement)
-        except Exception:
-            if status.last_error:
-                return  # the database is down; the cache has logged the outage once
-            raise
+        with self._lock:
+            if self._withdrawn:
+                return
+            self._last, self._last_version = now, status.version  # a failure waits its turn
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(statement)
+            except Exception:
+                if status.last_error:
+                    return  # the database is down; the cache has logged the outage once
+                raise
+            self._written_by = pid
+
+    def withdraw(self) -> None:
+        """Delete this process's row and report no more (a graceful stop). Stopping twice,
+        or stopping a process that never served, does nothing."""
+        with self._lock:
+            if self._withdrawn:
+                return
+            self._withdrawn = True
+            if self._written_by != os.getpid():
+                return
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.delete(_table).where(_table.c.id == self.process_id))
+            except Exception as exc:  # it will age out of the overview and be deleted
+                logger.warning("could not withdraw process %s from the overview: %s",
+                               self.process_id, type(exc).__name__)
+
+    def _after_fork(self) -> None:
+        # A forked child is a process of its own: it serves (and reports) once it is handed a
+        # request, and never deletes its parent's row.
+        self._lock = threading.Lock()
+        self.serving = False
+        self._withdrawn = False
+        self._last = 0.0
+        self._last_version = None
+        self._written_by = None
+        self.started_at = datetime.now(UTC)
+
+
+def _withdraw_all_at_exit() -> None:
+    for heartbeat in list(_live_heartbeats):
+        heartbeat.withdraw()
+
+
+def _reset_after_fork() -> None:
+    for heartbeat in list(_live_heartbeats):
+        heartbeat._after_fork()
+
+
+atexit.register(_withdraw_all_at_exit)
+os.register_at_fork(after_in_child=_reset_after_fork)

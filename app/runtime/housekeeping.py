@@ -1,5 +1,6 @@
 """Work each process does off the request path, after the engine's policy checks: hourly,
-prune the request log and purge long-expired origins.
+prune the request log, purge long-expired origins and forget processes that stopped without
+withdrawing from the overview.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from flask import Flask
 
 from ..cors.cache import PolicyCache
+from ..services.overview import forget_stopped_processes
 from ..services.policy import purge_expired_origins
 from ..services.request_log import prune_log
 
@@ -33,12 +35,14 @@ class Housekeeping:
         self.run()
 
     def run(self) -> tuple[int, int]:
-        """Prune the request log and purge origins expired beyond the retention period."""
+        """Prune the request log, purge origins expired beyond the retention period and delete
+        the rows of processes that stopped; returns the log rows and origins deleted."""
         with self.app.app_context():
             try:
                 rows = prune_log()
                 origins = purge_expired_origins(
                     float(self.app.config.get("EXPIRED_ORIGIN_RETENTION_DAYS", 30)))
+                forget_stopped_processes()
             except Exception as exc:
                 logger.warning("housekeeping failed: %s", type(exc).__name__)
                 return 0, 0

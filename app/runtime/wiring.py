@@ -27,6 +27,7 @@ from .source import DatabasePolicySource, create_source_engine
 _DATABASE_KEY = "runtime_database"
 _LISTENER_KEY = "policy_listener"
 _ALERTS_KEY = "alert_job"
+_HEARTBEAT_KEY = "process_heartbeat"
 # Engines whose pooled connections a forked worker must not share with its parent
 # (gunicorn --preload): the child drops them without closing the parent's sockets.
 _policy_databases: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
@@ -67,11 +68,19 @@ def attach_request_log(app: Flask, control: CorsControl, database: sa.Engine) ->
     return RequestLog(app, control, engine=database)
 
 
-def attach_heartbeat(control: CorsControl, database: sa.Engine) -> ProcessHeartbeat:
-    """After each policy check, report the version this process serves to *database*."""
+def attach_heartbeat(app: Flask, control: CorsControl, database: sa.Engine) -> ProcessHeartbeat:
+    """Once a server hands *app* its first request, report after each policy check the
+    version this process serves to *database* (CLI commands and scripts never report)."""
     heartbeat = ProcessHeartbeat(database)
+    heartbeat.watch(app)
     control.cache.add_check_listener(heartbeat)
+    app.extensions[_HEARTBEAT_KEY] = heartbeat
     return heartbeat
+
+
+def get_heartbeat(app: Flask) -> ProcessHeartbeat:
+    """The heartbeat :func:`attach_heartbeat` attached to *app*."""
+    return app.extensions[_HEARTBEAT_KEY]
 
 
 def attach_housekeeping(app: Flask, control: CorsControl) -> Housekeeping:
@@ -127,14 +136,15 @@ def get_alert_job(app: Flask) -> AlertJob:
 
 
 def stop_runtime(app: Flask, *, flush_log: bool = True) -> None:
-    """Stop the policy poller, the listener and the alert job, then the request log (writing
-    what is pending first unless *flush_log* is false), then dispose the runtime's engine.
-    Stopping twice does no harm."""
+    """Stop the policy poller, the listener and the alert job, withdraw the process from the
+    overview, then stop the request log (writing what is pending first unless *flush_log* is
+    false), then dispose the runtime's engine. Stopping twice does no harm."""
     get_control(app).cache.stop()
     listener = get_listener(app)
     if listener is not None:
         listener.stop()
     if _ALERTS_KEY in app.extensions:
         app.extensions[_ALERTS_KEY].stop()
+    get_heartbeat(app).withdraw()
     get_request_log(app).close(flush=flush_log)
     app.extensions[_DATABASE_KEY].dispose()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app, has_app_context
 
 from ..cors.vocabulary import MODES, REPORT_ONLY
 from ..extensions import db
@@ -30,8 +31,14 @@ from .access import (
     whole_platform,
 )
 
-STALE_AFTER = timedelta(seconds=30)  # a process that has not checked for this long is stale
-PROCESS_HORIZON = timedelta(days=1)  # processes silent for longer are gone: not listed
+# A serving process reports every few seconds (app.runtime.heartbeat). One not heard from for
+# SILENT_AFTER is marked silent; one not heard from for PROCESS_HORIZON has stopped: it is not
+# listed, and housekeeping deletes its row. A process is stale only when it serves an older
+# version than the policy's and had STALE_GRACE (or three refresh intervals, if longer) since
+# the change to load it.
+SILENT_AFTER = timedelta(seconds=30)
+PROCESS_HORIZON = timedelta(minutes=3)
+STALE_GRACE = timedelta(seconds=10)
 MAX_PROCESSES = 200
 CHART_HOURS = 24
 TOP_ORIGINS = 10
@@ -50,10 +57,16 @@ class ProcessStatus:
     last_error: str
     seconds_since_check: int
     stale_reasons: tuple[str, ...]
+    loading_version: int | None = None  # the policy moved moments ago: not stale yet
 
     @property
     def stale(self) -> bool:
         return bool(self.stale_reasons)
+
+    @property
+    def silent(self) -> bool:
+        """Not heard from for a while (it stops being listed after :data:`PROCESS_HORIZON`)."""
+        return self.seconds_since_check > SILENT_AFTER.total_seconds()
 
     @property
     def since_check(self) -> str:
@@ -72,10 +85,23 @@ class HourOfRefusals:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasonOfRefusals:
+    reason: str
+    enforce: int = 0
+    report_only: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.enforce + self.report_only
+
+
+@dataclass(frozen=True, slots=True)
 class RefusalChart:
-    """Refused requests per hour, oldest hour first; the last hour is the current one."""
+    """Refused requests per hour, oldest hour first; the last hour is the current one. Also
+    the same requests by reason, the most frequent first."""
 
     hours: list[HourOfRefusals]
+    reasons: list[ReasonOfRefusals] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -116,6 +142,10 @@ class Overview:
     def stale_processes(self) -> int:
         return sum(1 for process in self.processes if process.stale)
 
+    @property
+    def silent_processes(self) -> int:
+        return sum(1 for process in self.processes if process.silent)
+
 
 def load_overview(*, now: datetime | None = None, actor: Actor | None = None) -> Overview:
     """The figures *actor* may see: for a tenant role, its visible rules and origins and its
@@ -130,48 +160,77 @@ def load_overview(*, now: datetime | None = None, actor: Actor | None = None) ->
         origins_expired=counts.expired or 0,
         tenants=0 if scoped else counts.tenants or 0,
         policy_version=version,
-        processes=[] if scoped else processes(version, now=now),
+        processes=[] if scoped else processes(version, now=now,
+                                              changed_at=counts.policy_changed_at),
         chart=refusal_chart(now=now, actor=actor),
         top_origins=top_refused_origins(now=now, actor=actor),
         at=now,
     )
 
 
-def processes(current_version: int, *, now: datetime) -> list[ProcessStatus]:
-    """Processes that checked within :data:`PROCESS_HORIZON`, stale ones first."""
+def processes(current_version: int, *, now: datetime,
+              changed_at: datetime | None = None) -> list[ProcessStatus]:
+    """Serving processes heard from within :data:`PROCESS_HORIZON`, stale ones first, then
+    silent ones. *changed_at*: when the policy reached *current_version* (a process gets
+    :func:`stale_grace` from then on to load it)."""
     rows = db.session.scalars(
         sa.select(EngineProcess)
         .where(EngineProcess.last_check >= now - PROCESS_HORIZON)
         .order_by(EngineProcess.last_check.desc())
         .limit(MAX_PROCESSES)
     ).all()
-    statuses = [_status(row, current_version, now) for row in rows]
-    return sorted(statuses, key=lambda p: (not p.stale, p.host, p.pid))
+    deadline = (changed_at or datetime.min.replace(tzinfo=UTC)) + stale_grace()
+    statuses = [_status(row, current_version, deadline, now) for row in rows]
+    return sorted(statuses, key=lambda p: (not p.stale, not p.silent, p.host, p.pid))
+
+
+def stale_grace() -> timedelta:
+    """How long after a policy change a process may still serve the version before it:
+    :data:`STALE_GRACE`, or three of the app's refresh intervals if that is longer."""
+    interval = current_app.config.get("CORS_REFRESH_INTERVAL", 0.5) if has_app_context() \
+        else 0.5
+    return max(STALE_GRACE, timedelta(seconds=3 * float(interval)))
+
+
+def forget_stopped_processes(*, now: datetime | None = None) -> int:
+    """Delete the rows of processes not heard from within :data:`PROCESS_HORIZON` (they
+    stopped without withdrawing: killed, crashed, their host gone); returns how many."""
+    now = now or datetime.now(UTC)
+    result = db.session.execute(
+        sa.delete(EngineProcess).where(EngineProcess.last_check < now - PROCESS_HORIZON))
+    db.session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def refusal_chart(*, now: datetime, actor: Actor | None = None) -> RefusalChart:
-    """Summed counts per hour and mode over the last :data:`CHART_HOURS` hours."""
+    """Summed counts per hour and mode, and per reason and mode, over the last
+    :data:`CHART_HOURS` hours (one query)."""
     first_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) \
         - timedelta(hours=CHART_HOURS - 1)
     table = RequestLogEntry
     rows = db.session.execute(
-        sa.select(table.bucket_start, table.mode, sa.func.sum(table.count))
+        sa.select(table.bucket_start, table.mode, table.reason, sa.func.sum(table.count))
         # A row's last_seen is never before its bucket starts: the second condition changes
         # nothing but lets the database use the last_seen index.
         .where(table.bucket_start >= first_hour, table.last_seen >= first_hour,
                visible_log_rows(actor))
-        .group_by(table.bucket_start, table.mode)
+        .group_by(table.bucket_start, table.mode, table.reason)
     ).all()
     enforce = [0] * CHART_HOURS
     report_only = [0] * CHART_HOURS
-    for bucket_start, mode, count in rows:
+    by_reason: dict[str, list[int]] = {}  # reason: [enforce, report-only]
+    for bucket_start, mode, reason, count in rows:
         index = int((bucket_start - first_hour).total_seconds() // 3600)
         if 0 <= index < CHART_HOURS:
-            (report_only if mode == REPORT_ONLY else enforce)[index] += int(count or 0)
+            column = 1 if mode == REPORT_ONLY else 0
+            (report_only if column else enforce)[index] += int(count or 0)
+            by_reason.setdefault(reason, [0, 0])[column] += int(count or 0)
+    reasons = sorted((ReasonOfRefusals(reason, *counts) for reason, counts in by_reason.items()),
+                     key=lambda r: (-r.total, r.reason))
     return RefusalChart([
         HourOfRefusals(first_hour + timedelta(hours=i), enforce[i], report_only[i])
         for i in range(CHART_HOURS)
-    ])
+    ], reasons)
 
 
 def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS,
@@ -220,6 +279,8 @@ def _counts(now: datetime, actor: Actor | None) -> sa.Row:
         count(Tenant).label("tenants"),
         sa.select(PolicyState.version).where(PolicyState.id == 1).scalar_subquery()
         .label("policy_version"),
+        sa.select(PolicyState.changed_at).where(PolicyState.id == 1).scalar_subquery()
+        .label("policy_changed_at"),
     )).one()
 
 
@@ -227,19 +288,24 @@ def _mode_label(mode: str) -> str:
     return "mode_" + mode.replace("-", "_")
 
 
-def _status(row: EngineProcess, current_version: int, now: datetime) -> ProcessStatus:
+def _status(row: EngineProcess, current_version: int, deadline: datetime,
+            now: datetime) -> ProcessStatus:
+    """Stale: it checked after *deadline* (the policy change plus the grace) and still
+    serves an older version, or none at all."""
     age = max(0, int((now - row.last_check).total_seconds()))
     reasons = []
+    loading = None
     if row.policy_version is None:
-        reasons.append("no policy loaded")
+        reasons.append("no policy loaded: it refuses cross-origin requests")
     elif row.policy_version < current_version:
-        reasons.append(f"serves version {row.policy_version}, the policy is at "
-                       f"{current_version}")
-    if age > STALE_AFTER.total_seconds():
-        reasons.append(f"last checked {duration_text(age)} ago")
+        if row.last_check >= deadline:
+            reasons.append(f"serves version {row.policy_version}, the policy is at "
+                           f"{current_version}")
+        else:
+            loading = current_version
     return ProcessStatus(
         id=row.id, host=row.host, pid=row.pid, policy_version=row.policy_version,
         last_check=row.last_check, started_at=row.started_at,
         last_error=row.last_error or "", seconds_since_check=age,
-        stale_reasons=tuple(reasons),
+        stale_reasons=tuple(reasons), loading_version=loading,
     )
