@@ -1,7 +1,7 @@
 """the overview's refusals by hour, mode and reason from one covering index
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0011
 Create Date: 2026-11-29 20:40:00.000000
 
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0013"
-down_revision = "0008"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
