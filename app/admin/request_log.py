@@ -332,7 +332,7 @@ def _group_rows(query: LogQuery, grouped: GroupPage) -> list[GroupRow]:
                     get_control(current_app).cache.get())
     by_id = {row.entry.id: row for row in rows}
     hours = grouped.bucket_seconds / 3600
-    per = f"{hours:g} hour" + ("" if hours == 1 else "s")
+    per = f"{hours:.3g} hour" + ("" if f"{hours:.3g}" == "1" else "s")
     return [GroupRow(
         group, by_id.get(group.sample_id),
         url_for("admin.request_log", **query.group_args(grouped.group_by, group.key)),

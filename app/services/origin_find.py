@@ -114,9 +114,10 @@ def find_origin(text: str, *, actor: Actor | None = None,
     )
     grants = []
     for entry, path, mode, rule_tenant, allowlist_tenant in db.session.execute(query):
-        if entry.kind != OriginKind.EXACT.value \
-                and not OriginSet([OriginEntry(entry.value)]).allows(origin):
-            continue
+        if entry.kind != OriginKind.EXACT.value:
+            pattern = OriginSet([OriginEntry(entry.value)])
+            if not (pattern.allows(origin) or pattern.allows_any(None)):
+                continue
         grants.append(OriginGrant(
             rule_id=entry.rule_id, rule_path=path, rule_mode=mode, rule_tenant=rule_tenant,
             entry=entry.value, exact=entry.kind == OriginKind.EXACT.value, kind=entry.kind,
