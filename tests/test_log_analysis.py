@@ -178,8 +178,13 @@ def test_a_header_refusal_proposes_the_header_and_credentials_propose_support(ap
     policy(RULE)
     refuse(app, client, ORIGIN, 1, method="OPTIONS", **{
         "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-api-key"})
+    # A credentialed request, from a client without a cookie jar (a jar replaces the header)
+    app.test_client(use_cookies=False).get(
+        "/api/orders", headers={"Origin": ORIGIN, "Cookie": "session=1"})
+    get_request_log(app).recorder.flush()
     page = text_of(sign_in("editor").get("/admin/log?group=none"))
     assert "add_header=x-api-key" in page and "allow the x-api-key header" in page
+    assert "add_credentials=1" in page and "let the rule support credentials" in page
     with app.app_context():
         rule_id = get_rule_by_path("/api/*").id
     form = text_of(sign_in("editor").get(f"/admin/rules/{rule_id}?add_credentials=1"))
@@ -281,3 +286,67 @@ def test_an_expired_entry_is_listed_as_not_serving(app, policy):
         _origin, grants = find_origin(EVIL, now=datetime.now(UTC) + timedelta(days=1))
         assert grants and not grants[0].expired  # no expiry: serves forever
 
+
+
+# -- tenants see their part ----------------------------------------------------------------
+
+SHARED = {"path": "/api/t/*/orders", "tenant_selector": {"source": "view-arg", "key": "tenant"},
+          "origins": [{"value": "https://shop.acme.example", "tenant": "acme"},
+                      {"value": "https://shop.globex.example", "tenant": "globex"}]}
+ACME_RULE = {"path": "/api/orders", "tenant": "acme", "origins": [ORIGIN]}
+
+
+@pytest.fixture
+def tenancy(app, policy):
+    from app.models import AllowedOrigin, ApiToken, Rule, Tenant
+    from app.services.tenants import create_tenant
+
+    def forget() -> None:
+        with app.app_context():
+            db.session.execute(sa.delete(ApiToken))
+            owned = sa.select(Rule.id).where(Rule.tenant_id.is_not(None))
+            db.session.execute(sa.delete(AllowedOrigin).where(
+                AllowedOrigin.tenant_id.is_not(None) | AllowedOrigin.rule_id.in_(owned)))
+            db.session.execute(sa.delete(Rule).where(Rule.tenant_id.is_not(None)))
+            db.session.execute(sa.delete(Tenant))
+            db.session.commit()
+
+    forget()
+    with app.app_context():
+        create_tenant("acme", "Acme", paths=["/api/orders"], actor=ADMIN)
+        create_tenant("globex", "Globex", paths=["/api/echo"], actor=ADMIN)
+    policy({"path": "/api/*", "origins": [ORIGIN, "https://*.acme.example"]}, SHARED,
+           ACME_RULE)
+    yield
+    forget()
+
+
+def test_a_tenant_role_finds_only_the_entries_it_may_see(app, tenancy):
+    with app.app_context():
+        _origin, everything = find_origin(ORIGIN)
+        assert [g.rule_path for g in everything] == ["/api/*", "/api/orders"]
+        assert everything[1].rule_tenant == "acme"
+        from app.models import Tenant
+        acme = db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == "acme"))
+        globex = db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == "globex"))
+        acme_viewer = Actor("v@acme", "dashboard", "tenant-viewer", acme)
+        globex_viewer = Actor("v@globex", "dashboard", "tenant-viewer", globex)
+        _origin, own = find_origin(ORIGIN, actor=acme_viewer)
+        assert [g.rule_path for g in own] == ["/api/orders"]
+        _origin, shop = find_origin("https://shop.acme.example", actor=acme_viewer)
+        assert [(g.rule_path, g.allowlist_tenant) for g in shop] == [
+            ("/api/t/*/orders", "acme")]
+        assert find_origin("https://shop.acme.example", actor=globex_viewer)[1] == []
+
+
+def test_a_tenant_role_groups_only_its_rows(app, client, tenancy):
+    refuse(app, client, EVIL, 2, path="/api/orders")   # acme's rule
+    refuse(app, client, OTHER, 1, path="/api/t/globex/orders")  # globex on the shared rule
+    with app.app_context():
+        from app.models import Tenant
+        acme = db.session.scalar(sa.select(Tenant.id).where(Tenant.slug == "acme"))
+        actor = Actor("v@acme", "dashboard", "tenant-viewer", acme)
+        mine = group_log(validate_filter(since="1h"), actor=actor)
+        everything = group_log(validate_filter(since="1h"))
+    assert [g.key for g in mine.groups] == [EVIL]
+    assert {g.key for g in everything.groups} == {EVIL, OTHER}
