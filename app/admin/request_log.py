@@ -228,7 +228,7 @@ def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
                 fields["offer"] = True
             else:
                 fields["refusal"] = refusal
-        elif now is not None and (args := _edit_args(entry)) is not None \
+        elif now is not None and (args := edit_args(entry)) is not None \
                 and fields.get("rule_href"):
             fields["edit_href"] = url_for("admin.rule", rule_id=entry.rule_id,
                                           _anchor="rule-detail", **args)
@@ -389,10 +389,6 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
         "can_edit": has_role("editor"),
         "next_url": request.full_path.rstrip("?"),
     }
-
-
-def _edit_args(entry: RequestLogEntry) -> dict[str, Any] | None:
-    return edit_args(entry)
 
 
 def _rules_now(*, ids: list[int] | None = None, limit: int | None = None

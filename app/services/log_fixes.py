@@ -116,7 +116,7 @@ def allow_from_log(entry: RequestLogEntry, snapshot: PolicySnapshot | None, *, t
 # -- option refusals: the rule's edit form, filled in --------------------------------------
 
 
-def edit_args(entry: RequestLogEntry) -> dict[str, str] | None:
+def edit_args(entry: RequestLogEntry) -> dict[str, Any] | None:
     """The query arguments that open the rule's edit form with the change this row needs;
     None when the reason is not fixed by the rule's options or the detail is not a name."""
     name = EDITS.get(entry.reason)
