@@ -3,8 +3,11 @@
 Filters are a GET form (htmx swaps only the results and pushes the URL); the CSV export takes
 the same query string. Reading goes through :mod:`app.services.request_log` on indexed
 columns, with a count that stops at :data:`COUNT_LIMIT`, so the page stays fast on a log of
-millions of rows. An ``origin-not-allowed`` row offers editors one click to allow the origin
-on its rule (audited by the policy service). Every value of a row came from a request, so it
+millions of rows. The page is grouped by origin by default (or by rule or reason; ``group=none``
+shows the hourly rows), each group with a trend over the period. An ``origin-not-allowed``
+row offers editors one click that applies the simulator's whole fix to its recorded request;
+a method, header or credentials refusal links to the rule's form with the change filled in
+(:mod:`app.services.log_fixes`). Every value of a row came from a request, so it
 is attacker-controlled: templates only ever show it as escaped text.
 """
 
