@@ -79,7 +79,7 @@ def test_log_page_shows_aggregated_rows_with_counts_times_and_the_sample(app, cl
     policy(RULE)
     refuse(app, client, EVIL, EVIL, EVIL, **{"User-Agent": "Probe/1.0",
                                               "Referer": "https://evil.example.net/page"})
-    page = text_of(sign_in("viewer").get("/admin/log"))
+    page = text_of(sign_in("viewer").get("/admin/log?group=none"))
     assert "<html" in page and '<form class="card" method="get" action="/admin/log"' in page
     assert f'<span class="mono">{EVIL}</span>' in page
     assert '<td class="num">3</td>' in page
@@ -94,7 +94,7 @@ def test_log_page_shows_aggregated_rows_with_counts_times_and_the_sample(app, cl
 def test_an_htmx_filter_request_gets_only_the_results_fragment(app, client, policy, sign_in):
     policy(RULE)
     refuse(app, client, EVIL)
-    response = sign_in("viewer").get("/admin/log?origin=evil", headers=HTMX)
+    response = sign_in("viewer").get("/admin/log?group=none&origin=evil", headers=HTMX)
     fragment = text_of(response)
     assert fragment.lstrip().startswith('<section id="log-results"')
     assert "<html" not in fragment and EVIL in fragment
@@ -102,7 +102,7 @@ def test_an_htmx_filter_request_gets_only_the_results_fragment(app, client, poli
 
 
 def test_the_filter_form_is_a_get_form_enhanced_by_htmx(sign_in):
-    page = text_of(sign_in("viewer").get("/admin/log"))
+    page = text_of(sign_in("viewer").get("/admin/log?group=none"))
     assert 'hx-get="/admin/log" hx-target="#log-results"' in page
     assert 'hx-push-url="true"' in page
     assert '<option value="24h" selected>' in page  # the default period
@@ -114,7 +114,7 @@ def test_preflight_rows_show_the_requested_method_and_headers(app, client, polic
         "Origin": ORIGIN, "Access-Control-Request-Method": "PUT",
         "Access-Control-Request-Headers": "content-type,x-token"})
     get_request_log(app).recorder.flush()
-    page = text_of(sign_in("viewer").get("/admin/log"))
+    page = text_of(sign_in("viewer").get("/admin/log?group=none"))
     assert "<code>header-not-allowed</code> <code>x-token</code>" in page
     assert "<dt>Preflight for</dt><dd><code>PUT</code></dd>" in page
     assert "<code>content-type,x-token</code>" in page
@@ -152,7 +152,8 @@ def mixed_log(app, client, policy):
 ])
 def test_filters_narrow_the_rows(mixed_log, sign_in, query, expected):
     client = sign_in("viewer")
-    fragment = text_of(client.get("/admin/log", query_string=query, headers=HTMX))
+    fragment = text_of(client.get("/admin/log", query_string={**query, "group": "none"},
+                                  headers=HTMX))
     shown = {origin for origin in expected | {EVIL, ORIGIN, "https://other.example.org",
                                                "https://reporting.example.com",
                                                "https://norule.example.com"}
@@ -163,13 +164,13 @@ def test_filters_narrow_the_rows(mixed_log, sign_in, query, expected):
 def test_the_rule_filter_lists_rules_by_path_and_filters_by_id(mixed_log, sign_in):
     client = sign_in("viewer")
     public_id = rule_id(mixed_log, "/api/public/*")
-    page = text_of(client.get("/admin/log"))
+    page = text_of(client.get("/admin/log?group=none"))
     assert f'<option value="{public_id}" >/api/public/*</option>' in page
     assert '<option value="none" >(no rule)</option>' in page
-    fragment = text_of(client.get(f"/admin/log?rule={public_id}", headers=HTMX))
+    fragment = text_of(client.get(f"/admin/log?group=none&rule={public_id}", headers=HTMX))
     assert "https://reporting.example.com" in fragment and EVIL not in fragment
     assert f'<option value="{public_id}" selected>' in text_of(
-        client.get(f"/admin/log?rule={public_id}"))
+        client.get(f"/admin/log?group=none&rule={public_id}"))
 
 
 def test_the_period_leaves_out_rows_last_seen_before_it(app, sign_in):
@@ -177,11 +178,11 @@ def test_the_period_leaves_out_rows_last_seen_before_it(app, sign_in):
              last_seen=datetime.now(UTC) - timedelta(days=3))
     add_rows(app, 1, origin="https://recent.example.org")
     client = sign_in("viewer")
-    day = text_of(client.get("/admin/log?since=24h", headers=HTMX))
+    day = text_of(client.get("/admin/log?group=none&since=24h", headers=HTMX))
     assert "https://recent.example.org" in day and "https://old.example.org" not in day
-    week = text_of(client.get("/admin/log?since=7d", headers=HTMX))
+    week = text_of(client.get("/admin/log?group=none&since=7d", headers=HTMX))
     assert "https://old.example.org" in week
-    linked = text_of(client.get("/admin/log?since=4d"))  # any duration, as a link
+    linked = text_of(client.get("/admin/log?group=none&since=4d"))  # any duration, as a link
     assert '<option value="custom" selected>' in linked
     assert 'name="since_custom" value="4d"' in linked and "https://old.example.org" in linked
 
@@ -194,7 +195,8 @@ def test_the_period_leaves_out_rows_last_seen_before_it(app, sign_in):
     ({"rule": "api"}, "Rule: choose a rule from the list"),
 ])
 def test_invalid_filters_say_which_field_to_fix(sign_in, query, message):
-    fragment = text_of(sign_in("viewer").get("/admin/log", query_string=query, headers=HTMX))
+    fragment = text_of(sign_in("viewer").get(
+        "/admin/log", query_string={**query, "group": "none"}, headers=HTMX))
     assert message in fragment
     assert "Export CSV" not in fragment
 
@@ -208,27 +210,28 @@ def test_rows_are_paged_newest_first(app, sign_in):
         add_rows(app, 1, origin=f"https://m{minutes}.example.org",
                  last_seen=now - timedelta(minutes=minutes))
     client = sign_in("viewer")
-    first = text_of(client.get("/admin/log?per_page=2"))
+    first = text_of(client.get("/admin/log?group=none&per_page=2"))
     assert first.index("https://m0.example.org") < first.index("https://m1.example.org")
     assert "https://m2.example.org" not in first
-    assert 'href="/admin/log?page=2&amp;per_page=2"' in first and "Newer" not in first
+    assert 'href="/admin/log?page=2&amp;per_page=2&amp;group=none"' in first
+    assert "Newer" not in first
     assert "5 rows" in first
-    last = text_of(client.get("/admin/log?per_page=2&page=3", headers=HTMX))
+    last = text_of(client.get("/admin/log?group=none&per_page=2&page=3", headers=HTMX))
     assert "https://m4.example.org" in last
-    assert "Older" not in last and 'href="/admin/log?page=2&amp;per_page=2"' in last
+    assert "Older" not in last and 'href="/admin/log?page=2&amp;per_page=2&amp;group=none"' in last
 
 
 def test_the_page_size_is_capped(app, sign_in):
-    page = text_of(sign_in("viewer").get("/admin/log?per_page=100000"))
+    page = text_of(sign_in("viewer").get("/admin/log?group=none&per_page=100000"))
     assert '<input type="hidden" name="per_page" value="500">' in page
 
 
 def test_the_count_stops_at_its_cap_and_paging_goes_on(app, sign_in):
     add_rows(app, COUNT_LIMIT + 2)
     client = sign_in("viewer")
-    fragment = text_of(client.get("/admin/log", headers=HTMX))
+    fragment = text_of(client.get("/admin/log?group=none", headers=HTMX))
     assert "10,000+ rows" in fragment
-    deep = text_of(client.get(f"/admin/log?page={COUNT_LIMIT // 500 + 1}&per_page=500",
+    deep = text_of(client.get(f"/admin/log?group=none&page={COUNT_LIMIT // 500 + 1}&per_page=500",
                               headers=HTMX))
     assert deep.count('<tr id="log-entry-') == 2
 
@@ -254,9 +257,9 @@ def test_csv_export_streams_the_filtered_rows_as_an_attachment(mixed_log, sign_i
 
 
 def test_the_page_links_to_the_csv_of_the_same_filters(mixed_log, sign_in):
-    fragment = text_of(sign_in("viewer").get("/admin/log?origin=evil&since=7d&page=2",
+    fragment = text_of(sign_in("viewer").get("/admin/log?group=none&origin=evil&since=7d&page=2",
                                              headers=HTMX))
-    assert 'href="/admin/log.csv?since=7d&amp;origin=evil"' in fragment
+    assert 'href="/admin/log.csv?since=7d&amp;origin=evil&amp;group=none"' in fragment
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(app, client, policy, sign_in):
@@ -302,12 +305,12 @@ def test_editors_get_a_confirmed_allow_button_on_origin_refusals_only(app, clien
     refuse(app, client, EVIL)
     client.delete("/api/orders", headers={"Origin": ORIGIN})
     get_request_log(app).recorder.flush()
-    page = text_of(sign_in("editor").get("/admin/log"))
+    page = text_of(sign_in("editor").get("/admin/log?group=none"))
     assert page.count("Allow on this rule") == 1
     evil_id = entry_id(app, EVIL)
     assert f'hx-post="/admin/log/{evil_id}/allow"' in page
     assert f'data-confirm="Allow {EVIL} on /api/*?"' in page
-    viewer_page = text_of(sign_in("viewer").get("/admin/log"))
+    viewer_page = text_of(sign_in("viewer").get("/admin/log?group=none"))
     assert "Allow on this rule" not in viewer_page and "an editor can allow it" in viewer_page
 
 
@@ -325,12 +328,15 @@ def test_one_click_allow_from_the_log_audits_and_serves_the_origin_at_once(app, 
     assert "Allow on this rule" not in fragment
     assert EVIL in origins_on(app)
     with app.app_context():
+        # The simulator's whole fix of the recorded request, as one audited change.
         entry = db.session.scalars(sa.select(AuditEntry).where(
-            AuditEntry.action == "origin.add")).one()
+            AuditEntry.action == "rule.update")).one()
         assert (entry.actor, entry.channel) == (editor.user_email, "dashboard")
+        assert EVIL in entry.summary
     served = client.get("/api/orders", headers={"Origin": EVIL})
     assert served.headers["Access-Control-Allow-Origin"] == EVIL
-    assert '<span class="badge allowed">allowed now</span>' in text_of(editor.get("/admin/log"))
+    assert '<span class="badge allowed">allowed now</span>' in text_of(
+        editor.get("/admin/log?group=none"))
 
 
 def test_one_click_allow_without_javascript_returns_to_the_filtered_log(app, client, policy,
@@ -362,7 +368,7 @@ def test_an_unparseable_origin_is_not_offered_and_the_page_says_why(app, client,
     policy(RULE)
     refuse(app, client, "null", "https://evil.example.net/")
     editor = sign_in("editor")
-    page = text_of(editor.get("/admin/log"))
+    page = text_of(editor.get("/admin/log?group=none"))
     assert "Allow on this rule" not in page
     assert "not offered: this origin cannot be put on an allowlist: null is sent by" in page
     assert "an origin has no path; use https://evil.example.net" in page
@@ -420,7 +426,8 @@ def test_a_hostile_origin_sent_to_the_api_appears_as_text_in_the_log(app, client
         "Referer": "javascript:alert(3)//<b>"})
     get_request_log(app).recorder.flush()
     viewer = sign_in("viewer")
-    for response in (viewer.get("/admin/log"), viewer.get("/admin/log", headers=HTMX)):
+    for response in (viewer.get("/admin/log?group=none"),
+                     viewer.get("/admin/log?group=none", headers=HTMX)):
         page = text_of(response)
         assert "https://x.example&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert "<script>alert(1)</script>" not in page
@@ -452,7 +459,7 @@ def test_a_refusal_for_a_tenant_is_allowed_on_that_tenant_s_list_only(tenant_log
                                                                       sign_in):
     app = tenant_log
     editor = sign_in("editor")
-    page = text_of(editor.get("/admin/log"))
+    page = text_of(editor.get("/admin/log?group=none"))
     assert "tenant <code>acme</code>" in page
     assert f'data-confirm="Allow {ACME_APP} on /api/t/*/orders for tenant acme?"' in page
     fragment = text_of(editor.post(f"/admin/log/{entry_id(app, ACME_APP)}/allow",
@@ -476,7 +483,7 @@ def test_a_refusal_that_named_no_tenant_is_not_offered_on_a_per_tenant_rule(app,
         "source": "header", "key": "X-Tenant", "unknown": "shared"}})
     refuse(app, client, EVIL)
     editor = sign_in("editor")
-    page = text_of(editor.get("/admin/log"))
+    page = text_of(editor.get("/admin/log?group=none"))
     assert "Allow on this rule" not in page
     assert "the rule keeps an allowlist per tenant and this request named no tenant" in page
     response = editor.post(f"/admin/log/{entry_id(app, EVIL)}/allow",

@@ -3,8 +3,11 @@
 Filters are a GET form (htmx swaps only the results and pushes the URL); the CSV export takes
 the same query string. Reading goes through :mod:`app.services.request_log` on indexed
 columns, with a count that stops at :data:`COUNT_LIMIT`, so the page stays fast on a log of
-millions of rows. An ``origin-not-allowed`` row offers editors one click to allow the origin
-on its rule (audited by the policy service). Every value of a row came from a request, so it
+millions of rows. The page is grouped by origin by default (or by rule or reason; ``group=none``
+shows the hourly rows), each group with a trend over the period. An ``origin-not-allowed``
+row offers editors one click that applies the simulator's whole fix to its recorded request;
+a method, header or credentials refusal links to the rule's form with the change filled in
+(:mod:`app.services.log_fixes`). Every value of a row came from a request, so it
 is attacker-controlled: templates only ever show it as escaped text.
 """
 
@@ -31,28 +34,37 @@ from ..cors.vocabulary import DRAFT, LOG_MODES, NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import RequestLogEntry, Rule
 from ..services.access import visible_log_rows, visible_rules
-from ..services.errors import FieldError, ValidationError
+from ..services.errors import FieldError, NotFound, ValidationError
 from ..services.limits import MAX_ID, whole_number
+from ..services.log_fixes import RULE_TARGET, allow_from_log, describe, edit_args
 from ..services.request_log import (
+    GROUPS,
     MAX_PAGE_SIZE,
     REASONS,
+    SORTS,
+    GroupPage,
     LogFilter,
     entry_to_dict,
+    group_log,
     iter_log,
     query_log,
     validate_filter,
+    validate_grouping,
 )
 from ..services.simulator import allows_origin_now, one_click_refusal
 from . import bp
 from .access import current_actor, has_role, requires
 from .paging import page_arg
-from .refusals import allow_on_rule, rule_link
+from .refusals import rule_link
 from .rendering import is_htmx, render
 
 SINCE_PRESETS = ("1h", "24h", "7d", "30d")
 CUSTOM = "custom"
 DEFAULT_SINCE = "24h"
 NO_RULE = "none"
+DEFAULT_GROUP = "origin"
+UNGROUPED = "none"  # the hourly rows themselves
+DEFAULT_SORT = "count"
 PER_PAGE = 50
 # Counting stops past this many rows ("10,000+"): an exact count of a large period costs
 # as much as reading it, and nobody pages that far.
@@ -79,8 +91,11 @@ class LogQuery:
     reason: str = ""
     mode: str = ""
     origin: str = ""
+    origin_is: str = ""  # exactly this origin: one origin group's rows
     page: int = 1
     per_page: int = PER_PAGE
+    group: str = DEFAULT_GROUP
+    sort: str = DEFAULT_SORT
 
     @classmethod
     def from_args(cls, args: MultiDict[str, str]) -> LogQuery:
@@ -96,9 +111,16 @@ class LogQuery:
             reason=args.get("reason", ""),
             mode=args.get("mode", ""),
             origin=args.get("origin", ""),
+            origin_is=args.get("origin_is", ""),
             page=page_arg(args),
             per_page=max(1, min(per_page, MAX_PAGE_SIZE)),
+            group=args.get("group", DEFAULT_GROUP) or DEFAULT_GROUP,
+            sort=args.get("sort", DEFAULT_SORT) or DEFAULT_SORT,
         )
+
+    @property
+    def grouped(self) -> bool:
+        return self.group != UNGROUPED
 
     def filters(self) -> LogFilter:
         """The service's filter; its validation errors name the form's fields."""
@@ -116,8 +138,24 @@ class LogQuery:
             raise ValidationError([FieldError("rule", "choose a rule from the list")])
         # An empty custom period means everything the log keeps.
         since = self.since_custom if self.since == CUSTOM else self.since
-        return validate_filter(since=since, rule=rule_path, rule_id=rule_id,
-                               reason=self.reason, mode=self.mode, origin=self.origin)
+        filters = validate_filter(since=since, rule=rule_path, rule_id=rule_id,
+                                  reason=self.reason, mode=self.mode, origin=self.origin)
+        if self.grouped:
+            validate_grouping(self.group, self.sort)
+        elif self.group != UNGROUPED:
+            raise ValidationError([FieldError("group", "group by origin, rule or reason")])
+        return replace(filters, exact_origin=self.origin_is) if self.origin_is else filters
+
+    def group_args(self, group_by: str, key: str) -> dict[str, Any]:
+        """The query string of one group's hourly rows: these filters and the group's key."""
+        narrowed: dict[str, Any] = {"group": UNGROUPED, "page": 1}
+        if group_by == "origin":
+            narrowed["origin_is"] = key
+        elif group_by == "rule":
+            narrowed["rule"] = key or NO_RULE
+        else:
+            narrowed["reason"] = key
+        return self.as_args(**narrowed)
 
     def as_args(self, **changes: Any) -> dict[str, Any]:
         """The query string of these filters (defaults left out), for links."""
@@ -127,13 +165,17 @@ class LogQuery:
             args["since"] = query.since
         if query.since == CUSTOM:
             args["since_custom"] = query.since_custom
-        for name in ("rule", "reason", "mode", "origin"):
+        for name in ("rule", "reason", "mode", "origin", "origin_is"):
             if getattr(query, name):
                 args[name] = getattr(query, name)
         if query.page != 1:
             args["page"] = query.page
         if query.per_page != PER_PAGE:
             args["per_page"] = query.per_page
+        if query.group != DEFAULT_GROUP:
+            args["group"] = query.group
+        if query.sort != DEFAULT_SORT:
+            args["sort"] = query.sort
         return args
 
 
@@ -160,6 +202,8 @@ class LogRow:
     allowed_now: bool = False  # the origin has been allowed on the rule since
     offer: bool = False  # one click may allow the origin on the rule
     refusal: str | None = None  # why one click is not offered
+    edit_href: str | None = None  # the rule's edit form with this row's change filled in
+    edit_text: str = ""
 
     @property
     def explanation(self) -> str:
@@ -193,6 +237,11 @@ def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
                 fields["offer"] = True
             else:
                 fields["refusal"] = refusal
+        elif now is not None and (args := edit_args(entry)) is not None \
+                and fields.get("rule_href"):
+            fields["edit_href"] = url_for("admin.rule", rule_id=entry.rule_id,
+                                          _anchor="rule-detail", **args)
+            fields["edit_text"] = describe(entry)
         rows.append(LogRow(entry, **fields))
     return rows
 
@@ -226,16 +275,21 @@ def request_log_csv():
 @bp.post("/log/<int:entry_id>/allow")
 @requires("editor")
 def request_log_allow(entry_id: int):
-    """Allow the origin of an ``origin-not-allowed`` row on the row's rule."""
+    """Let the refused request of an ``origin-not-allowed`` row through on a target (the
+    row's rule): the simulator's whole fix of the recorded request, audited by the policy
+    service, and served by this process at once."""
     entry = db.first_or_404(sa.select(RequestLogEntry).where(
         RequestLogEntry.id == entry_id, visible_log_rows(current_actor())))
-    if entry.mode == DRAFT:
-        message, category = (f"Nothing to allow: {DRAFT_ROW}.", "error")
-    elif entry.reason != ORIGIN_NOT_ALLOWED or entry.rule_id is None:
-        message, category = ("Only an origin that a rule's allowlist refused can be allowed "
-                             "from the log.", "error")
+    control = get_control(current_app)
+    try:
+        message = allow_from_log(entry, control.cache.get(),
+                                 target=request.form.get("target", RULE_TARGET),
+                                 actor=current_actor(), routes=control)
+    except (NotFound, ValidationError) as error:
+        message, category = f"{entry.origin} was not allowed: {error}.", "error"
     else:
-        message, category = allow_on_rule(entry.rule_id, entry.origin, tenant=entry.tenant)
+        category = ""
+        control.cache.refresh()
     if not is_htmx():
         flash(message, category)
         return redirect(_back_to_log(request.form.get("next", "")), code=303)
@@ -252,18 +306,71 @@ RULE_CHOICES = 300
 # -- helpers -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    """One group of the grouped view: its sums, its trend as a sparkline, its newest row
+    (the sample, and the fix it offers) and the link to its hourly rows."""
+
+    group: Any
+    sample: LogRow | None
+    href: str
+    points: str
+    trend_text: str
+
+
+SPARK_WIDTH, SPARK_HEIGHT = 120, 24
+
+
+def sparkline_points(trend: tuple[int, ...] | list[int]) -> str:
+    """The ``points`` of an SVG polyline drawing *trend* in a SPARK_WIDTH × SPARK_HEIGHT box,
+    the highest count at the top."""
+    if not trend:
+        return ""
+    top = max(trend) or 1
+    step = SPARK_WIDTH / max(len(trend) - 1, 1)
+    return " ".join(f"{index * step:.1f},{SPARK_HEIGHT - 1 - count / top * (SPARK_HEIGHT - 2):.1f}"
+                    for index, count in enumerate(trend))
+
+
+def _group_rows(query: LogQuery, grouped: GroupPage) -> list[GroupRow]:
+    ids = [group.sample_id for group in grouped.groups]
+    samples = db.session.scalars(sa.select(RequestLogEntry).where(
+        RequestLogEntry.id.in_(ids))).all() if ids else []
+    rows = log_rows(samples, _rules_now(ids=[e.rule_id for e in samples
+                                             if e.rule_id is not None]),
+                    get_control(current_app).cache.get())
+    by_id = {row.entry.id: row for row in rows}
+    hours = grouped.bucket_seconds / 3600
+    per = f"{hours:.3g} hour" + ("" if f"{hours:.3g}" == "1" else "s")
+    return [GroupRow(
+        group, by_id.get(group.sample_id),
+        url_for("admin.request_log", **query.group_args(grouped.group_by, group.key)),
+        sparkline_points(group.trend),
+        f"{group.count:,} in {len(group.trend)} periods of {per}, oldest first: "
+        + ", ".join(str(count) for count in group.trend),
+    ) for group in grouped.groups]
+
+
 def _log_context(query: LogQuery) -> dict[str, Any]:
     """Everything request_log.html and its partials need, built in one place."""
     errors: dict[str, str] = {}
     entries: list[RequestLogEntry] = []
+    groups: list[GroupRow] = []
     total = 0
     try:
         filters = query.filters()
     except ValidationError as error:
         errors = {e.field: e.message for e in error.errors}
     else:
-        entries, total = query_log(filters, page=query.page, per_page=query.per_page,
-                                   count_limit=COUNT_LIMIT + 1, actor=current_actor())
+        if query.grouped:
+            grouped = group_log(filters, group_by=query.group, sort=query.sort,
+                                page=query.page, per_page=query.per_page,
+                                actor=current_actor())
+            total = grouped.total
+            groups = _group_rows(query, grouped)
+        else:
+            entries, total = query_log(filters, page=query.page, per_page=query.per_page,
+                                       count_limit=COUNT_LIMIT + 1, actor=current_actor())
     rules = _rules_now(ids=[e.rule_id for e in entries if e.rule_id is not None])
     choices = _rules_now(limit=RULE_CHOICES)
     more = total > COUNT_LIMIT
@@ -274,8 +381,14 @@ def _log_context(query: LogQuery) -> dict[str, Any]:
         "total_text": f"{COUNT_LIMIT:,}+" if more else f"{total:,}",
         "total": total,
         "has_previous": query.page > 1,
-        "has_next": len(entries) == query.per_page and (more or query.page * query.per_page
-                                                        < total),
+        "has_next": len(groups or entries) == query.per_page
+        and (more or query.page * query.per_page < total),
+        "groups": groups,
+        "group_choices": GROUPS,
+        "ungrouped": UNGROUPED,
+        "sorts": SORTS,
+        "spark_width": SPARK_WIDTH,
+        "spark_height": SPARK_HEIGHT,
         "rule_paths": {rule_id: rule.path for rule_id, rule in choices.items()},
         "since_presets": SINCE_PRESETS,
         "custom": CUSTOM,

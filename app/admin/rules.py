@@ -18,7 +18,7 @@ from ..cors.snapshot import DEFAULT_METHODS
 from ..cors.vocabulary import APPLIED_MODES, ENFORCE, MODES, NO_TENANT_SOURCE, OFF
 from ..extensions import db
 from ..models import Rule
-from ..services import access, policy, policy_read, rules_query
+from ..services import access, log_fixes, origin_find, policy, policy_read, rules_query
 from ..services.errors import Conflict, ValidationError
 from ..services.tenants import list_tenants
 from ..services.validation import validate_origin, validate_rule
@@ -71,7 +71,12 @@ def _list_context(*, form: dict[str, Any] | None = None,
         per_page=page_arg(request.args, "per_page", rules_query.RULES_PER_PAGE),
         actor=current_actor(),
     )
+    found = None
+    if origin_find.looks_like_origin(rule_filter.text):
+        # An origin typed in the search: where it is allowed, by which entry.
+        found = origin_find.find_origin(rule_filter.text, actor=current_actor())
     return {
+        "found": found,
         "listing": listing,
         "rule_filter": rule_filter,
         "modes": MODES,
@@ -87,9 +92,15 @@ def _list_context(*, form: dict[str, Any] | None = None,
 @bp.get("/rules/<int:rule_id>")
 @requires("viewer")
 def rule(rule_id: int):
-    """The rule's options and origins; as a fragment, the (searched) origins list."""
+    """The rule's options and origins; as a fragment, the (searched) origins list. The
+    request log links here with a change of the options filled in (:mod:`..services.log_fixes`):
+    the form shows it, unsaved, with its consequence."""
+    rule = policy_read.get_rule(rule_id, current_actor())
+    proposal = log_fixes.propose(rule, request.args) \
+        if access.can_change_options(current_actor(), rule) else None
+    form = {**_form_of(rule), **proposal.changes} if proposal is not None else None
     return render("admin/rule.html", "admin/_origin_results.html",
-                  **_rule_context(policy_read.get_rule(rule_id, current_actor())))
+                  **_rule_context(rule, form=form), proposal=proposal)
 
 
 @bp.post("/rules/<int:rule_id>")

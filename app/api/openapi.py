@@ -543,6 +543,55 @@ SCHEMAS: dict[str, Any] = {
     "RulePage": _page("RuleSummary"),
     "OriginPage": _page("Origin"),
     "LogPage": _page("LogEntry"),
+    "LogGroup": {
+        "type": "object",
+        "description": "Rows of one origin, rule or reason summed; the key is named by the "
+                       "group (origin, rule or reason)",
+        "required": ["count", "rows", "first_seen", "last_seen", "routes", "reasons",
+                     "trend", "sample_id"],
+        "properties": {
+            "count": {"type": "integer"},
+            "rows": {"type": "integer"},
+            "first_seen": TIME,
+            "last_seen": TIME,
+            "routes": {"type": "array", "items": _nullable({"type": "string"})},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "origins": {"type": "array", "items": {"type": "string"}},
+            "trend": {"type": "array", "items": {"type": "integer"},
+                      "description": "counts in equal parts of the period, oldest first"},
+            "sample_id": {"type": "integer"},
+        },
+    },
+    "LogGroupPage": {
+        **_page("LogGroup"),
+        "required": ["items", "page", "per_page", "total", "group", "sort", "period"],
+    },
+    "OriginGrant": {
+        "type": "object",
+        "required": ["rule_id", "rule", "entry", "match", "since", "expired", "serving"],
+        "properties": {
+            "rule_id": {"type": "integer"},
+            "rule": {"type": "string"},
+            "rule_mode": {"type": "string"},
+            "rule_tenant": _nullable({"type": "string"}),
+            "entry": {"type": "string"},
+            "match": {"type": "string", "enum": ["exact", "wildcard"]},
+            "kind": {"type": "string"},
+            "allowlist_tenant": _nullable({"type": "string"}),
+            "since": TIME,
+            "added_by": _nullable({"type": "string"}),
+            "expires_at": _nullable(TIME),
+            "expired": {"type": "boolean"},
+            "serving": {"type": "boolean"},
+            "note": {"type": "string"},
+        },
+    },
+    "OriginFound": {
+        "type": "object",
+        "required": ["origin", "items", "total"],
+        "properties": {"origin": {"type": "string"}, "total": {"type": "integer"},
+                       "items": {"type": "array", "items": _ref("OriginGrant")}},
+    },
     "AuditPage": _page("AuditEntry"),
     "TenantPage": _page("Tenant"),
     "Webhook": {
@@ -677,6 +726,11 @@ def _body(schema: str, *, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {JSON: {"schema": _ref(schema)}}}
 
 
+def _either(*schemas: str) -> dict[str, Any]:
+    return {"description": "OK",
+            "content": {JSON: {"schema": {"anyOf": [_ref(name) for name in schemas]}}}}
+
+
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict:
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": schema or {"type": "string"}}
@@ -706,9 +760,11 @@ PATHS: dict[str, Any] = {
                 _query("q", "text in the path or the description"),
                 _query("mode", "only rules in this mode", {"enum": list(MODES)}),
                 _query("tenant", "only rules owned by this tenant (slug)"),
+                _query("origin", "instead of rules: every entry that allows this origin "
+                                 "(exact or a wildcard matching it)"),
                 *PAGING,
             ],
-            "responses": _responses({200: _ok("RulePage")}, 422),
+            "responses": _responses({200: _either("RulePage", "OriginFound")}, 422),
         },
         "post": {
             "operationId": "createRule",
@@ -918,9 +974,13 @@ PATHS: dict[str, Any] = {
                 _query("mode", "enforce, report-only or draft (requests the live rule "
                        "allowed and its draft would refuse)", {"enum": list(LOG_MODES)}),
                 _query("origin", "text in the origin"),
+                _query("group", "one item per origin, rule or reason",
+                       {"enum": ["origin", "rule", "reason"]}),
+                _query("sort", "with group: by count or by last seen",
+                       {"enum": ["count", "last_seen"]}),
                 *PAGING,
             ],
-            "responses": _responses({200: _ok("LogPage")}, 422),
+            "responses": _responses({200: _either("LogPage", "LogGroupPage")}, 422),
         },
     },
     "/audit": {
@@ -928,7 +988,8 @@ PATHS: dict[str, Any] = {
             "operationId": "auditTrail",
             "summary": "Changes, newest first",
             "parameters": [_query("rule", "text in the rule path"),
-                           _query("actor", "text in the actor's name"), *PAGING],
+                           _query("actor", "text in the actor's name"),
+                           _query("origin", "an origin named by the change"), *PAGING],
             "responses": _responses({200: _ok("AuditPage")}, 422),
         },
     },

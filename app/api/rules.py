@@ -23,6 +23,7 @@ from ..models import AllowedOrigin, Rule, Tenant
 from ..services import policy
 from ..services.access import Actor, visible_origin_rows
 from ..services.errors import Conflict, FieldError, ValidationError
+from ..services.origin_find import find_origin
 from ..services.policy_read import get_rule
 from ..services.rules_query import RuleFilter, search_rules
 from . import bp
@@ -59,6 +60,12 @@ RULE_DEFAULTS: dict[str, Any] = {
 
 @bp.get("/rules")
 def rules():
+    origin = text_arg("origin")
+    if origin is not None:
+        # Where is this origin allowed: every entry that lets it through, on every rule.
+        found, grants = find_origin(origin, actor=current_actor())
+        return {"origin": found, "items": [grant.as_dict() for grant in grants],
+                "total": len(grants)}
     paging = PageRequest.from_args()
     listing = search_rules(_rule_filter(), page=paging.page, per_page=paging.per_page,
                            max_per_page=paging.per_page, actor=current_actor())

@@ -15,11 +15,17 @@ from ..cors.text import printable
 from ..cors.vocabulary import DRAFT, LOG_MODES
 from ..services.errors import ServiceError
 from ..services.limits import MAX_JSON_DEPTH, MAX_LOOKBACK, nesting_exceeds
+from ..services.origin_find import find_origin
 from ..services.policy import import_policy, purge_expired_origins
 from ..services.policy_read import export_policy
 from ..services.request_log import (
+    GROUPS,
     MAX_PAGE_SIZE,
+    SORTS,
+    GroupPage,
     entry_to_dict,
+    group_log,
+    group_to_dict,
     prune_log,
     query_log,
     validate_filter,
@@ -173,15 +179,24 @@ def check_command(origin: str, path: str, method: str, headers: tuple[str, ...],
 @click.option("--mode", type=click.Choice(LOG_MODES))
 @click.option("--origin", help="Only origins containing this text.")
 @click.option("--limit", default=100, show_default=True, help=f"At most {MAX_PAGE_SIZE}.")
+@click.option("--group", "group_by", type=click.Choice(GROUPS),
+              help="One line per origin, rule or reason, largest count first.")
+@click.option("--sort", type=click.Choice(SORTS), default="count", show_default=True,
+              help="With --group: by total count or by last seen.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def log_command(since: str, rule: str | None, reason: str | None, mode: str | None,
-                origin: str | None, limit: int, as_json: bool) -> None:
-    """Show refused origins and failed preflights, newest first."""
+                origin: str | None, limit: int, as_json: bool, group_by: str | None,
+                sort: str) -> None:
+    """Show refused origins and failed preflights, newest first (or grouped)."""
     try:
         filters = validate_filter(since=since, rule=rule, reason=reason, mode=mode,
                                   origin=origin)
     except ServiceError as exc:
         fail(exc)
+        return
+    if group_by is not None:
+        _print_groups(group_log(filters, group_by=group_by, sort=sort, per_page=limit),
+                      as_json=as_json)
         return
     rows, total = query_log(filters, per_page=limit)
     if as_json:
@@ -209,6 +224,80 @@ def log_command(since: str, rule: str | None, reason: str | None, mode: str | No
                    "refuse them)")
     if total > len(rows):
         click.echo(f"({len(rows)} of {total} rows; narrow the filters or raise --limit)")
+
+
+def _print_groups(grouped: GroupPage, *, as_json: bool) -> None:
+    if as_json:
+        json.dump({"group": grouped.group_by, "sort": grouped.sort, "total": grouped.total,
+                   "groups": [group_to_dict(g, grouped) for g in grouped.groups]},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not grouped.groups:
+        click.echo("No refusals recorded for these filters.")
+        return
+    other = "ORIGINS" if grouped.group_by == "rule" else "ROUTES"
+    table = [(grouped.group_by.upper(), "COUNT", "FIRST SEEN (UTC)", "LAST SEEN (UTC)",
+              "TREND", other, "REASONS" if grouped.group_by != "reason" else "ORIGINS")]
+    for group in grouped.groups:
+        names = group.origins if grouped.group_by == "rule" else group.routes
+        seconds = group.origins if grouped.group_by == "reason" else group.reasons
+        table.append((
+            printable(group.key, 60) or "(none)", str(group.count),
+            group.first_seen.strftime("%Y-%m-%d %H:%M"),
+            group.last_seen.strftime("%Y-%m-%d %H:%M"), _spark(group.trend),
+            printable(", ".join(n or "(no rule)" for n in names), 60),
+            printable(", ".join(seconds), 60),
+        ))
+    print_table(table)
+    if grouped.total > len(grouped.groups):
+        click.echo(f"({len(grouped.groups)} of {grouped.total} groups; narrow the filters or "
+                   "raise --limit)")
+
+
+SPARK_LEVELS = " ▁▂▃▄▅▆▇█"
+
+
+def _spark(trend: tuple[int, ...]) -> str:
+    top = max(trend, default=0) or 1
+    return "".join(SPARK_LEVELS[0 if not count else max(1, round(count / top * 8))]
+                   for count in trend)
+
+
+@cors_group.command("find")
+@click.argument("origin")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def find_command(origin: str, as_json: bool) -> None:
+    """Where ORIGIN is allowed: every rule and entry (exact or a wildcard) that lets it
+    through, since when and added by whom. Exits 1 when no entry allows it."""
+    try:
+        found, grants = find_origin(origin)
+    except ServiceError as exc:
+        fail(exc)
+        return
+    if as_json:
+        json.dump({"origin": found, "items": [g.as_dict() for g in grants]}, sys.stdout,
+                  indent=2)
+        sys.stdout.write("\n")
+    elif not grants:
+        click.echo(f"{found} is not allowed by any rule.")
+    else:
+        table = [("RULE", "ENTRY", "MATCH", "TENANT", "SINCE (UTC)", "ADDED BY", "EXPIRES",
+                  "STATE")]
+        for grant in grants:
+            state = "expired" if grant.expired else "rule off" if not grant.serving \
+                else "serving"
+            table.append((
+                printable(grant.rule_path, 50), printable(grant.entry, 60),
+                "exact" if grant.exact else "wildcard",
+                grant.allowlist_tenant or grant.rule_tenant or "-",
+                grant.since.strftime("%Y-%m-%d %H:%M"), printable(grant.added_by, 40) or "-",
+                grant.expires_at.strftime("%Y-%m-%d %H:%M") if grant.expires_at else "-",
+                state,
+            ))
+        print_table(table)
+    if not any(grant.serving for grant in grants):
+        sys.exit(1)
 
 
 @cors_group.command("prune-log")

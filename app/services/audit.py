@@ -23,15 +23,19 @@ MAX_PAGE_SIZE = 100
 class AuditFilter:
     rule: str = ""  # text contained in the rule path, case-insensitive
     actor: str = ""  # text contained in the actor's name, case-insensitive
+    # An origin named by the entry: in its summary, or in the states before and after
+    origin: str = ""
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> AuditFilter:
         return cls(rule=(args.get("rule") or "").strip()[:500],
-                   actor=(args.get("actor") or "").strip()[:200])
+                   actor=(args.get("actor") or "").strip()[:200],
+                   origin=(args.get("origin") or "").strip()[:300])
 
     def as_args(self) -> dict[str, str]:
         """The non-empty filters, as query-string arguments for links."""
-        return {k: v for k, v in (("rule", self.rule), ("actor", self.actor)) if v}
+        return {k: v for k, v in (("rule", self.rule), ("actor", self.actor),
+                                  ("origin", self.origin)) if v}
 
 
 def query_audit(filters: AuditFilter, *, page: int = 1,
@@ -46,6 +50,13 @@ def query_audit(filters: AuditFilter, *, page: int = 1,
     if filters.actor:
         query = query.where(
             sa.func.lower(AuditEntry.actor).like(_contains(filters.actor.lower()), escape="\\"))
+    if filters.origin:
+        # Origins are stored in canonical (lower-case) form; the states are JSON text.
+        pattern = _contains(filters.origin.lower())
+        query = query.where(sa.or_(*(
+            sa.func.lower(column).like(pattern, escape="\\") for column in (
+                AuditEntry.summary, sa.cast(AuditEntry.before, sa.Text),
+                sa.cast(AuditEntry.after, sa.Text)))))
     return db.paginate(query, page=max(1, page), per_page=max(1, per_page),
                        max_per_page=MAX_PAGE_SIZE, error_out=False)
 

@@ -37,6 +37,7 @@ class LogFilter:
     mode: str | None = None
     origin: str | None = None  # text contained in the origin, case-insensitive
     rule_id: int | None = None  # a rule's rows under every path it had (an indexed column)
+    exact_origin: str | None = None  # exactly this origin (one group of the grouped view)
 
 
 def parse_duration(text: str, *, field: str = "since") -> timedelta:
@@ -93,6 +94,8 @@ def _filtered(query: sa.Select, filters: LogFilter, actor: Actor | None = None) 
         query = query.where(table.reason == filters.reason)
     if filters.mode is not None:
         query = query.where(table.mode == filters.mode)
+    if filters.exact_origin is not None:
+        query = query.where(table.origin == filters.exact_origin)
     if filters.origin:
         escaped = filters.origin.lower().replace("\\", "\\\\").replace("%", "\\%") \
             .replace("_", "\\_")
@@ -188,3 +191,167 @@ def prune_log(retention_days: float | None = None) -> int:
     days = retention_days if retention_days is not None else float(
         current_app.config.get("REQUEST_LOG_RETENTION_DAYS", 30))
     return prune_rows(db.engine, days)
+
+
+# -- grouped ------------------------------------------------------------------------------
+
+GROUPS = ("origin", "rule", "reason")
+SORTS = ("count", "last_seen")
+TREND_BUCKETS = 24
+# Routes, reasons and origins named per group; more are counted, not listed.
+GROUP_NAMES_SHOWN = 5
+_GROUP_COLUMNS = {"origin": RequestLogEntry.origin, "rule": RequestLogEntry.rule_path,
+                  "reason": RequestLogEntry.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class LogGroup:
+    """Every row of one origin (rule path, reason) in the period, summed: its trend has one
+    count per bucket of the period, oldest first."""
+
+    key: str
+    count: int
+    rows: int
+    first_seen: datetime
+    last_seen: datetime
+    sample_id: int  # the group's newest row: what its fix and sample are taken from
+    routes: tuple[str, ...] = ()  # rule paths as recorded ("" for no rule), most refused first
+    reasons: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
+    more_routes: int = 0
+    more_reasons: int = 0
+    more_origins: int = 0
+    trend: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPage:
+    group_by: str
+    sort: str
+    groups: list[LogGroup]
+    total: int  # groups in all, on every page
+    period_start: datetime
+    period_end: datetime
+
+    @property
+    def bucket_seconds(self) -> float:
+        span = (self.period_end - self.period_start).total_seconds()
+        return max(span, 1.0) / TREND_BUCKETS
+
+
+def validate_grouping(group_by: str | None, sort: str | None) -> tuple[str, str]:
+    """(group, sort), defaults filled in; errors name the ``group`` and ``sort`` fields."""
+    errors = []
+    group_by = group_by or "origin"
+    sort = sort or "count"
+    if group_by not in GROUPS:
+        errors.append(FieldError("group", f"group by one of {', '.join(GROUPS)}"))
+    if sort not in SORTS:
+        errors.append(FieldError("sort", "sort by count or last_seen"))
+    if errors:
+        raise ValidationError(errors)
+    return group_by, sort
+
+
+def group_log(filters: LogFilter, *, group_by: str = "origin", sort: str = "count",
+              page: int = 1, per_page: int = 50, actor: Actor | None = None,
+              now: datetime | None = None) -> GroupPage:
+    """One page of the groups of matching rows *actor* may see, by *group_by* (``origin``,
+    ``rule`` or ``reason``), largest count (or latest ``last_seen``) first.
+
+    Three queries whatever the size of the log: the page of groups with the number of groups
+    (one aggregation, a window count), then for the page's keys only their routes, reasons
+    and origins, and their counts per recorded bucket, which become the trend.
+    """
+    group_by, sort = validate_grouping(group_by, sort)
+    per_page = max(1, min(per_page, MAX_PAGE_SIZE))
+    page = max(1, page)
+    key = _GROUP_COLUMNS[group_by]
+    table = RequestLogEntry
+    total_count = sa.func.sum(table.count).label("total")
+    last_seen = sa.func.max(table.last_seen).label("last")
+    order = (total_count.desc(), last_seen.desc()) if sort == "count" \
+        else (last_seen.desc(), total_count.desc())
+    query = _filtered(sa.select(
+        key, total_count, sa.func.count(table.id), sa.func.min(table.first_seen), last_seen,
+        sa.func.max(table.id), sa.func.count().over()), filters, actor) \
+        .group_by(key).order_by(*order, key).limit(per_page).offset((page - 1) * per_page)
+    found = db.session.execute(query).all()
+    end = now or datetime.now(UTC)
+    if not found:
+        return GroupPage(group_by, sort, [], 0, filters.since or end, end)
+    keys = [row[0] for row in found]
+    start = filters.since or min(row[3] for row in found)
+    start = min(start, end)
+    names = _group_names(filters, actor, key, keys, group_by)
+    trends = _group_trends(filters, actor, key, keys, start, end)
+    groups = []
+    for value, count, rows, first, last, sample_id, _total in found:
+        routes, reasons, origins = names.get(value, ({}, {}, {}))
+        groups.append(LogGroup(
+            key=value, count=int(count or 0), rows=rows, first_seen=first, last_seen=last,
+            sample_id=sample_id,
+            routes=_most(routes), reasons=_most(reasons), origins=_most(origins),
+            more_routes=max(0, len(routes) - GROUP_NAMES_SHOWN),
+            more_reasons=max(0, len(reasons) - GROUP_NAMES_SHOWN),
+            more_origins=max(0, len(origins) - GROUP_NAMES_SHOWN),
+            trend=tuple(trends.get(value, [0] * TREND_BUCKETS)),
+        ))
+    return GroupPage(group_by, sort, groups, found[0][6], start, end)
+
+
+def _most(counts: dict[str, int]) -> tuple[str, ...]:
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(name for name, _count in ranked[:GROUP_NAMES_SHOWN])
+
+
+def _group_names(filters: LogFilter, actor: Actor | None, key: Any, keys: list[str],
+                 group_by: str) -> dict[str, tuple[dict[str, int], ...]]:
+    """Per key: the counts of its routes, reasons and (grouped by rule or reason) origins."""
+    table = RequestLogEntry
+    origin = table.origin if group_by != "origin" else sa.literal("")
+    query = _filtered(sa.select(key, table.rule_path, table.reason, origin,
+                                sa.func.sum(table.count)), filters, actor) \
+        .where(key.in_(keys)).group_by(key, table.rule_path, table.reason, origin)
+    names: dict[str, tuple[dict[str, int], ...]] = {}
+    for value, rule_path, reason, origin_value, count in db.session.execute(query):
+        routes, reasons, origins = names.setdefault(value, ({}, {}, {}))
+        routes[rule_path] = routes.get(rule_path, 0) + int(count or 0)
+        reasons[reason] = reasons.get(reason, 0) + int(count or 0)
+        if group_by != "origin":
+            origins[origin_value] = origins.get(origin_value, 0) + int(count or 0)
+    return names
+
+
+def _group_trends(filters: LogFilter, actor: Actor | None, key: Any, keys: list[str],
+                  start: datetime, end: datetime) -> dict[str, list[int]]:
+    """Per key: counts in :data:`TREND_BUCKETS` equal parts of the period, from the rows'
+    recorded buckets (a row counts in the part its bucket starts in)."""
+    table = RequestLogEntry
+    query = _filtered(sa.select(key, table.bucket_start, sa.func.sum(table.count)),
+                      filters, actor).where(key.in_(keys)).group_by(key, table.bucket_start)
+    span = max((end - start).total_seconds(), 1.0)
+    trends: dict[str, list[int]] = {}
+    for value, bucket_start, count in db.session.execute(query):
+        at = bucket_start if bucket_start.tzinfo else bucket_start.replace(tzinfo=UTC)
+        offset = (at - start).total_seconds()
+        index = min(TREND_BUCKETS - 1, max(0, int(offset / span * TREND_BUCKETS)))
+        trends.setdefault(value, [0] * TREND_BUCKETS)[index] += int(count or 0)
+    return trends
+
+
+def group_to_dict(group: LogGroup, page: GroupPage) -> dict[str, Any]:
+    return {
+        page.group_by: group.key if page.group_by != "rule" else (group.key or None),
+        "count": group.count,
+        "rows": group.rows,
+        "first_seen": iso_utc(group.first_seen),
+        "last_seen": iso_utc(group.last_seen),
+        "routes": [route or None for route in group.routes],
+        "reasons": list(group.reasons),
+        **({"origins": list(group.origins)} if page.group_by != "origin" else {}),
+        "more": {"routes": group.more_routes, "reasons": group.more_reasons,
+                 **({"origins": group.more_origins} if page.group_by != "origin" else {})},
+        "trend": list(group.trend),
+        "sample_id": group.sample_id,
+    }
