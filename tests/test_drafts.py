@@ -306,3 +306,29 @@ def test_the_engine_serves_a_draft_loaded_from_the_policy_file(app, client, poli
     assert response.headers.get("Access-Control-Allow-Origin") == OLD
     assert draft_rows(app) == [("draft", OLD, "origin-not-allowed", 1)]
     assert json.loads(json.dumps(draft_rows(app)))  # rows are plain values
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def test_flask_cors_export_and_import_carry_the_draft_and_log_shows_its_rows(
+        app, runner, policy, tmp_path):
+    policy({**RULE, "draft": {"origins": [APP]}})
+    exported = runner.invoke(args=["cors", "export"])
+    assert exported.exit_code == 0, exported.output
+    document = json.loads(exported.output)
+    assert document["rules"][0]["draft"]["origins"] == [APP]
+    document["rules"][0]["draft"]["origins"] = [APP, "https://new.example.com"]
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(document))
+    imported = runner.invoke(args=["cors", "import", str(path)])
+    assert imported.exit_code == 0, imported.output
+    with app.app_context():
+        rule, draft = drafts.get_draft(rule_id(app), ADMIN)
+        assert drafts.draft_body(draft)["origins"] == [APP, "https://new.example.com"]
+    get_control(app).cache.refresh()
+    app.test_client().get("/api/orders", headers={"Origin": OLD})
+    get_request_log(app).recorder.flush()
+    logged = runner.invoke(args=["cors", "log", "--mode", "draft"])
+    assert logged.exit_code == 0, logged.output
+    assert OLD in logged.output and "only its draft would refuse them" in logged.output
