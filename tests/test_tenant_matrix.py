@@ -383,6 +383,24 @@ MATRIX: dict[tuple[str, str], Case] = {
             "expires_at": ""})),
     ("admin.token_revoke", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.token_revoke", token_id=t.token_id)),
+    # Alerts are the platform's: no webhook is a tenant's (the id names nothing of theirs).
+    ("admin.webhooks", "GET"): Case("platform", lambda w, t: get("admin.webhooks")),
+    ("admin.webhook_create", "POST"): Case(
+        "platform", lambda w, t: dashboard_post("admin.webhook_create", {
+            "name": f"{t.slug}-hook", "url": "https://hooks.example.com/cors"})),
+    ("admin.webhook", "GET"): Case("platform", lambda w, t: get("admin.webhook", webhook_id=1)),
+    ("admin.webhook_update", "POST"): Case(
+        "platform", lambda w, t: dashboard_post("admin.webhook_update", {
+            "name": f"{t.slug}-hook", "url": "https://hooks.example.com/cors"},
+            webhook_id=1)),
+    ("admin.webhook_deliveries", "GET"): Case(
+        "platform", lambda w, t: get("admin.webhook_deliveries", webhook_id=1)),
+    ("admin.webhook_test", "POST"): Case(
+        "platform", lambda w, t: dashboard_post("admin.webhook_test", webhook_id=1)),
+    ("admin.webhook_delete_confirm", "GET"): Case(
+        "platform", lambda w, t: get("admin.webhook_delete_confirm", webhook_id=1)),
+    ("admin.webhook_delete", "POST"): Case(
+        "platform", lambda w, t: dashboard_post("admin.webhook_delete", webhook_id=1)),
     # Signing in again while signed in changes nothing; signing out only ends the session.
     ("auth.login", "GET"): Case("open", lambda w, t: get("auth.login"), status=302),
     ("auth.login", "POST"): Case(
@@ -440,6 +458,17 @@ MATRIX: dict[tuple[str, str], Case] = {
         "list", lambda w, t: api("GET", "api.tenants"), shows=("slug",)),
     ("api.tenant", "GET"): Case(
         "read", lambda w, t: api("GET", "api.tenant", slug=t.slug), shows=("slug",)),
+    ("api.webhooks", "GET"): Case("refused", lambda w, t: api("GET", "api.webhooks")),
+    ("api.webhook_create", "POST"): Case(
+        "refused", lambda w, t: api("POST", "api.webhook_create", json={
+            "name": f"{t.slug}-hook", "url": "https://hooks.example.com/cors"})),
+    ("api.webhook", "GET"): Case(
+        "refused", lambda w, t: api("GET", "api.webhook", webhook_id=1)),
+    ("api.webhook_update", "PATCH"): Case(
+        "refused", lambda w, t: api("PATCH", "api.webhook_update", json={"quiet_days": 0},
+                                    webhook_id=1)),
+    ("api.webhook_delete", "DELETE"): Case(
+        "refused", lambda w, t: api("DELETE", "api.webhook_delete", webhook_id=1)),
     ("api.tenant_create", "POST"): Case(
         "refused", lambda w, t: api("POST", "api.tenant_create", json={
             "slug": f"{t.slug}-two", "paths": [f"/api/{t.slug}-two/*"]})),
