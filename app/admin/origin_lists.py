@@ -157,6 +157,8 @@ def _rule_lists_change(rule_id: int, *, attach: bool):
                   else f"{rule.path} no longer allows the origins of {name} (unless listed "
                        "on the rule itself).")
     except (ValidationError, Forbidden) as refused:
+        if isinstance(refused, Forbidden) and not is_htmx():
+            raise  # a plain form post gets the 403 page with the reason
         rule = get_rule(rule_id, actor)
         error = "; ".join(e.message for e in refused.errors) \
             if isinstance(refused, ValidationError) else str(refused)
