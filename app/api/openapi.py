@@ -366,6 +366,73 @@ SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": False,
     },
+    "Grants": {
+        "type": "object",
+        "description": "What applies on a route: origins (with their tenant on a rule that "
+                       "keeps one allowlist per tenant), methods, request headers (* for any), "
+                       "credentials; origins the token may not see are only counted.",
+        "required": ["origins", "hidden_origins", "methods", "headers", "credentials",
+                     "private_network"],
+        "properties": {"origins": _strings(), "hidden_origins": {"type": "integer"},
+                       "methods": _strings(), "headers": _strings(),
+                       "credentials": {"type": "boolean"},
+                       "private_network": {"type": "boolean"}},
+        "additionalProperties": False,
+    },
+    "RuleLabel": {
+        "type": "object",
+        "description": "A rule as the token may see it; a hidden one is only labelled "
+                       "(a platform rule).",
+        "required": ["id", "path", "hidden", "label"],
+        "properties": {"id": _nullable({"type": "integer"}),
+                       "path": _nullable({"type": "string"}),
+                       "hidden": {"type": "boolean"}, "label": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "RouteImpact": {
+        "type": "object",
+        "required": ["route", "sample_path", "app_route", "before", "after", "moves", "lost",
+                     "gained"],
+        "properties": {
+            "route": {"type": "string",
+                      "description": "an app route, or a rule's pattern no app route matches"},
+            "sample_path": {"type": "string"}, "app_route": {"type": "boolean"},
+            "before": _nullable(_ref("RuleLabel")), "after": _nullable(_ref("RuleLabel")),
+            "moves": {"type": "boolean",
+                      "description": "another rule answers the route after the change"},
+            "lost": _ref("Grants"), "gained": _ref("Grants"),
+        },
+        "additionalProperties": False,
+    },
+    "Impact": {
+        "type": "object",
+        "description": "What a change would take away and give, route by route.",
+        "required": ["takes_away", "losses", "confirmation", "routes", "copy_offers"],
+        "properties": {
+            "takes_away": {"type": "boolean"},
+            "losses": _strings(),
+            "confirmation": _nullable({"type": "string"}),
+            "routes": {"type": "array", "items": _ref("RouteImpact")},
+            "copy_offers": {"type": "array", "items": {
+                "type": "object", "required": ["rule", "origins"],
+                "properties": {"rule": _ref("RuleLabel"),
+                               "origins": {"type": "array", "items": {}}},
+                "additionalProperties": False}},
+        },
+        "additionalProperties": False,
+    },
+    "DryRun": {
+        "type": "object",
+        "description": "The preview of a write made with dry_run=true: nothing was written.",
+        "required": ["dry_run", "policy_version", "takes_away", "losses", "confirmation",
+                     "routes", "copy_offers"],
+        "properties": {"dry_run": {"const": True}, "policy_version": {"type": "integer"},
+                       "takes_away": {"type": "boolean"}, "losses": _strings(),
+                       "confirmation": _nullable({"type": "string"}),
+                       "routes": {"type": "array", "items": _ref("RouteImpact")},
+                       "copy_offers": {"type": "array", "items": {}}},
+        "additionalProperties": False,
+    },
     "ImportResult": {
         "type": "object",
         "required": ["dry_run", "added", "changed", "removed", "unchanged", "tenants_added",
@@ -380,6 +447,7 @@ SCHEMAS: dict[str, Any] = {
             "tenants_added": _strings(),
             "tenants_changed": _strings(),
             "policy_version": _nullable({"type": "integer"}),
+            "impact": _ref("Impact"),
         },
         "additionalProperties": False,
     },
@@ -473,6 +541,13 @@ def _ok(schema: str, description: str = "OK", **headers: str) -> dict[str, Any]:
     return response
 
 
+def _ok_either(schema: str, other: str, **headers: str) -> dict[str, Any]:
+    """A 200 answered with *schema*, or with *other* (a dry run's preview)."""
+    response = _ok(schema, **headers)
+    response["content"][JSON]["schema"] = {"oneOf": [_ref(schema), _ref(other)]}
+    return response
+
+
 def _responses(success: dict[int, Any], *problems: int) -> dict[str, Any]:
     responses = {str(status): response for status, response in success.items()}
     for status in sorted({401, 503, *problems}):
@@ -496,6 +571,8 @@ ORIGIN = {"name": "origin", "in": "path", "required": True,
           "description": "The origin, URL-encoded: https%3A%2F%2Fapp.example.com",
           "schema": {"type": "string", "minLength": 1}}
 DELETED = {"description": "Done (also when there was nothing to remove)."}
+DRY_RUN = _query("dry_run", "only return what the change would take away and give, route by "
+                 "route (Impact); write nothing", {"type": "boolean"})
 RULE_ETAG = {"ETag": 'the rule\'s version, "<version>"'}
 
 PATHS: dict[str, Any] = {
@@ -514,10 +591,12 @@ PATHS: dict[str, Any] = {
         "post": {
             "operationId": "createRule",
             "summary": "Create a rule",
+            "parameters": [DRY_RUN],
             "requestBody": _body("RuleInput"),
             "responses": _responses(
                 {201: _ok("Rule", "Created", ETag=RULE_ETAG["ETag"],
-                          Location="the new rule")},
+                          Location="the new rule"),
+                 200: _ok("DryRun", "With dry_run: the preview; nothing was written")},
                 400, 403, 409, 413, 415, 422),
         },
     },
@@ -531,9 +610,9 @@ PATHS: dict[str, Any] = {
         "put": {
             "operationId": "replaceRule",
             "summary": "Replace a rule (If-Match required)",
-            "parameters": [{"$ref": "#/components/parameters/if_match_required"}],
+            "parameters": [{"$ref": "#/components/parameters/if_match_required"}, DRY_RUN],
             "requestBody": _body("RuleInput"),
-            "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
+            "responses": _responses({200: _ok_either("Rule", "DryRun", **RULE_ETAG)},
                                     400, 403, 404, 409, 412, 413, 415, 422, 428),
         },
         "patch": {
@@ -541,16 +620,19 @@ PATHS: dict[str, Any] = {
             "summary": "Change some fields of a rule",
             "description": "With If-Match, a stale version is refused with 412; without it "
                            "the change applies to the stored rule (last writer wins).",
-            "parameters": [IF_MATCH],
+            "parameters": [IF_MATCH, DRY_RUN],
             "requestBody": _body("RulePatch"),
-            "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
+            "responses": _responses({200: _ok_either("Rule", "DryRun", **RULE_ETAG)},
                                     400, 403, 404, 409, 412, 413, 415, 422),
         },
         "delete": {
             "operationId": "deleteRule",
             "summary": "Delete a rule",
-            "parameters": [IF_MATCH],
-            "responses": _responses({204: {"description": "Deleted."}}, 403, 404, 409, 412),
+            "parameters": [IF_MATCH, DRY_RUN],
+            "responses": _responses({204: {"description": "Deleted."},
+                                     200: _ok("DryRun", "With dry_run: the preview; nothing "
+                                                        "was deleted")},
+                                    403, 404, 409, 412, 422),
         },
     },
     "/rules/{rule_id}/origins": {
