@@ -69,6 +69,7 @@ def _forbidden(error: Forbidden) -> Response:
 
 from . import (  # noqa: E402,F401
     audit,
+    impact,
     overview,
     request_log,
     rules,

@@ -181,7 +181,7 @@ class CopyOffer:
     caller sees), which the new rule could carry over."""
 
     rule: RuleLabel
-    origins: tuple[Any, ...]  # in the policy file's format (str or object)
+    origins: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
         return {"rule": self.rule.as_dict(), "origins": list(self.origins)}
@@ -364,16 +364,13 @@ def _offers(results: list[RouteImpact], before: Picture, after: Picture,
             continue
         values = {value for value, _tenant in route.lost.origins}
         source = after[broader].spec
-        origins = tuple(_origin_json(entry) for entry in source.origins
-                        if entry.value in values)
+        # The tenant's lists of a tenant-selecting rule stay there: a new rule starts with
+        # shared origins only.
+        origins = tuple(entry.value for entry in source.origins
+                        if entry.value in values and entry.tenant is None)
         if origins:
             offers[broader] = CopyOffer(route.before, origins)
     return tuple(offers.values())
-
-
-def _origin_json(entry: OriginEntry) -> Any:
-    return entry.value if entry.tenant is None else {"value": entry.value,
-                                                     "tenant": entry.tenant}
 
 
 # -- rehearsing a change -------------------------------------------------------------------
