@@ -121,3 +121,111 @@ def test_undo_of_an_import_entry_is_refused_with_advice(app):
         import_policy({"rules": [{"path": "/api/*"}]}, actor=ALICE)
         with pytest.raises(ValidationError, match="not a change of one rule"):
             undo_change(_last_id(), actor=ALICE)
+
+
+# -- the dashboard -----------------------------------------------------------------------------
+
+def _post(client, url: str, data: dict | None = None, **kwargs):
+    return client.post(url, data={"csrf_token": client.csrf, **(data or {})}, **kwargs)
+
+
+def _words(response) -> str:
+    import html
+    import re
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.get_data(as_text=True)))
+                    .split())
+
+
+def test_the_restore_review_names_17_before_the_confirmed_restore(app, sign_in, history):
+    rule_id, sixteen, seventeen = history
+    client = sign_in("editor")
+    trail = client.get("/admin/audit").get_data(as_text=True)
+    assert f'action="/admin/audit/{sixteen}/restore"' in trail
+    assert f'href="/admin/audit/{sixteen}/undo"' in trail
+    version = policy_version()
+    review = client.get(f"/admin/audit/{sixteen}/restore?state=before")
+    words = _words(review)
+    assert review.status_code == 200
+    assert "This also takes back later changes:" in words
+    assert f"#{seventeen} by token:ci (origin.add, origin https://c.example.com)" in words
+    assert "− https://b.example.com" in words and "− https://c.example.com" in words
+    assert "Restore, taking back 1 later change" in words
+    assert policy_version() == version
+    done = _post(client, f"/admin/audit/{sixteen}/restore", {"state": "before"})
+    assert done.status_code == 302
+    assert [o.value for o in db.session.get(Rule, rule_id).origins] == [
+        "https://a.example.com"]
+
+
+def test_undo_only_this_change_on_the_dashboard(app, sign_in, history):
+    rule_id, sixteen, seventeen = history
+    client = sign_in("editor")
+    review = _words(client.get(f"/admin/audit/{sixteen}/undo"))
+    assert "Undo only change #" in review and "+ https://b.example.com" in review
+    assert "every other change made since stays" in review
+    assert "origin https://b.example.com" in review  # the routes lose it
+    assert _post(client, f"/admin/audit/{sixteen}/undo").status_code == 302
+    db.session.expire_all()
+    assert sorted(o.value for o in db.session.get(Rule, rule_id).origins) == [
+        "https://a.example.com", "https://c.example.com"]
+    remove_origin(rule_id, "https://c.example.com", actor=ALICE)
+    page = client.get(f"/admin/audit/{seventeen}/undo")
+    refused = _words(page)
+    assert "cannot be undone alone" in refused and "by alice (origin.remove" in refused
+    assert f'action="/admin/audit/{seventeen}/undo"' not in page.get_data(as_text=True)
+    version = policy_version()
+    again = _post(client, f"/admin/audit/{seventeen}/undo", follow_redirects=True)
+    assert "Nothing was undone" in _words(again) and policy_version() == version
+
+
+def test_viewers_cannot_undo(app, sign_in, history):
+    _rule_id, sixteen, _seventeen = history
+    viewer = sign_in("viewer")
+    assert viewer.get(f"/admin/audit/{sixteen}/undo").status_code == 403
+    assert _post(viewer, f"/admin/audit/{sixteen}/undo").status_code == 403
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+def _token(role: str = "editor", tenant: str | None = None) -> dict[str, str]:
+    from app.services.tokens import create_token
+    secret = create_token(f"undo-{role}-{tenant}", role, actor=ALICE, tenant=tenant).secret
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def no_tokens(app):
+    from app.models import ApiToken
+    yield
+    db.session.rollback()
+    db.session.execute(sa.delete(ApiToken))
+    db.session.commit()
+
+
+def test_api_restore_dry_run_names_17_and_undo_keeps_it(app, client, history, no_tokens):
+    rule_id, sixteen, seventeen = history
+    headers = _token()
+    version = policy_version()
+    preview = client.post(f"/admin/api/v1/audit/{sixteen}/restore?state=before&dry_run=true",
+                          headers=headers).get_json()
+    assert preview["dry_run"] and [u["id"] for u in preview["undoes"]] == [seventeen]
+    assert preview["undoes"][0]["actor"] == "token:ci"
+    assert policy_version() == version
+    undo_preview = client.post(f"/admin/api/v1/audit/{sixteen}/undo?dry_run=true",
+                               headers=headers).get_json()
+    assert undo_preview["takes_away"] and policy_version() == version
+    done = client.post(f"/admin/api/v1/audit/{sixteen}/undo", headers=headers)
+    assert done.status_code == 200
+    assert sorted(o if isinstance(o, str) else o["value"]
+                  for o in done.get_json()["rule"]["origins"]) == [
+        "https://a.example.com", "https://c.example.com"]
+    refused = client.post(f"/admin/api/v1/audit/{sixteen}/undo", headers=headers)
+    assert refused.status_code == 409  # undone already: the undo touched the same origin
+    assert "by " in refused.get_json()["detail"]
+
+
+def test_api_undo_needs_a_writer(app, client, history, no_tokens):
+    _rule_id, sixteen, _seventeen = history
+    answer = client.post(f"/admin/api/v1/audit/{sixteen}/undo", headers=_token("viewer"))
+    assert answer.status_code == 403

@@ -423,14 +423,33 @@ SCHEMAS: dict[str, Any] = {
     },
     "DryRun": {
         "type": "object",
-        "description": "The preview of a write made with dry_run=true: nothing was written.",
+        "description": "The preview of a write made with dry_run=true: nothing was written. "
+                       "A restore's also lists the fields it changes and the later entries "
+                       "it takes back (undoes).",
         "required": ["dry_run", "policy_version", "takes_away", "losses", "confirmation",
                      "routes", "copy_offers"],
         "properties": {"dry_run": {"const": True}, "policy_version": {"type": "integer"},
                        "takes_away": {"type": "boolean"}, "losses": _strings(),
                        "confirmation": _nullable({"type": "string"}),
                        "routes": {"type": "array", "items": _ref("RouteImpact")},
-                       "copy_offers": {"type": "array", "items": {}}},
+                       "copy_offers": {"type": "array", "items": {}},
+                       "changes": {"type": "array", "items": {"type": "object"}},
+                       "undoes": {"type": "array", "items": {
+                           "type": "object",
+                           "required": ["id", "actor", "action", "summary", "fields"],
+                           "properties": {"id": {"type": "integer"},
+                                          "actor": {"type": "string"},
+                                          "action": {"type": "string"},
+                                          "summary": {"type": "string"},
+                                          "fields": _strings()}}}},
+        "additionalProperties": False,
+    },
+    "Undone": {
+        "type": "object",
+        "required": ["policy_version", "rule"],
+        "properties": {"undone": {"type": "integer"}, "restored": {"type": "integer"},
+                       "policy_version": {"type": "integer"},
+                       "rule": _nullable(_ref("Rule"))},
         "additionalProperties": False,
     },
     "ImportResult": {
@@ -566,6 +585,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 PAGING = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/per_page"}]
 RULE_ID = {"$ref": "#/components/parameters/rule_id"}
+ENTRY_ID = {"name": "entry_id", "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
 IF_MATCH = {"$ref": "#/components/parameters/if_match"}
 ORIGIN = {"name": "origin", "in": "path", "required": True,
           "description": "The origin, URL-encoded: https%3A%2F%2Fapp.example.com",
@@ -693,6 +714,32 @@ PATHS: dict[str, Any] = {
             "parameters": [_query("rule", "text in the rule path"),
                            _query("actor", "text in the actor's name"), *PAGING],
             "responses": _responses({200: _ok("AuditPage")}, 422),
+        },
+    },
+    "/audit/{entry_id}/undo": {
+        "parameters": [ENTRY_ID],
+        "post": {
+            "operationId": "undoChange",
+            "summary": "Undo only this change (editors)",
+            "description": "Reverts one entry's delta on its rule (an origin it added is "
+                           "removed, an option it changed set back); 409 naming the later "
+                           "entries when they touched the same fields.",
+            "parameters": [DRY_RUN],
+            "responses": _responses({200: _ok_either("Undone", "DryRun")},
+                                    403, 404, 409, 422),
+        },
+    },
+    "/audit/{entry_id}/restore": {
+        "parameters": [ENTRY_ID],
+        "post": {
+            "operationId": "restoreState",
+            "summary": "Restore a rule to a state an entry recorded (editors)",
+            "description": "With dry_run: the difference it applies, the later entries it "
+                           "takes back, and what the routes lose.",
+            "parameters": [_query("state", "before or after", {"enum": ["before", "after"]}),
+                           DRY_RUN],
+            "responses": _responses({200: _ok_either("Undone", "DryRun")},
+                                    403, 404, 409, 422),
         },
     },
     "/export": {
