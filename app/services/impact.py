@@ -24,7 +24,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,14 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 
 from ..cors.paths import parse_pattern
-from ..cors.snapshot import CompiledRule, OriginEntry, PolicySnapshot, RuleSpec, compile_policy
+from ..cors.snapshot import (
+    CompiledRule,
+    OriginEntry,
+    PolicySnapshot,
+    RuleSpec,
+    compile_policy,
+    compile_rule,
+)
 from ..cors.vocabulary import NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
@@ -244,6 +251,7 @@ def measure(before: Picture, after: Picture, *, routes: Iterable[str] = (),
     changed rule no route matches is looked at too."""
     now = time.time() if now is None else now
     old, new = _compile(before), _compile(after)
+    compiled: dict[tuple[int, int], _Allowlist] = {}
     changed = {rule_id for rule_id in {*before, *after}
                if before.get(rule_id) != after.get(rule_id)}
     if not changed:
@@ -263,7 +271,8 @@ def measure(before: Picture, after: Picture, *, routes: Iterable[str] = (),
             continue
         had = _grants(was, before, actor, now)
         has = _grants(now_rule, after, actor, now)
-        lost, gained = _minus(had, has, now_rule, now), _minus(has, had, was, now)
+        lost = _minus(had, has, _full(now_rule, after, compiled), now)
+        gained = _minus(has, had, _full(was, before, compiled), now)
         moved = (was.rule_id if was else None) != (now_rule.rule_id if now_rule else None)
         if lost.empty and gained.empty and not moved:
             continue
@@ -274,8 +283,36 @@ def measure(before: Picture, after: Picture, *, routes: Iterable[str] = (),
 
 
 def _compile(picture: Picture) -> PolicySnapshot:
-    return compile_policy(0, (facts.spec for facts in picture.values()),
+    """The picture's path index and options. Origins are left out: parsing every origin of a
+    large policy would cost more than all the rest; the few rules a change concerns get
+    theirs from :func:`_full`."""
+    return compile_policy(0, (replace(facts.spec, origins=()) for facts in picture.values()),
                           {f.tenant_slug for f in picture.values() if f.tenant_slug})
+
+
+@dataclass(frozen=True, slots=True)
+class _Allowlist:
+    """What a rule allows, for telling whether an origin stays allowed: its exact entries as
+    stored, and its wildcards (and ``*``) compiled. Only wildcards are parsed, so a rule with
+    thousands of exact origins costs a set, not thousands of parses."""
+
+    exact: frozenset[tuple[str, str | None]]
+    wildcards: CompiledRule
+
+
+def _full(rule: CompiledRule | None, picture: Picture,
+          compiled: dict[tuple[int, int], _Allowlist]) -> _Allowlist | None:
+    """The allowlist of *rule* (once per picture)."""
+    if rule is None or rule.rule_id is None:
+        return None
+    key = (id(picture), rule.rule_id)
+    if key not in compiled:
+        spec = picture[rule.rule_id].spec
+        compiled[key] = _Allowlist(
+            frozenset((e.value, e.tenant) for e in spec.origins),
+            compile_rule(replace(spec, origins=tuple(e for e in spec.origins
+                                                     if "*" in e.value))))
+    return compiled[key]
 
 
 def _sample(route: str) -> str:
@@ -335,7 +372,7 @@ def _scope_slug(picture: Picture, scope: int | None) -> str | None:
     return next((f.tenant_slug for f in picture.values() if f.tenant_id == scope), None)
 
 
-def _minus(had: Grants, has: Grants, rule: CompiledRule | None, now: float) -> Grants:
+def _minus(had: Grants, has: Grants, rule: _Allowlist | None, now: float) -> Grants:
     """What of *had* is not in *has*; an origin still allowed by *rule* (by a wildcard, or
     ``*``) is not lost."""
     kept = set(has.origins)
@@ -350,11 +387,14 @@ def _minus(had: Grants, has: Grants, rule: CompiledRule | None, now: float) -> G
                   max(0, had.hidden - has.hidden))
 
 
-def _still_allowed(rule: CompiledRule | None, origin: tuple[str, str | None],
+def _still_allowed(allowlist: _Allowlist | None, origin: tuple[str, str | None],
                    now: float) -> bool:
-    if rule is None:
+    if allowlist is None:
         return False
     value, tenant = origin
+    if (value, None) in allowlist.exact or (value, tenant) in allowlist.exact:
+        return True
+    rule = allowlist.wildcards
     sets = [rule.origins]
     if tenant is not None and tenant in rule.tenant_origins:
         sets.append(rule.tenant_origins[tenant])
