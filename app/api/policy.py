@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import current_app, request
 
-from ..services.impact import rehearse
+from ..services.impact import import_impact
 from ..services.policy import import_policy
 from ..services.policy_read import export_policy
 from . import bp
@@ -29,7 +29,6 @@ def import_():
     document = json_body()
     result = import_policy(document, actor=actor, replace=replace, dry_run=dry_run)
     if dry_run:  # what the import would take away, route by route
-        impact = rehearse(lambda: import_policy(document, actor=actor, replace=replace),
-                          actor=actor)
+        impact = import_impact(document, replace=replace, actor=actor)
         return {**result.as_dict(), "impact": impact_document(impact)}
     return result.as_dict()

@@ -14,7 +14,7 @@ from ..cors import get_control
 from ..cors.text import printable
 from ..cors.vocabulary import APPLIED_MODES
 from ..services.errors import ServiceError
-from ..services.impact import Impact, rehearse
+from ..services.impact import Impact, import_impact
 from ..services.limits import MAX_JSON_DEPTH, MAX_LOOKBACK, nesting_exceeds
 from ..services.policy import import_policy, purge_expired_origins
 from ..services.policy_read import export_policy
@@ -57,8 +57,8 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
         sys.exit(1)
     try:
         result = import_policy(document, actor=cli_actor(), replace=replace, dry_run=dry_run)
-        impact = rehearse(lambda: import_policy(document, actor=cli_actor(), replace=replace),
-                          actor=cli_actor()) if dry_run else None
+        impact = import_impact(document, replace=replace, actor=cli_actor()) \
+            if dry_run else None
     except ServiceError as exc:
         fail(exc)
         return

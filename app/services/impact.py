@@ -45,6 +45,7 @@ from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from .access import Actor, sees, tenant_scope
 from .changes import rehearsing
+from .policy import validate_policy
 
 ANY = "*"
 _CONVERTER = re.compile(r"<(?:[^<>:]+:)?[^<>]+>")
@@ -461,3 +462,38 @@ def app_routes() -> list[str]:
     excluded = tuple(current_app.config.get("CORS_EXCLUDED_PREFIXES", ()))
     return sorted({url_rule.rule for url_rule in current_app.url_map.iter_rules()
                    if not url_rule.rule.startswith(excluded)})
+
+
+def import_impact(document: Any, *, replace: bool, actor: Actor | None,
+                  routes: Iterable[str] | None = None) -> Impact:
+    """What importing *document* would take away and give, computed by reading only (a dry
+    run never takes the write lock): the stored rules, with those of the document in place
+    of the ones of the same path (and, with *replace*, without the others). Call it after
+    the import's own dry run accepted the document."""
+    inputs = validate_policy(document)
+    before = current_picture()
+    tenant_ids = dict(db.session.execute(sa.select(Tenant.slug, Tenant.id)).all())
+    by_path = {facts.spec.path: rule_id for rule_id, facts in before.items()}
+    after: dict[int, RuleFacts] = {} if replace else dict(before)
+    next_id = -1  # rules the import would create: ids no stored rule has
+    for rule_input in inputs:
+        rule_id = by_path.get(rule_input.path)
+        if rule_id is None:
+            rule_id, next_id = next_id, next_id - 1
+        spec = RuleSpec(
+            rule_id=rule_id, path=rule_input.path,
+            origins=tuple(OriginEntry(
+                o.value, None if o.expires_at is None else _aware(o.expires_at).timestamp(),
+                o.tenant) for o in rule_input.origins),
+            methods=tuple(rule_input.methods), allow_headers=tuple(rule_input.allow_headers),
+            expose_headers=tuple(rule_input.expose_headers),
+            supports_credentials=rule_input.supports_credentials, max_age=rule_input.max_age,
+            allow_private_network=rule_input.allow_private_network, mode=rule_input.mode,
+            tenant_source=rule_input.selector.source, tenant_key=rule_input.selector.key,
+            unknown_tenant=rule_input.selector.unknown)
+        owner = rule_input.tenant
+        after[rule_id] = RuleFacts(spec, tenant_ids.get(owner) if owner else None,
+                                   rule_input.selector.source, owner)
+    db.session.rollback()  # ends the read transaction
+    return measure(before, after, routes=app_routes() if routes is None else routes,
+                   actor=actor)
