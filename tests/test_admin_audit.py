@@ -166,7 +166,7 @@ def test_restore_buttons_are_offered_to_editors_on_entries_with_rule_states(app,
     created_row, updated_row = _row(editor_page, create.id), _row(editor_page, update.id)
     assert 'value="after"' in created_row and 'value="before"' not in created_row
     assert 'value="before"' in updated_row and 'value="after"' in updated_row
-    assert 'data-confirm="Restore the rule /api/orders/* to its state before' in updated_row
+    assert 'aria-label="Restore the rule /api/orders/* to its state before' in updated_row
     assert "Restore this state (before)" in updated_row
     viewer_page = sign_in("viewer").get("/admin/audit").get_data(as_text=True)
     assert "/restore" not in viewer_page

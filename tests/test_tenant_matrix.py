@@ -273,9 +273,11 @@ def get(endpoint: str, **values) -> Call:
 
 
 def new_rule_form(path: str) -> Call:
+    # Report-only: the new rule takes nothing from the tenant's broader rule, so the
+    # dashboard saves it without its review step (test_impact_dashboard covers that step).
     return dashboard_post("admin.rule_create", {
         "path": path, "methods": "GET", "allow_headers": "*", "expose_headers": "",
-        "max_age": "", "mode": "enforce", "description": ""})
+        "max_age": "", "mode": "report-only", "description": ""})
 
 
 def simulator_fix(t: TenantObjects) -> Call:
@@ -289,13 +291,14 @@ def simulator_fix_list(t: TenantObjects) -> Call:
         "list_id": str(t.list_id)})
 
 
-def rule_form(w: World, t: TenantObjects, **changes: str) -> Call:
+def rule_form(w: World, t: TenantObjects, _endpoint: str = "admin.rule_update",
+              **changes: str) -> Call:
     rule = db.session.get(Rule, t.rule_id)
     form = {"path": rule.path, "methods": ", ".join(rule.methods),
             "allow_headers": ", ".join(rule.allow_headers), "expose_headers": "",
             "max_age": "", "mode": rule.mode, "description": f"{t.slug} changed",
             "version": str(rule.version), **changes}
-    return dashboard_post("admin.rule_update", form, rule_id=t.rule_id)
+    return dashboard_post(_endpoint, form, rule_id=t.rule_id)
 
 
 def api(method: str, endpoint: str, *, json: Any = None, headers: dict | None = None,
@@ -369,6 +372,24 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("admin.audit_restore", "POST"): Case(
         "write", lambda w, t: dashboard_post("admin.audit_restore", {"state": "before"},
                                              entry_id=t.audit_id)),
+    ("admin.audit_restore_review", "GET"): Case(
+        "editor-read", lambda w, t: get("admin.audit_restore_review", entry_id=t.audit_id,
+                                        state="before")),
+    ("admin.audit_undo_review", "GET"): Case(
+        "editor-read", lambda w, t: get("admin.audit_undo_review", entry_id=t.audit_id)),
+    ("admin.audit_undo", "POST"): Case(
+        "write", lambda w, t: dashboard_post("admin.audit_undo", entry_id=t.audit_id)),
+    # The previews of a change: a path outside the tenant's namespaces is explained in the
+    # panel (200), another tenant's rule does not exist (404).
+    ("admin.rule_create_preview", "POST"): Case(
+        "editor-read", lambda w, t: dashboard_post("admin.rule_create_preview", {
+            "path": f"/api/{t.slug}/new/*", "methods": "GET", "allow_headers": "*",
+            "expose_headers": "", "max_age": "", "mode": "enforce", "description": ""}),
+        refused=frozenset({200, 403})),
+    ("admin.rule_update_preview", "POST"): Case(
+        "editor-read", lambda w, t: rule_form(w, t, _endpoint="admin.rule_update_preview")),
+    ("admin.rule_delete_review", "GET"): Case(
+        "editor-read", lambda w, t: get("admin.rule_delete_review", rule_id=t.rule_id)),
     ("admin.users", "GET"): Case("platform", lambda w, t: get("admin.users")),
     ("admin.user_create", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.user_create", {
@@ -527,6 +548,11 @@ MATRIX: dict[tuple[str, str], Case] = {
         "list", lambda w, t: api("GET", "api.audit"),
         narrow=lambda w, t: api("GET", "api.audit", rule=f"/api/{t.slug}"),
         shows=("rule_path",)),
+    ("api.audit_undo", "POST"): Case(
+        "write", lambda w, t: api("POST", "api.audit_undo", entry_id=t.audit_id)),
+    ("api.audit_restore", "POST"): Case(
+        "write", lambda w, t: api("POST", "api.audit_restore", entry_id=t.audit_id,
+                                  state="before")),
     ("api.export", "GET"): Case(
         "list", lambda w, t: api("GET", "api.export"), shows=("rule_path", "shared_origin")),
     ("api.import_", "POST"): Case(

@@ -71,6 +71,7 @@ from . import (  # noqa: E402,F401
     alerts,
     audit,
     drafts,
+    impact,
     origin_lists,
     overview,
     request_log,

@@ -27,6 +27,7 @@ from . import bp
 from .access import current_actor, requires, requires_platform
 from .paging import page_arg
 from .rendering import is_htmx, render
+from .review import Review, create_change, review, update_change
 
 # The fields of the rule form, in the policy file's vocabulary (the service's field names).
 OPTION_FIELDS = ("path", "methods", "allow_headers", "expose_headers", "supports_credentials",
@@ -51,7 +52,12 @@ def rules():
 def rule_create():
     form = _form_from_request()
     try:
-        rule = policy.create_rule(_rule_data(form), actor=current_actor())
+        # What the rule takes from broader ones is shown, and confirmed, before it is saved.
+        preview = review(_rule_data(form), create_change)
+        if preview.blocks:
+            return render("admin/rules.html", "admin/_rule_form.html",
+                          **_list_context(form=form), review=preview)
+        rule = policy.create_rule(preview.data, actor=current_actor())
     except ValidationError as error:
         return render("admin/rules.html", "admin/_rule_form.html", status=_error_status(422),
                       **_list_context(form=form, errors=_field_errors(error)))
@@ -109,7 +115,11 @@ def rule_update(rule_id: int):
     form = _form_from_request()
     expected = request.form.get("version", type=int)
     try:
-        rule = policy.update_rule(rule_id, _rule_data(form), actor=current_actor(),
+        preview = review(_rule_data(form), update_change(rule_id, expected), copies=False)
+        if preview.blocks:
+            return _rule_page(_existing(rule_id), form=form, expected_version=expected,
+                              review=preview)
+        rule = policy.update_rule(rule_id, preview.data, actor=current_actor(),
                                   expected_version=expected)
     except ValidationError as error:
         return _rule_page(_existing(rule_id), status=422, form=form,
@@ -178,7 +188,8 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
                   expected_version: int | None = None,
                   origin_form: dict[str, str] | None = None,
                   origin_errors: dict[str, list[str]] | None = None,
-                  origin_check: dict[str, Any] | None = None) -> dict[str, Any]:
+                  origin_check: dict[str, Any] | None = None,
+                  review: Review | None = None) -> dict[str, Any]:
     """Everything rule.html and its partials need, built in one place: what the signed-in
     user may see of the rule (a tenant role: its own allowlist on a rule that selects tenants)
     and may do with it."""
@@ -216,6 +227,7 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
         "origin_form": origin_form or {"value": "", "note": "", "expires_at": "", "tenant": ""},
         "origin_errors": origin_errors or {},
         "origin_check": origin_check,
+        "review": review,
     }
 
 
@@ -378,6 +390,11 @@ def _form_of(rule: Rule) -> dict[str, Any]:
         "mode": rule.mode,
         "description": rule.description or "",
     }
+
+
+def form_data() -> dict[str, Any]:
+    """The rule form of this request as the service's input."""
+    return _rule_data(_form_from_request())
 
 
 def _form_from_request() -> dict[str, Any]:

@@ -474,6 +474,92 @@ SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": False,
     },
+    "Grants": {
+        "type": "object",
+        "description": "What applies on a route: origins (with their tenant on a rule that "
+                       "keeps one allowlist per tenant), methods, request headers (* for any), "
+                       "credentials; origins the token may not see are only counted.",
+        "required": ["origins", "hidden_origins", "methods", "headers", "credentials",
+                     "private_network"],
+        "properties": {"origins": _strings(), "hidden_origins": {"type": "integer"},
+                       "methods": _strings(), "headers": _strings(),
+                       "credentials": {"type": "boolean"},
+                       "private_network": {"type": "boolean"}},
+        "additionalProperties": False,
+    },
+    "RuleLabel": {
+        "type": "object",
+        "description": "A rule as the token may see it; a hidden one is only labelled "
+                       "(a platform rule).",
+        "required": ["id", "path", "hidden", "label"],
+        "properties": {"id": _nullable({"type": "integer"}),
+                       "path": _nullable({"type": "string"}),
+                       "hidden": {"type": "boolean"}, "label": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "RouteImpact": {
+        "type": "object",
+        "required": ["route", "sample_path", "app_route", "before", "after", "moves", "lost",
+                     "gained"],
+        "properties": {
+            "route": {"type": "string",
+                      "description": "an app route, or a rule's pattern no app route matches"},
+            "sample_path": {"type": "string"}, "app_route": {"type": "boolean"},
+            "before": _nullable(_ref("RuleLabel")), "after": _nullable(_ref("RuleLabel")),
+            "moves": {"type": "boolean",
+                      "description": "another rule answers the route after the change"},
+            "lost": _ref("Grants"), "gained": _ref("Grants"),
+        },
+        "additionalProperties": False,
+    },
+    "Impact": {
+        "type": "object",
+        "description": "What a change would take away and give, route by route.",
+        "required": ["takes_away", "losses", "confirmation", "routes", "copy_offers"],
+        "properties": {
+            "takes_away": {"type": "boolean"},
+            "losses": _strings(),
+            "confirmation": _nullable({"type": "string"}),
+            "routes": {"type": "array", "items": _ref("RouteImpact")},
+            "copy_offers": {"type": "array", "items": {
+                "type": "object", "required": ["rule", "origins"],
+                "properties": {"rule": _ref("RuleLabel"),
+                               "origins": {"type": "array", "items": {}}},
+                "additionalProperties": False}},
+        },
+        "additionalProperties": False,
+    },
+    "DryRun": {
+        "type": "object",
+        "description": "The preview of a write made with dry_run=true: nothing was written. "
+                       "A restore's also lists the fields it changes and the later entries "
+                       "it takes back (undoes).",
+        "required": ["dry_run", "policy_version", "takes_away", "losses", "confirmation",
+                     "routes", "copy_offers"],
+        "properties": {"dry_run": {"const": True}, "policy_version": {"type": "integer"},
+                       "takes_away": {"type": "boolean"}, "losses": _strings(),
+                       "confirmation": _nullable({"type": "string"}),
+                       "routes": {"type": "array", "items": _ref("RouteImpact")},
+                       "copy_offers": {"type": "array", "items": {}},
+                       "changes": {"type": "array", "items": {"type": "object"}},
+                       "undoes": {"type": "array", "items": {
+                           "type": "object",
+                           "required": ["id", "actor", "action", "summary", "fields"],
+                           "properties": {"id": {"type": "integer"},
+                                          "actor": {"type": "string"},
+                                          "action": {"type": "string"},
+                                          "summary": {"type": "string"},
+                                          "fields": _strings()}}}},
+        "additionalProperties": False,
+    },
+    "Undone": {
+        "type": "object",
+        "required": ["policy_version", "rule"],
+        "properties": {"undone": {"type": "integer"}, "restored": {"type": "integer"},
+                       "policy_version": {"type": "integer"},
+                       "rule": _nullable(_ref("Rule"))},
+        "additionalProperties": False,
+    },
     "ImportResult": {
         "type": "object",
         "required": ["dry_run", "added", "changed", "removed", "unchanged", "tenants_added",
@@ -490,6 +576,7 @@ SCHEMAS: dict[str, Any] = {
             "policy_version": _nullable({"type": "integer"}),
             "origin_lists_added": _strings(),
             "origin_lists_changed": _strings(),
+            "impact": _ref("Impact"),
         },
         "additionalProperties": False,
     },
@@ -715,6 +802,13 @@ def _ok(schema: str, description: str = "OK", **headers: str) -> dict[str, Any]:
     return response
 
 
+def _ok_either(schema: str, other: str, **headers: str) -> dict[str, Any]:
+    """A 200 answered with *schema*, or with *other* (a dry run's preview)."""
+    response = _ok(schema, **headers)
+    response["content"][JSON]["schema"] = {"oneOf": [_ref(schema), _ref(other)]}
+    return response
+
+
 def _responses(success: dict[int, Any], *problems: int) -> dict[str, Any]:
     responses = {str(status): response for status, response in success.items()}
     for status in sorted({401, 503, *problems}):
@@ -740,11 +834,15 @@ PAGING = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/param
 RULE_ID = {"$ref": "#/components/parameters/rule_id"}
 LIST_ID = {"name": "list_id", "in": "path", "required": True,
            "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
+ENTRY_ID = {"name": "entry_id", "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
 IF_MATCH = {"$ref": "#/components/parameters/if_match"}
 ORIGIN = {"name": "origin", "in": "path", "required": True,
           "description": "The origin, URL-encoded: https%3A%2F%2Fapp.example.com",
           "schema": {"type": "string", "minLength": 1}}
 DELETED = {"description": "Done (also when there was nothing to remove)."}
+DRY_RUN = _query("dry_run", "only return what the change would take away and give, route by "
+                 "route (Impact); write nothing", {"type": "boolean"})
 RULE_ETAG = {"ETag": 'the rule\'s version, "<version>"'}
 DRAFT_ETAG = {"ETag": 'the draft\'s id and version, "<id>.<version>"'}
 DRAFT_IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
@@ -769,10 +867,12 @@ PATHS: dict[str, Any] = {
         "post": {
             "operationId": "createRule",
             "summary": "Create a rule",
+            "parameters": [DRY_RUN],
             "requestBody": _body("RuleInput"),
             "responses": _responses(
                 {201: _ok("Rule", "Created", ETag=RULE_ETAG["ETag"],
-                          Location="the new rule")},
+                          Location="the new rule"),
+                 200: _ok("DryRun", "With dry_run: the preview; nothing was written")},
                 400, 403, 409, 413, 415, 422),
         },
     },
@@ -786,9 +886,9 @@ PATHS: dict[str, Any] = {
         "put": {
             "operationId": "replaceRule",
             "summary": "Replace a rule (If-Match required)",
-            "parameters": [{"$ref": "#/components/parameters/if_match_required"}],
+            "parameters": [{"$ref": "#/components/parameters/if_match_required"}, DRY_RUN],
             "requestBody": _body("RuleInput"),
-            "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
+            "responses": _responses({200: _ok_either("Rule", "DryRun", **RULE_ETAG)},
                                     400, 403, 404, 409, 412, 413, 415, 422, 428),
         },
         "patch": {
@@ -796,16 +896,19 @@ PATHS: dict[str, Any] = {
             "summary": "Change some fields of a rule",
             "description": "With If-Match, a stale version is refused with 412; without it "
                            "the change applies to the stored rule (last writer wins).",
-            "parameters": [IF_MATCH],
+            "parameters": [IF_MATCH, DRY_RUN],
             "requestBody": _body("RulePatch"),
-            "responses": _responses({200: _ok("Rule", **RULE_ETAG)},
+            "responses": _responses({200: _ok_either("Rule", "DryRun", **RULE_ETAG)},
                                     400, 403, 404, 409, 412, 413, 415, 422),
         },
         "delete": {
             "operationId": "deleteRule",
             "summary": "Delete a rule",
-            "parameters": [IF_MATCH],
-            "responses": _responses({204: {"description": "Deleted."}}, 403, 404, 409, 412),
+            "parameters": [IF_MATCH, DRY_RUN],
+            "responses": _responses({204: {"description": "Deleted."},
+                                     200: _ok("DryRun", "With dry_run: the preview; nothing "
+                                                        "was deleted")},
+                                    403, 404, 409, 412, 422),
         },
     },
     "/rules/{rule_id}/origins": {
@@ -991,6 +1094,32 @@ PATHS: dict[str, Any] = {
                            _query("actor", "text in the actor's name"),
                            _query("origin", "an origin named by the change"), *PAGING],
             "responses": _responses({200: _ok("AuditPage")}, 422),
+        },
+    },
+    "/audit/{entry_id}/undo": {
+        "parameters": [ENTRY_ID],
+        "post": {
+            "operationId": "undoChange",
+            "summary": "Undo only this change (editors)",
+            "description": "Reverts one entry's delta on its rule (an origin it added is "
+                           "removed, an option it changed set back); 409 naming the later "
+                           "entries when they touched the same fields.",
+            "parameters": [DRY_RUN],
+            "responses": _responses({200: _ok_either("Undone", "DryRun")},
+                                    403, 404, 409, 422),
+        },
+    },
+    "/audit/{entry_id}/restore": {
+        "parameters": [ENTRY_ID],
+        "post": {
+            "operationId": "restoreState",
+            "summary": "Restore a rule to a state an entry recorded (editors)",
+            "description": "With dry_run: the difference it applies, the later entries it "
+                           "takes back, and what the routes lose.",
+            "parameters": [_query("state", "before or after", {"enum": ["before", "after"]}),
+                           DRY_RUN],
+            "responses": _responses({200: _ok_either("Undone", "DryRun")},
+                                    403, 404, 409, 422),
         },
     },
     "/export": {

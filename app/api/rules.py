@@ -28,6 +28,7 @@ from ..services.policy_read import get_rule
 from ..services.rules_query import RuleFilter, search_rules
 from . import bp
 from .auth import current_actor, require_writer
+from .impact import dry_run_response, wants_dry_run
 from .inputs import (
     PageRequest,
     if_match_version,
@@ -89,6 +90,9 @@ def _rule_filter() -> RuleFilter:
 @bp.post("/rules")
 def rule_create():
     actor = require_writer()
+    if wants_dry_run():
+        data = _rule_input(json_body())
+        return dry_run_response(lambda: policy.create_rule(data, actor=actor), actor)
     rule = policy.create_rule(_rule_input(json_body()), actor=actor)
     response = _rule_response(rule, status=201)
     response.headers["Location"] = url_for("api.rule", rule_id=rule.id)
@@ -110,6 +114,8 @@ def rule_replace(rule_id: int):
     data = _rule_input(json_body())
     expected = _precondition(rule_id, required=True)
     replacement = {**RULE_DEFAULTS, **data} if isinstance(data, dict) else data
+    if wants_dry_run():
+        return dry_run_response(lambda: _update(rule_id, replacement, actor, expected), actor)
     return _rule_response(_update(rule_id, replacement, actor, expected))
 
 
@@ -119,6 +125,8 @@ def rule_update(rule_id: int):
     actor = require_writer()
     data = _rule_input(json_body())
     expected = _precondition(rule_id, required=False)
+    if wants_dry_run():
+        return dry_run_response(lambda: _update(rule_id, data, actor, expected), actor)
     return _rule_response(_update(rule_id, data, actor, expected))
 
 
@@ -126,6 +134,9 @@ def rule_update(rule_id: int):
 def rule_delete(rule_id: int):
     actor = require_writer()
     expected = _precondition(rule_id, required=False)
+    if wants_dry_run():
+        return dry_run_response(
+            lambda: policy.delete_rule(rule_id, actor=actor, expected_version=expected), actor)
     try:
         policy.delete_rule(rule_id, actor=actor, expected_version=expected)
     except Conflict as conflict:

@@ -14,6 +14,7 @@ from ..cors import get_control
 from ..cors.text import printable
 from ..cors.vocabulary import DRAFT, LOG_MODES
 from ..services.errors import ServiceError
+from ..services.impact import Impact, import_impact
 from ..services.limits import MAX_JSON_DEPTH, MAX_LOOKBACK, nesting_exceeds
 from ..services.origin_find import find_origin
 from ..services.policy import import_policy, purge_expired_origins
@@ -64,6 +65,8 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
         sys.exit(1)
     try:
         result = import_policy(document, actor=cli_actor(), replace=replace, dry_run=dry_run)
+        impact = import_impact(document, replace=replace, actor=cli_actor()) \
+            if dry_run else None
     except ServiceError as exc:
         fail(exc)
         return
@@ -84,6 +87,27 @@ def import_command(file, replace: bool, dry_run: bool) -> None:
         f"removed, {len(result.unchanged)} unchanged ({verb} written"
         + ("" if dry_run else f"; policy version {result.policy_version}") + ")"
     )
+    if impact is not None:
+        for line in impact_lines(impact):
+            click.echo(line)
+
+
+def impact_lines(impact: Impact) -> list[str]:
+    """What a change takes away and gives, route by route, for the terminal."""
+    if not impact.routes:
+        return ["No route changes what it allows."]
+    lines = [f"{len(impact.routes)} route(s) change what they allow"
+             + (f"; {len(impact.losing)} lose something:" if impact.takes_away else ":")]
+    for route in impact.routes:
+        was = route.before.text if route.before else "no rule"
+        now = route.after.text if route.after else "no rule"
+        lines.append(f"  {route.route}: {was} -> {now}" if route.moves
+                     else f"  {route.route}: {now}")
+        if route.takes_away:
+            lines.append(f"    loses: {', '.join(route.lost.items())}")
+        if not route.gained.empty:
+            lines.append(f"    gains: {', '.join(route.gained.items())}")
+    return lines
 
 
 @cors_group.command("check")

@@ -11,8 +11,10 @@ import sqlalchemy as sa
 from flask_sqlalchemy.pagination import Pagination
 
 from ..extensions import db
-from ..models import AuditEntry
+from ..models import AuditEntry, Rule
 from .access import Actor, visible_audit_entries
+from .errors import FieldError, NotFound, ValidationError
+from .policy_read import rule_to_dict
 from .validation import RULE_FIELDS
 
 DEFAULT_PAGE_SIZE = 25
@@ -219,3 +221,124 @@ def _is_import(state: Any) -> bool:
 def _contains(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+# -- what an entry changed, and what came after it ---------------------------------------------
+
+
+def origin_key(origin: Any) -> str:
+    """An origin entry's identity within a rule (its value, and its tenant on a rule with an
+    allowlist per tenant), for comparing recorded states."""
+    return _origin_value(origin)
+
+
+def touched(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> set[str]:
+    """What a change from *before* to *after* touched: the names of the fields that differ,
+    and ``origin <identity>`` for each origin added, removed or changed, so two changes of
+    different origins of one rule do not overlap."""
+    keys = set()
+    for change in field_changes(before, after):
+        if change.name != "origins":
+            keys.add(change.name)
+    old = {origin_key(o): o for o in (before or {}).get("origins") or []}
+    new = {origin_key(o): o for o in (after or {}).get("origins") or []}
+    keys.update(f"origin {key}" for key in old.keys() ^ new.keys())
+    keys.update(f"origin {key}" for key in old.keys() & new.keys() if old[key] != new[key])
+    if not before or not after:
+        keys.add("the rule itself")  # created or deleted
+    return keys
+
+
+def rule_states(entry: AuditEntry, path: str) -> tuple[Any, Any]:
+    """The entry's before and after states of the rule at *path* (an import records every
+    rule it touched under its path)."""
+    if _is_import(entry.before) or _is_import(entry.after):
+        return ((entry.before or {}).get("rules", {}).get(path),
+                (entry.after or {}).get("rules", {}).get(path))
+    return entry.before, entry.after
+
+
+def later_entries(entry: AuditEntry, *, actor: Actor | None = None) -> list[AuditEntry]:
+    """The entries recorded after *entry* about the same rule (by its id, or by its path in a
+    policy import), oldest first, that *actor* may see."""
+    paths = {p for p in (entry.rule_path, *(s.get("path") for s in (entry.before, entry.after)
+                                              if isinstance(s, Mapping))) if p}
+    query = sa.select(AuditEntry).where(AuditEntry.id > entry.id, visible_audit_entries(actor))
+    same_rule = AuditEntry.rule_id == entry.rule_id if entry.rule_id is not None \
+        else sa.false()
+    query = query.where(sa.or_(same_rule, AuditEntry.action == "policy.import"))
+    later = []
+    for other in db.session.scalars(query.order_by(AuditEntry.id)):
+        if other.action == "policy.import" and other.rule_id is None:
+            if not any(any(rule_states(other, path)) for path in paths):
+                continue
+        later.append(other)
+    return later
+
+
+@dataclass(frozen=True, slots=True)
+class LaterChange:
+    """A later entry whose effect a restore or an undo meets: what it touched of the fields
+    in question."""
+
+    entry: AuditEntry
+    fields: list[str]
+
+    @property
+    def text(self) -> str:
+        return (f"#{self.entry.id} by {self.entry.actor} ({self.entry.action}, "
+                f"{', '.join(self.fields)})")
+
+
+def overlapping(entries: list[AuditEntry], path: str, keys: set[str]) -> list[LaterChange]:
+    """Of *entries*, those that touched any of *keys* of the rule at *path*."""
+    found = []
+    for other in entries:
+        shared = touched(*rule_states(other, path)) & keys
+        if shared:
+            found.append(LaterChange(other, sorted(shared)))
+    return found
+
+
+def visible_entry(entry_id: int, actor: Actor | None) -> AuditEntry:
+    entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.id == entry_id,
+                                                          visible_audit_entries(actor)))
+    if entry is None:
+        raise NotFound(f"there is no audit entry {entry_id}")
+    return entry
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePlan:
+    """What restoring a recorded state would do: the fields it changes on the rule as it is
+    now (``changes``, current → recorded), and the later entries whose effects it undoes."""
+
+    entry: AuditEntry
+    state: str
+    path: str
+    changes: list[FieldChange]
+    undoes: list[LaterChange]
+
+
+def plan_restore(entry_id: int, *, actor: Actor, state: str = "before") -> RestorePlan:
+    """The difference :func:`~.policy.restore_rule` would apply, and the later changes (by
+    anyone, the caller included) it would take back along the way."""
+    entry = visible_entry(entry_id, actor)
+    recorded = entry.before if state == "before" else entry.after if state == "after" \
+        else None
+    if entry.rule_id is None or not isinstance(recorded, Mapping) or not recorded.get("path"):
+        raise ValidationError([FieldError(
+            "entry", f"audit entry {entry_id} has no rule state {state} to restore")])
+    rule = current_rule(entry, recorded["path"])
+    current = rule_to_dict(rule) if rule is not None else None
+    keys = touched(current, recorded)
+    undoes = overlapping(later_entries(entry), recorded["path"], keys)
+    return RestorePlan(entry, state, recorded["path"], field_changes(current, recorded), undoes)
+
+
+def current_rule(entry: AuditEntry, path: str) -> Rule | None:
+    """The rule an entry is about as it is now: by id, else by path (as a restore finds it)."""
+    rule = db.session.get(Rule, entry.rule_id) if entry.rule_id is not None else None
+    if rule is not None and rule.created_at > entry.at:
+        rule = None  # SQLite before AUTOINCREMENT reused the ids of deleted rows
+    return rule or db.session.scalar(sa.select(Rule).where(Rule.path == path))

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from flask import current_app
@@ -75,6 +76,30 @@ class Change:
         ))
 
 
+class Rehearsal(Protocol):
+    """Watches a change made only to see its effect (:func:`rehearsing`): told when the
+    change starts (nothing of it done yet) and when its work is done, just before the whole
+    change is rolled back instead of committed."""
+
+    def started(self) -> None: ...
+
+    def finished(self) -> None: ...
+
+
+_rehearsal: ContextVar[Rehearsal | None] = ContextVar("rehearsal", default=None)
+
+
+@contextmanager
+def rehearsing(watcher: Rehearsal) -> Iterator[None]:
+    """Every change made in this block is carried out in full (validated, applied, flushed,
+    audited), shown to *watcher*, then rolled back: a dry run of the real write path."""
+    token = _rehearsal.set(watcher)
+    try:
+        yield
+    finally:
+        _rehearsal.reset(token)
+
+
 @contextmanager
 def policy_change(actor: Actor | None, *, bump_version: bool = True,
                   conflict: str | None = None) -> Iterator[Change]:
@@ -87,7 +112,15 @@ def policy_change(actor: Actor | None, *, bump_version: bool = True,
     db.session.rollback()  # start clean: no half-finished work rides along
     try:
         change = Change(actor, _bump_version() if bump_version else None)
+        watcher = _rehearsal.get()
+        if watcher is not None:
+            watcher.started()
         yield change
+        if watcher is not None:
+            db.session.flush()
+            watcher.finished()
+            db.session.rollback()  # a rehearsal: nothing is written, the version stays
+            return
         db.session.commit()
     except StaleDataError:
         db.session.rollback()

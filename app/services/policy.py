@@ -33,6 +33,15 @@ from .access import (
     sees,
     visible_audit_entries,
 )
+from .audit import (
+    LaterChange,
+    current_rule,
+    later_entries,
+    origin_key,
+    overlapping,
+    touched,
+    visible_entry,
+)
 from .changes import Unchanged, policy_change, policy_version
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .origin_lists import check_rule_credentials
@@ -272,6 +281,94 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
     except Unchanged as unchanged:
         return unchanged.result
     return rule
+
+
+def undo_change(entry_id: int, *, actor: Actor) -> Rule | None:
+    """Revert only what one audit entry changed on its rule (an origin it added is removed,
+    an option it changed is set back; a rule it created is deleted, one it deleted comes
+    back), leaving every other change made since in place.
+
+    Refused, naming them, when later entries touched the same fields or origins: undoing
+    then would take their changes back too (a restore does that, and says so). Returns the
+    rule, or None when the undo deleted it.
+    """
+    require_writer(actor)
+    entry = visible_entry(entry_id, actor)
+    before, after = entry.before, entry.after
+    recorded = after if isinstance(after, Mapping) and after.get("path") else before
+    if entry.rule_id is None or not isinstance(recorded, Mapping) \
+            or not recorded.get("path"):
+        raise ValidationError([FieldError("entry", (
+            f"audit entry {entry_id} is not a change of one rule; only those can be undone "
+            "one by one (restore a rule's recorded state instead)"))])
+    path = recorded["path"]
+    keys = touched(before, after)
+    later = later_entries(entry)
+    blocking = [LaterChange(e, ["the rule"]) for e in later] if not before \
+        else overlapping(later, path, keys)
+    if blocking:
+        raise Conflict(
+            f"change #{entry_id} cannot be undone alone: later changes touched the same "
+            f"{'rule' if not before else 'fields'}: {'; '.join(c.text for c in blocking)}. "
+            "Undo those first, or restore a recorded state (which shows what it takes back)")
+    with policy_change(actor) as change:
+        rule = current_rule(entry, path)
+        if rule is not None and not owns(actor, rule):
+            raise Forbidden(f"rule {rule.path} belongs to the platform; you can add and "
+                            "remove your tenant's origins on it, not undo its changes")
+        previous = rule_to_dict(rule) if rule is not None else None
+        if not after:  # a deletion: the rule comes back as it was
+            if rule is not None:
+                raise Conflict(f"a rule for {path} exists again; change #{entry_id} (its "
+                               "deletion) cannot be undone")
+            target: dict[str, Any] = dict(before or {})
+        elif rule is None:
+            raise Conflict(f"rule {path} no longer exists; there is nothing to undo")
+        elif not before:  # a creation: the rule goes
+            change.audit("rule.undo", f"undid change #{entry_id}: deleted rule {rule.path}",
+                         rule=rule, before=previous)
+            db.session.delete(rule)
+            return None
+        else:
+            target = _reverted(previous or {}, before, after)
+        rule_input = _scoped_input(validate_rule(target, reserved_prefixes=_reserved()),
+                                   actor)
+        _check_namespace(rule_input, current=rule)
+        _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None,
+                      field_name="path", actor=actor)
+        if rule is None:
+            rule = Rule()
+            db.session.add(rule)
+        _apply(rule, rule_input, actor)
+        db.session.flush()
+        change.audit("rule.undo", f"undid change #{entry_id} on {rule.path} "
+                     f"({', '.join(sorted(keys))})", rule=rule, before=previous,
+                     after=rule_to_dict(rule))
+    return rule
+
+
+def _reverted(current: Mapping[str, Any], before: Mapping[str, Any],
+              after: Mapping[str, Any]) -> dict[str, Any]:
+    """*current* with the change from *before* to *after* taken back, and nothing else."""
+    target = dict(current)
+    for name in {*before, *after} - {"origins"}:
+        if before.get(name) != after.get(name):
+            if name in before:
+                target[name] = before[name]
+            else:
+                target.pop(name, None)
+    origins = {origin_key(o): o for o in current.get("origins") or []}
+    old = {origin_key(o): o for o in before.get("origins") or []}
+    new = {origin_key(o): o for o in after.get("origins") or []}
+    for key in new.keys() - old.keys():
+        origins.pop(key, None)
+    for key in old.keys() - new.keys():
+        origins[key] = old[key]
+    for key in old.keys() & new.keys():
+        if old[key] != new[key]:
+            origins[key] = old[key]
+    target["origins"] = list(origins.values())
+    return target
 
 
 def purge_expired_origins(retention_days: float, *, actor: Actor = SYSTEM) -> int:
