@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, flash, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from ..cors import get_control
@@ -129,6 +129,18 @@ def rule_enable(rule_id: int):
     mode = request.form.get("mode", ENFORCE)
     rule = _set_mode(rule_id, mode if mode in APPLIED_MODES else ENFORCE)
     return _saved(rule, f"Enabled rule {rule.path} in mode {rule.mode}.")
+
+
+@bp.get("/rules/<int:rule_id>/delete")
+@requires("editor")
+def rule_delete_confirm(rule_id: int):
+    """The confirmation step before a delete: a page with the delete form, reached by a plain
+    link, so it asks first with or without JavaScript."""
+    rule = policy_read.get_rule(rule_id, current_actor())
+    if not access.can_change_options(current_actor(), rule):
+        abort(403)
+    return render("admin/rule_delete.html", rule=rule,
+                  origin_total=rules_query.origin_counts([rule.id])[rule.id])
 
 
 @bp.post("/rules/<int:rule_id>/delete")
@@ -259,6 +271,17 @@ def origin_add(rule_id: int):
                   version_oob=_version_followed(rule, created))
 
 
+@bp.get("/rules/<int:rule_id>/origins/remove")
+@requires("editor")
+def origin_remove_confirm(rule_id: int):
+    """The confirmation step before removing an origin, for the Remove button without
+    JavaScript (with htmx the button asks with ``hx-confirm`` and posts)."""
+    rule = policy_read.get_rule(rule_id, current_actor())
+    return render("admin/origin_remove.html", rule=rule,
+                  value=request.args.get("value", "")[:2048],
+                  tenant=request.args.get("tenant", "")[:200])
+
+
 @bp.post("/rules/<int:rule_id>/origins/remove")
 @requires("editor")
 def origin_remove(rule_id: int):
@@ -266,13 +289,15 @@ def origin_remove(rule_id: int):
     removed = policy.remove_origin(rule_id, value, actor=current_actor(),
                                    tenant=request.form.get("tenant") or None)
     rule = policy_read.get_rule(rule_id, current_actor())
+    message = (f"Removed {value} from {rule.path}." if removed
+               else f"{value} was not on {rule.path}; nothing changed.")
     if not is_htmx():
-        flash(f"Removed {value} from {rule.path}." if removed
-              else f"{value} was not on {rule.path}; nothing changed.")
+        flash(message)
         return redirect(url_for("admin.rule", rule_id=rule_id))
-    # The row goes away (empty main content); the count and the form's version follow.
+    # The row goes away (empty main content); what the removal changed follows out of band.
     return render("admin/rule.html", "admin/_origin_removed.html",
-                  **_rule_context(rule), version_oob=_version_followed(rule, removed))
+                  **_rule_context(rule, origin_check={"status": message}),
+                  version_oob=_version_followed(rule, removed))
 
 
 def _check_origin(rule: Rule, value: str) -> dict[str, Any]:
