@@ -314,6 +314,11 @@ MATRIX: dict[tuple[str, str], Case] = {
                                              rule_id=t.rule_id)),
     ("admin.rule_delete", "POST"): Case(
         "write", lambda w, t: dashboard_post("admin.rule_delete", rule_id=t.rule_id)),
+    ("admin.rule_delete_confirm", "GET"): Case(
+        "editor-read", lambda w, t: get("admin.rule_delete_confirm", rule_id=t.rule_id)),
+    ("admin.origin_remove_confirm", "GET"): Case(
+        "editor-read", lambda w, t: get("admin.origin_remove_confirm", rule_id=t.rule_id,
+                                        value=t.origin)),
     ("admin.origin_check", "GET"): Case(
         "editor-read", lambda w, t: get("admin.origin_check", rule_id=t.rule_id,
                                         value=t.new_origin)),
