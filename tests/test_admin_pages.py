@@ -151,6 +151,21 @@ def test_tenant_editor_gets_no_delete_confirmation_for_a_platform_rule(app, acme
     assert "Delete rule" not in _text(client.get(f"/admin/rules/{shared}"))
 
 
+def test_deleting_a_tenant_asks_first_on_a_page_without_javascript(app, acme, sign_in):
+    admin = sign_in("admin")
+    page = _text(admin.get("/admin/tenants"))
+    assert 'method="get" action="/admin/tenants/acme/delete"' in page
+    assert 'hx-confirm="Delete tenant acme with its 0 origins' in page
+    confirm = admin.get("/admin/tenants/acme/delete")
+    assert confirm.status_code == 200 and "Delete tenant <code>acme</code>?" in _text(confirm)
+    assert 'method="post" action="/admin/tenants/acme/delete"' in _text(confirm)
+    assert admin.get("/admin/tenants/nobody/delete").status_code == 404
+    assert sign_in("editor").get("/admin/tenants/acme/delete").status_code == 403
+    deleted = _post(admin, "/admin/tenants/acme/delete")
+    assert deleted.status_code == 302
+    assert admin.get("/admin/tenants/acme/delete").status_code == 404
+
+
 # -- error pages --------------------------------------------------------------------------------
 
 

@@ -379,6 +379,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("admin.tenant_paths", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.tenant_paths",
                                                 {"paths": "/api/zulu/*"}, slug=t.slug)),
+    ("admin.tenant_delete_confirm", "GET"): Case(
+        "platform", lambda w, t: get("admin.tenant_delete_confirm", slug=t.slug)),
     ("admin.tenant_delete", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.tenant_delete", slug=t.slug)),
     ("admin.tokens", "GET"): Case("platform", lambda w, t: get("admin.tokens")),
