@@ -41,14 +41,20 @@
   // notice that the database is unreachable) is shown there, replacing an earlier notice;
   // other errors, a proxy's 503 included, still never land in a table cell. The notice goes
   // once a request succeeds again.
+  // The dashboard's own error notices (403, 404, 500: #request-error) are shown the same way.
   document.addEventListener("htmx:beforeSwap", function (event) {
     var xhr = event.detail.xhr;
     var notice = document.getElementById("database-unreachable");
-    var outage = xhr.status === 503 && xhr.getResponseHeader("HX-Retarget");
+    var retarget = xhr.status >= 400 && xhr.getResponseHeader("HX-Retarget");
+    var outage = xhr.status === 503 && retarget;
     if (notice && (outage || xhr.status < 400)) {
       notice.remove();
     }
-    if (outage) {
+    var earlier = document.getElementById("request-error");
+    if (earlier && (retarget || xhr.status < 400)) {
+      earlier.remove();
+    }
+    if (retarget) {
       event.detail.shouldSwap = true;
     }
   });

@@ -429,7 +429,14 @@ def test_delete_removes_the_rule_and_its_origins_after_confirmation(app, policy,
     client = sign_in("editor")
     rule_id = _rule_id(app, "/api/*")
     page = _text(client.get(f"/admin/rules/{rule_id}"))
-    assert 'data-confirm="Delete the rule /api/* and its 1 origin?"' in page
+    # Delete is a link to a confirmation page (no JavaScript needed), which holds the form.
+    assert f'href="/admin/rules/{rule_id}/delete">Delete rule</a>' in page
+    confirm = client.get(f"/admin/rules/{rule_id}/delete")
+    assert confirm.status_code == 200 and _is_page(confirm)
+    assert "Delete the rule <span class=\"mono\">/api/*</span>?" in _text(confirm)
+    assert "its 1 origin are deleted" in _text(confirm)
+    assert f'method="post" action="/admin/rules/{rule_id}/delete"' in _text(confirm)
+    assert _rule_id(app, "/api/*") == rule_id  # asking deletes nothing
 
     response = _post(client, f"/admin/rules/{rule_id}/delete")
     assert response.status_code == 302 and response.headers["Location"] == "/admin/rules"
@@ -572,8 +579,17 @@ def test_removing_an_origin_asks_first_and_is_audited(app, policy, sign_in):
     client = sign_in("editor")
     rule_id = _rule_id(app, "/api/*")
     version = _rule(app, "/api/*").version
-    assert 'data-confirm="Remove https://a.example.com from /api/*?"' in \
-        _text(client.get(f"/admin/rules/{rule_id}"))
+    page = _text(client.get(f"/admin/rules/{rule_id}"))
+    # With htmx the button asks in a dialog; without JavaScript its form opens a
+    # confirmation page whose form posts the removal.
+    assert 'hx-confirm="Remove https://a.example.com from /api/*?"' in page
+    assert f'method="get" action="/admin/rules/{rule_id}/origins/remove"' in page
+    confirm = client.get(f"/admin/rules/{rule_id}/origins/remove",
+                         query_string={"value": "https://a.example.com"})
+    assert confirm.status_code == 200 and _is_page(confirm)
+    assert 'name="value" value="https://a.example.com"' in _text(confirm)
+    assert f'method="post" action="/admin/rules/{rule_id}/origins/remove"' in _text(confirm)
+    assert _origins(app, "/api/*") == ["https://a.example.com", "https://b.example.com"]
 
     page = _post(client, f"/admin/rules/{rule_id}/origins/remove",
                  {"value": "https://a.example.com"})

@@ -335,6 +335,9 @@ MATRIX: dict[tuple[str, str], Case] = {
                                              rule_id=t.rule_id)),
     ("admin.rule_delete", "POST"): Case(
         "write", lambda w, t: dashboard_post("admin.rule_delete", rule_id=t.rule_id)),
+    ("admin.origin_remove_confirm", "GET"): Case(
+        "editor-read", lambda w, t: get("admin.origin_remove_confirm", rule_id=t.rule_id,
+                                        value=t.origin)),
     ("admin.origin_check", "GET"): Case(
         "editor-read", lambda w, t: get("admin.origin_check", rule_id=t.rule_id,
                                         value=t.new_origin)),
@@ -413,6 +416,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("admin.tenant_paths", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.tenant_paths",
                                                 {"paths": "/api/zulu/*"}, slug=t.slug)),
+    ("admin.tenant_delete_confirm", "GET"): Case(
+        "platform", lambda w, t: get("admin.tenant_delete_confirm", slug=t.slug)),
     ("admin.tenant_delete", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.tenant_delete", slug=t.slug)),
     ("admin.tokens", "GET"): Case("platform", lambda w, t: get("admin.tokens")),

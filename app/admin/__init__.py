@@ -58,19 +58,20 @@ def role_helpers() -> dict:
 @bp.errorhandler(NotFound)
 def _not_found(error: NotFound) -> Response:
     """Another tenant's object answers as a missing one does."""
-    return HTTPNotFound(description=str(error)).get_response()
+    return error_pages.error_page(HTTPNotFound(description=str(error)))
 
 
 @bp.errorhandler(Forbidden)
 def _forbidden(error: Forbidden) -> Response:
     """The role may not make this change; the service's message says why."""
-    return HTTPForbidden(description=str(error)).get_response()
+    return error_pages.error_page(HTTPForbidden(description=str(error)))
 
 
 from . import (  # noqa: E402,F401
     alerts,
     audit,
     drafts,
+    error_pages,
     impact,
     origin_lists,
     overview,

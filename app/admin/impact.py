@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import request
+from flask import abort, request
 
-from ..services import policy, policy_read
+from ..services import access, policy, policy_read
 from ..services.errors import Conflict, ValidationError
 from ..services.impact import Impact, rehearse
 from . import bp
@@ -49,6 +49,8 @@ def rule_delete_review(rule_id: int):
     """What deleting the rule takes away, before the confirmed delete."""
     actor = current_actor()
     rule = policy_read.get_rule(rule_id, actor)
+    if not access.can_change_options(actor, rule):
+        abort(403)
     impact = rehearse(lambda: policy.delete_rule(rule_id, actor=actor), actor=actor)
     return render("admin/rule_delete.html", "admin/_delete_impact.html", rule=rule,
                   impact=impact)

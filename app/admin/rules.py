@@ -15,7 +15,16 @@ from werkzeug.wrappers import Response
 
 from ..cors import get_control
 from ..cors.snapshot import DEFAULT_METHODS
-from ..cors.vocabulary import APPLIED_MODES, ENFORCE, MODES, NO_TENANT_SOURCE, OFF
+from ..cors.vocabulary import (
+    APPLIED_MODES,
+    ENFORCE,
+    MODES,
+    NO_TENANT_SOURCE,
+    OFF,
+    REFUSE_UNKNOWN_TENANT,
+    TENANT_SOURCES,
+    UNKNOWN_TENANT_OPTIONS,
+)
 from ..extensions import db
 from ..models import Rule
 from ..services import access, log_fixes, origin_find, policy, policy_read, rules_query
@@ -36,6 +45,10 @@ LIST_FIELDS = ("methods", "allow_headers", "expose_headers")
 FLAG_FIELDS = ("supports_credentials", "allow_private_network")
 # Field names the service gives to one origin's problems, and the add form's inputs.
 ORIGIN_FIELDS = {"origin": "value", "origin.note": "note", "origin.expires_at": "expires_at"}
+# The tenancy inputs (platform users see them): the owner tenant and the tenant selector, with
+# the service's field name for each.
+TENANCY_FIELDS = {"tenant": "tenant", "tenant_source": "tenant_selector.source",
+                  "tenant_key": "tenant_selector.key", "tenant_unknown": "tenant_selector.unknown"}
 
 
 # -- the list ------------------------------------------------------------------------------
@@ -89,6 +102,19 @@ def _list_context(*, form: dict[str, Any] | None = None,
         "rule": None,
         "form": form or _blank_form(),
         "errors": errors or {},
+        **_tenancy_context(),
+    }
+
+
+def _tenancy_context() -> dict[str, Any]:
+    """What the rule form's tenancy fields and the list's tenant filter offer: the tenants,
+    for platform users (a tenant role's rules are always its own tenant's)."""
+    platform = not current_actor().scoped
+    return {
+        "form_tenants": list_tenants() if platform else [],
+        "edits_tenancy": platform,
+        "tenant_sources": TENANT_SOURCES,
+        "unknown_tenant_options": UNKNOWN_TENANT_OPTIONS,
     }
 
 
@@ -228,6 +254,8 @@ def _rule_context(rule: Rule, *, form: dict[str, Any] | None = None,
         "origin_errors": origin_errors or {},
         "origin_check": origin_check,
         "review": review,
+        "shared_origins": rules_query.shared_origins_for_tenant(rule, actor=actor),
+        **_tenancy_context(),
     }
 
 
@@ -282,6 +310,17 @@ def origin_add(rule_id: int):
                   version_oob=_version_followed(rule, created))
 
 
+@bp.get("/rules/<int:rule_id>/origins/remove")
+@requires("editor")
+def origin_remove_confirm(rule_id: int):
+    """The confirmation step before removing an origin, for the Remove button without
+    JavaScript (with htmx the button asks with ``hx-confirm`` and posts)."""
+    rule = policy_read.get_rule(rule_id, current_actor())
+    return render("admin/origin_remove.html", rule=rule,
+                  value=request.args.get("value", "")[:2048],
+                  tenant=request.args.get("tenant", "")[:200])
+
+
 @bp.post("/rules/<int:rule_id>/origins/remove")
 @requires("editor")
 def origin_remove(rule_id: int):
@@ -289,13 +328,15 @@ def origin_remove(rule_id: int):
     removed = policy.remove_origin(rule_id, value, actor=current_actor(),
                                    tenant=request.form.get("tenant") or None)
     rule = policy_read.get_rule(rule_id, current_actor())
+    message = (f"Removed {value} from {rule.path}." if removed
+               else f"{value} was not on {rule.path}; nothing changed.")
     if not is_htmx():
-        flash(f"Removed {value} from {rule.path}." if removed
-              else f"{value} was not on {rule.path}; nothing changed.")
+        flash(message)
         return redirect(url_for("admin.rule", rule_id=rule_id))
-    # The row goes away (empty main content); the count and the form's version follow.
+    # The row goes away (empty main content); what the removal changed follows out of band.
     return render("admin/rule.html", "admin/_origin_removed.html",
-                  **_rule_context(rule), version_oob=_version_followed(rule, removed))
+                  **_rule_context(rule, origin_check={"status": message}),
+                  version_oob=_version_followed(rule, removed))
 
 
 def _check_origin(rule: Rule, value: str) -> dict[str, Any]:
@@ -374,7 +415,9 @@ def _blank_form() -> dict[str, Any]:
     """The create form's starting values: the service's defaults."""
     return {"path": "", "methods": ", ".join(DEFAULT_METHODS), "allow_headers": "*",
             "expose_headers": "", "supports_credentials": False, "max_age": "",
-            "allow_private_network": False, "mode": ENFORCE, "description": ""}
+            "allow_private_network": False, "mode": ENFORCE, "description": "",
+            "tenant": "", "tenant_source": NO_TENANT_SOURCE, "tenant_key": "",
+            "tenant_unknown": REFUSE_UNKNOWN_TENANT}
 
 
 def _form_of(rule: Rule) -> dict[str, Any]:
@@ -389,6 +432,10 @@ def _form_of(rule: Rule) -> dict[str, Any]:
         "allow_private_network": bool(rule.allow_private_network),
         "mode": rule.mode,
         "description": rule.description or "",
+        "tenant": rule.tenant.slug if rule.tenant is not None else "",
+        "tenant_source": rule.tenant_source,
+        "tenant_key": rule.tenant_key or "",
+        "tenant_unknown": rule.unknown_tenant,
     }
 
 
@@ -402,6 +449,10 @@ def _form_from_request() -> dict[str, Any]:
     form: dict[str, Any] = {name: request.form.get(name, "") for name in OPTION_FIELDS}
     for name in FLAG_FIELDS:
         form[name] = request.form.get(name) in ("on", "true", "1", "yes")
+    # Tenancy fields only when the form has them, so a form without them changes none.
+    for name in TENANCY_FIELDS:
+        if name in request.form:
+            form[name] = request.form[name].strip()
     return form
 
 
@@ -414,6 +465,13 @@ def _rule_data(form: dict[str, Any]) -> dict[str, Any]:
         data[name] = [part.strip() for part in form[name].split(",") if part.strip()]
     max_age = form["max_age"].strip()
     data["max_age"] = None if max_age == "" else int(max_age) if _is_int(max_age) else max_age
+    if "tenant" in form:
+        data["tenant"] = form["tenant"] or None
+    if "tenant_source" in form:
+        source = form["tenant_source"] or NO_TENANT_SOURCE
+        data["tenant_selector"] = None if source == NO_TENANT_SOURCE else {
+            "source": source, "key": form.get("tenant_key", ""),
+            "unknown": form.get("tenant_unknown") or REFUSE_UNKNOWN_TENANT}
     return data
 
 
@@ -434,7 +492,13 @@ def _field_errors(error: ValidationError) -> dict[str, list[str]]:
     errors = {name: error.for_field(name) for name in OPTION_FIELDS}
     errors["supports_credentials"] += [
         e.message for e in error.errors if e.field.startswith("origins")]
+    for name, field in TENANCY_FIELDS.items():
+        errors[name] = error.for_field(field)
+    errors["tenant_source"] += error.for_field("tenant_selector")
+    # A tenant role's form has no tenancy fields: their messages go above the form.
+    tenancy = set() if current_actor().scoped else {*TENANCY_FIELDS.values(), "tenant_selector"}
     errors["form"] = [str(e) for e in error.errors
-                      if e.field not in OPTION_FIELDS and not e.field.startswith("origins")]
+                      if e.field not in OPTION_FIELDS and e.field not in tenancy
+                      and not e.field.startswith("origins")]
     return errors
 

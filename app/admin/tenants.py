@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import abort, flash, redirect, request, url_for
 
 from ..services.errors import Conflict, ServiceError, ValidationError
 from ..services.tenants import create_tenant, delete_tenant, set_tenant_paths, tenant_summaries
@@ -57,6 +57,16 @@ def tenant_paths(slug: str):
 def _lines(text: str) -> list[str]:
     """One namespace a line (commas and spaces separate them too)."""
     return [part for part in text.replace(",", " ").split() if part]
+
+
+@bp.get("/tenants/<slug>/delete")
+@requires_platform("admin")
+def tenant_delete_confirm(slug: str):
+    """The confirmation step before a delete, for the Delete button without JavaScript."""
+    summary = next((s for s in tenant_summaries() if s.tenant.slug == slug), None)
+    if summary is None:
+        abort(404)
+    return render("admin/tenant_delete.html", summary=summary)
 
 
 @bp.post("/tenants/<slug>/delete")

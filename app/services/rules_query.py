@@ -19,7 +19,7 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import selectinload
 
 from ..cors.paths import PatternIndex, parse_pattern
-from ..cors.vocabulary import MODES, OFF, REPORT_ONLY
+from ..cors.vocabulary import MODES, NO_TENANT_SOURCE, OFF, REPORT_ONLY
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from .access import Actor, visible_origin_rows, visible_rules
@@ -50,10 +50,12 @@ class RuleFilter:
         """Read a filter from query arguments; unknown values mean "any", never an error."""
         mode = args.get("mode") or None
         credentials = {"yes": True, "no": False}.get(args.get("credentials", ""))
+        tenant = (args.get("tenant") or "").strip()
         return cls(
             text=(args.get("q") or "").strip()[:200],
             mode=mode if mode in MODES else None,
             credentials=credentials,
+            tenant=tenant[:200] if tenant else None,
         )
 
     def as_args(self) -> dict[str, str]:
@@ -65,6 +67,8 @@ class RuleFilter:
             args["mode"] = self.mode
         if self.credentials is not None:
             args["credentials"] = "yes" if self.credentials else "no"
+        if self.tenant:
+            args["tenant"] = self.tenant
         return args
 
 
@@ -277,3 +281,17 @@ def route_coverage(url_rules: Iterable, *, excluded_prefixes: tuple[str, ...]) \
                                     tuple(sorted(endpoints)), rule, off,  # type: ignore[arg-type]  # the index holds Rules
                                     tuple(watching)))
     return result
+
+
+def shared_origins_for_tenant(rule: Rule, *, actor: Actor | None,
+                              limit: int = ORIGINS_PER_PAGE) -> list[AllowedOrigin]:
+    """The shared origins of a platform rule that keeps an allowlist per tenant, which apply
+    to a tenant role's tenant too: that role sees them read-only beside its own allowlist.
+    Empty for anyone else (platform users see them in the rule's list), sorted by value."""
+    tenant_id = actor.tenant_id if actor is not None and actor.scoped else None
+    if tenant_id is None or rule.tenant_id == tenant_id or rule.tenant_source == NO_TENANT_SOURCE:
+        return []
+    query = (sa.select(AllowedOrigin)
+             .where(AllowedOrigin.rule_id == rule.id, AllowedOrigin.tenant_id.is_(None))
+             .order_by(AllowedOrigin.value).limit(limit))
+    return list(db.session.scalars(query))
