@@ -777,12 +777,26 @@ def test_on_the_shared_rule_a_tenant_role_sees_only_its_own_allowlist(app, world
         body = response.get_data(as_text=True)
         assert response.status_code == 200, call.url
         assert world.alpha.shared_origin in body, call.url
+        if call is calls[0]:
+            # The page shows the rule's shared origins, read-only: they apply to every tenant
+            # (issue 11). Nothing else of the platform's, and nothing of another tenant's.
+            shared_section, rest = split_section(body, "shared-origins")
+            assert "https://zulu-shared.example" in shared_section
+            assert "<form" not in shared_section
+            response.set_data(rest)
         assert foreign_text(response, call) == [], call.url
     page = caller.send(calls[0]).get_data(as_text=True)
     # Its options are the platform's: shown, not offered for editing.
     assert url_for_in(app, "admin.rule_disable", rule_id=shared) not in page
     assert url_for_in(app, "admin.rule_delete", rule_id=shared) not in page
     assert "you manage your tenant's origins on it" in page
+
+
+def split_section(body: str, section_id: str) -> tuple[str, str]:
+    """The ``<section id=...>`` of *body*, and the body without it."""
+    start = body.index(f'<section id="{section_id}"')
+    end = body.index("</section>", start) + len("</section>")
+    return body[start:end], body[:start] + body[end:]
 
 
 def url_for_in(app: Flask, endpoint: str, **values) -> str:
