@@ -323,7 +323,7 @@ def _start_server(database_url: str, tmp_path: Path) -> tuple[subprocess.Popen, 
 def _wait_for_health(port: int) -> None:
     from tests.test_runtime import _wait_for_health as wait
 
-    wait(port, timeout=120)  # starting gunicorn on a loaded machine takes a while
+    wait(port)
 
 
 def _health(port: int) -> dict:
