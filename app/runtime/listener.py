@@ -44,9 +44,6 @@ _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 10.0
 
 _live_listeners: weakref.WeakSet[PolicyListener] = weakref.WeakSet()
-# Connections inherited from the parent across fork(): never closed in the child (closing
-# would end the parent's session too), only kept from being collected.
-_inherited: list[object] = []
 
 
 def check_channel(channel: str) -> str:
@@ -190,9 +187,9 @@ class PolicyListener:
 
     def _after_fork(self) -> None:
         # The thread does not survive fork(); the child starts its own when its poller
-        # starts, on a connection of its own.
-        if self._conn is not None:
-            _inherited.append(self._conn)
+        # starts, on a connection of its own. The inherited connection is dropped, never
+        # closed: closing it would end the parent's session (psycopg does not finish a
+        # connection made in another process when it is collected).
         self._conn = None
         self._thread = None
         self._start_lock = threading.Lock()
