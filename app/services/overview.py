@@ -142,10 +142,6 @@ class Overview:
     def stale_processes(self) -> int:
         return sum(1 for process in self.processes if process.stale)
 
-    @property
-    def silent_processes(self) -> int:
-        return sum(1 for process in self.processes if process.silent)
-
 
 def load_overview(*, now: datetime | None = None, actor: Actor | None = None) -> Overview:
     """The figures *actor* may see: for a tenant role, its visible rules and origins and its
