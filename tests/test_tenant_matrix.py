@@ -40,9 +40,11 @@ from app.models import (
     OriginList,
     RequestLogEntry,
     Rule,
+    RuleDraft,
     Tenant,
     User,
 )
+from app.services import drafts
 from app.services import origin_lists as lists
 from app.services.access import Actor
 from app.services.errors import ValidationError
@@ -86,6 +88,11 @@ class TenantObjects:
     tokens: dict[str, str] = field(default_factory=dict)  # role -> API secret (alpha only)
     list_id: int = 0  # its shared origin list, used by its rule
     list_origin: str = ""  # on that list
+
+    @property
+    def draft_origin(self) -> str:
+        """On its rule's draft only."""
+        return f"https://{self.slug}-draft.example"
 
     @property
     def request_path(self) -> str:
@@ -135,6 +142,10 @@ def _tenant(app: Flask, slug: str, shared_rule_id: int, *,
     origin_list = lists.create_list({"name": f"{slug}-frontends",
                                      "origins": [f"https://{slug}-list.example"]}, actor=editor)
     lists.attach_list(rule.id, origin_list.id, actor=editor)
+    # A draft on its rule: tried beside it, shown only to the tenant (and the platform).
+    drafts.save_draft(rule.id, {"methods": ["GET"], "origins": [f"https://{slug}.example",
+                                                                 f"https://{slug}-draft.example"]},
+                      actor=editor)
     user = create_user(f"user@{slug}.example", PASSWORD, role="tenant-viewer", tenant=slug)
     token = create_token(f"{slug}-ci", "tenant-viewer", actor=ADMIN, tenant=slug).token
     secrets = {role: create_token(f"{slug}-{role}", role, actor=ADMIN, tenant=slug).secret
@@ -188,6 +199,9 @@ def state(app: Flask, world: World) -> tuple[frozenset, frozenset]:
         for o in db.session.scalars(sa.select(AllowedOrigin)):
             row = ("origin", o.rule_id, o.value, o.tenant_id, o.note, o.expires_at)
             (ours if o.tenant_id == alpha_id or o.rule_id in alpha_rules else theirs).add(row)
+        for d in db.session.scalars(sa.select(RuleDraft)):
+            row = ("draft", d.rule_id, repr(sorted(d.body.items())), d.version)
+            (ours if d.rule_id in alpha_rules else theirs).add(row)
         for ol in db.session.scalars(sa.select(OriginList)):
             rows = {("list", ol.id, ol.name, ol.tenant_id, ol.description)}
             rows |= {("list-entry", ol.id, e.value, e.note) for e in ol.entries}
@@ -481,6 +495,36 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("api.origin_remove", "DELETE"): Case(
         "write", lambda w, t: api("DELETE", "api.origin_remove", rule_id=t.rule_id,
                                   origin=t.origin)),
+    # -- drafts (each tenant's rule has one) --------------------------------------------------
+    ("admin.rule_draft", "GET"): Case(
+        "read", lambda w, t: get("admin.rule_draft", rule_id=t.rule_id), shows=("draft_origin",)),
+    # Its rule already has a draft: starting one keeps it (no change), and only writers may.
+    ("admin.rule_draft_start", "POST"): Case(
+        "editor-read", lambda w, t: dashboard_post("admin.rule_draft_start", rule_id=t.rule_id)),
+    ("admin.rule_draft_save", "POST"): Case(
+        "write", lambda w, t: dashboard_post("admin.rule_draft_save", {
+            "origins": t.origin, "methods": "GET, POST", "allow_headers": "*",
+            "expose_headers": "", "max_age": ""}, rule_id=t.rule_id)),
+    ("admin.rule_draft_discard", "POST"): Case(
+        "write", lambda w, t: dashboard_post("admin.rule_draft_discard", rule_id=t.rule_id)),
+    ("admin.rule_draft_confirm", "GET"): Case(
+        "editor-read", lambda w, t: get("admin.rule_draft_confirm", rule_id=t.rule_id),
+        shows=("draft_origin",)),
+    ("admin.rule_draft_publish", "POST"): Case(
+        "write", lambda w, t: dashboard_post("admin.rule_draft_publish", {"confirm": "yes"},
+                                             rule_id=t.rule_id)),
+    ("api.draft", "GET"): Case(
+        "read", lambda w, t: api("GET", "api.draft", rule_id=t.rule_id),
+        shows=("draft_origin",)),
+    ("api.draft_replace", "PUT"): Case(
+        "write", lambda w, t: api("PUT", "api.draft_replace", rule_id=t.rule_id,
+                                  json={"methods": ["GET", "POST"]})),
+    ("api.draft_discard", "DELETE"): Case(
+        "write", lambda w, t: api("DELETE", "api.draft_discard", rule_id=t.rule_id)),
+    ("api.draft_publish", "POST"): Case(
+        "write", lambda w, t: api("POST", "api.draft_publish", rule_id=t.rule_id)),
+    ("api.draft_effect", "GET"): Case(
+        "read", lambda w, t: api("GET", "api.draft_effect", rule_id=t.rule_id)),
     # -- shared origin lists (alpha's list is used by its rule) ------------------------------
     ("admin.origin_lists", "GET"): Case("list", lambda w, t: get("admin.origin_lists"),
                                         shows=("list_origin",)),
