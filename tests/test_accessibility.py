@@ -89,10 +89,11 @@ TEXT_ON_SURFACES = [
     (".who", "color", ["header"]),
     ("button.link", "color", ["header"]),
     ("svg.chart text", "fill", ["card"]),
+    (".impact-routes tr.loses td:nth-child(3)", "color", ["card"]),
 ]
 # Badges and buttons: their own text colour on their own background.
 OWN_BACKGROUND = [".badge.allowed", ".badge.enforce", ".badge.refused", ".badge.expired",
-                  ".badge.report-only", ".badge.stale", "button", "button.danger",
+                  ".badge.report-only", ".badge.stale", ".badge.draft", "button", "button.danger",
                   "button.secondary", ".button.secondary", ".skip-link"]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import abort, request
 
-from ..services import access, policy, policy_read
+from ..services import access, policy, policy_read, rules_query
 from ..services.errors import Conflict, ValidationError
 from ..services.impact import Impact, rehearse
 from . import bp
@@ -53,4 +53,4 @@ def rule_delete_review(rule_id: int):
         abort(403)
     impact = rehearse(lambda: policy.delete_rule(rule_id, actor=actor), actor=actor)
     return render("admin/rule_delete.html", "admin/_delete_impact.html", rule=rule,
-                  impact=impact)
+                  impact=impact, origin_total=rules_query.origin_counts([rule.id])[rule.id])
