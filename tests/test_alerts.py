@@ -95,11 +95,12 @@ def _hook(url: str, **fields) -> Webhook:
 
 
 def _refusals(origin: str, count: int, *, at: datetime, rule: str = "/api/*",
-              reason: str = "origin-not-allowed", first: datetime | None = None) -> None:
+              reason: str = "origin-not-allowed", first: datetime | None = None,
+              mode: str = "enforce") -> None:
     bucket = at.replace(minute=0, second=0, microsecond=0)
     db.session.add(RequestLogEntry(
         bucket_start=bucket, rule_id=None, rule_path=rule, tenant="", origin=origin,
-        reason=reason, detail="", mode="enforce", count=count, first_seen=first or at,
+        reason=reason, detail="", mode=mode, count=count, first_seen=first or at,
         last_seen=at, path="/api/orders", method="GET", preflight=False, request_method="",
         request_headers="", user_agent="test", referer=""))
     db.session.commit()
@@ -139,6 +140,19 @@ def test_an_origin_refused_enough_times_that_was_quiet_before_fires_once(app, re
         _refusals("https://new.example", 50, at=NOW + timedelta(minutes=1))
     assert _run(app, NOW + timedelta(minutes=2)) == (alerts.Evaluation(0, 0), 0)
     assert len(receiver.requests) == 2
+
+
+def test_what_only_a_draft_would_refuse_never_fires(app, receiver):
+    """Draft rows are requests the live rule allowed: nobody was refused. Report-only rows
+    are what a rule being tried would refuse, and alert as the README says."""
+    with app.app_context():
+        _hook(receiver.url)
+        _refusals("https://drafted.example", 50, at=NOW - timedelta(minutes=3), mode="draft")
+        _refusals("https://watched.example", 5, at=NOW - timedelta(minutes=3),
+                  mode="report-only")
+    evaluation, sent = _run(app)
+    assert (evaluation.fired, sent) == (1, 1)
+    assert [b["origin"] for b in _bodies(receiver)] == ["https://watched.example"]
 
 
 def test_a_refusal_earlier_in_the_same_bucket_counts_as_refused_before(app, receiver):

@@ -109,7 +109,8 @@ def test_upgrade_to_autoincrement_keeps_the_rows_and_a_deleted_id_is_never_reuse
 def test_upgrade_to_namespaces_gives_tenants_none_and_leaves_their_rules_as_they_were(
         empty_database_url, tmp_path):
     """0008: no tenant gets a namespace guessed from its rules, and no rule is switched off
-    (an upgrade must not break a running deployment); the overview lists such rules."""
+    yet, so that an admin may give tenants their namespaces before 0015 switches off the
+    rules still outside them."""
     before = _flask(empty_database_url, tmp_path, "db", "upgrade", "0007")
     assert before.returncode == 0, before.stderr
     engine = sa.create_engine(empty_database_url)
@@ -124,7 +125,7 @@ def test_upgrade_to_namespaces_gives_tenants_none_and_leaves_their_rules_as_they
                 "updated_at, updated_by, version, tenant_id) VALUES ('/api/echo', '[]', '[]', "
                 "'[]', false, false, 'enforce', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '', "
                 "1, :tenant)"), {"tenant": tenant_id})
-        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
+        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade", "0008")
         assert upgraded.returncode == 0, upgraded.stderr
         with engine.begin() as conn:
             paths = conn.execute(sa.text("SELECT paths FROM tenants")).scalar()
@@ -137,5 +138,69 @@ def test_upgrade_to_namespaces_gives_tenants_none_and_leaves_their_rules_as_they
             assert conn.execute(sa.text("SELECT slug FROM tenants")).all() == [("acme",)]
             columns = {c["name"] for c in sa.inspect(conn).get_columns("tenants")}
             assert "paths" not in columns
+    finally:
+        engine.dispose()
+
+
+def _insert_rule(conn, path: str, tenant_id: int | None, mode: str = "enforce") -> int:
+    return conn.execute(sa.text(
+        "INSERT INTO rules (path, methods, allow_headers, expose_headers, supports_credentials, "
+        "allow_private_network, mode, description, created_at, updated_at, updated_by, "
+        "version, tenant_id, tenant_source, tenant_key, unknown_tenant) VALUES (:path, "
+        "'[\"GET\"]', '[]', '[]', false, false, :mode, '', CURRENT_TIMESTAMP, "
+        "CURRENT_TIMESTAMP, 'someone', 1, :tenant, 'none', '', 'refuse') RETURNING id"),
+        {"path": path, "tenant": tenant_id, "mode": mode}).scalar()
+
+
+def test_upgrade_switches_off_tenant_rules_outside_their_namespaces_and_audits_it(
+        empty_database_url, tmp_path):
+    """0015: a tenant rule outside its tenant's namespaces (it could govern platform routes)
+    is switched off in one policy version, with an audit entry holding the rule before and
+    after; rules inside, platform rules and rules already off are left alone."""
+    assert _flask(empty_database_url, tmp_path, "db", "upgrade", "0013").returncode == 0
+    engine = sa.create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            acme = conn.execute(sa.text(
+                "INSERT INTO tenants (slug, name, created_at, paths) VALUES ('acme', 'Acme', "
+                "CURRENT_TIMESTAMP, '[\"/api/t/acme/*\"]') RETURNING id")).scalar()
+            bare = conn.execute(sa.text(
+                "INSERT INTO tenants (slug, name, created_at, paths) VALUES ('bare', 'Bare', "
+                "CURRENT_TIMESTAMP, '[]') RETURNING id")).scalar()
+            outside = _insert_rule(conn, "/api/echo", acme)
+            inside = _insert_rule(conn, "/api/t/acme/orders", acme)
+            wider = _insert_rule(conn, "/api/t/*", acme, mode="report-only")
+            no_namespace = _insert_rule(conn, "/api/t/bare/*", bare)
+            already_off = _insert_rule(conn, "/api/legacy", acme, mode="off")
+            platform = _insert_rule(conn, "/api/*", None)
+            conn.execute(sa.text(
+                "INSERT INTO allowed_origins (rule_id, value, kind, note, added_at, "
+                "added_by) VALUES (:id, 'https://acme.example', 'exact', 'shop', "
+                "CURRENT_TIMESTAMP, 'someone')"), {"id": outside})
+            version_before = conn.execute(sa.text(
+                "SELECT version FROM policy_state")).scalar()
+        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        with engine.begin() as conn:
+            modes = dict(conn.execute(sa.text("SELECT id, mode FROM rules")).all())
+            assert modes == {outside: "off", inside: "enforce", wider: "off",
+                             no_namespace: "off", already_off: "off", platform: "enforce"}
+            assert conn.execute(sa.text("SELECT version FROM policy_state")).scalar() \
+                == version_before + 1
+            entries = conn.execute(sa.text(
+                "SELECT rule_id, actor, action, before, after, policy_version, tenant_id "
+                "FROM audit_entries ORDER BY rule_id")).all()
+        assert [e.rule_id for e in entries] == [outside, wider, no_namespace]
+        first = entries[0]
+        before = json.loads(first.before) if isinstance(first.before, str) else first.before
+        after = json.loads(first.after) if isinstance(first.after, str) else first.after
+        assert (first.actor, first.action, first.tenant_id) == ("upgrade 0015", "rule.update",
+                                                                acme)
+        assert first.policy_version == version_before + 1
+        assert before["mode"] == "enforce" and after["mode"] == "off"
+        assert before["origins"] == [{"value": "https://acme.example", "note": "shop"}]
+        assert {k: v for k, v in before.items() if k != "mode"} == \
+            {k: v for k, v in after.items() if k != "mode"}
+        assert before["tenant"] == "acme" and before["methods"] == ["GET"]
     finally:
         engine.dispose()

@@ -16,6 +16,7 @@ from app.services.errors import Forbidden, ValidationError
 from app.services.policy import create_rule, import_policy, update_rule
 from app.services.policy_read import export_policy
 from app.services.tenants import (
+    UPGRADE_ACTOR,
     create_tenant,
     rules_outside_namespaces,
     set_tenant_paths,
@@ -238,6 +239,35 @@ def test_the_tenants_page_creates_a_tenant_with_namespaces_and_changes_them(app,
     with app.app_context():
         assert db.session.scalar(sa.select(Tenant.paths).where(Tenant.slug == "acme")) == [
             "/api/t/acme/*"]
+
+
+def test_the_overview_lists_rules_the_upgrade_switched_off_until_an_admin_acts(
+        app, sign_in, acme):
+    """A rule migration 0015 switched off (as it leaves one): listed with the way out, then
+    with "Switch back on" once a namespace covers it; once switched on, listed no more."""
+    with app.app_context():
+        rule = create_rule({"path": "/api/t/acme/orders", "tenant": "acme"}, actor=ADMIN)
+        db.session.execute(sa.update(Rule).where(Rule.id == rule.id).values(
+            path="/api/t/legacy/orders", mode="off", updated_by=UPGRADE_ACTOR))
+        db.session.commit()
+        rule_id = rule.id
+        (stranded,) = rules_outside_namespaces()
+        assert (stranded.path, stranded.switched_off, stranded.covered) == (
+            "/api/t/legacy/orders", True, False)
+    admin = sign_in("admin")
+    page = admin.get("/admin/").get_data(as_text=True)
+    assert "switched off by the upgrade" in page and "Give acme a namespace" in page
+    assert f'action="/admin/rules/{rule_id}/enable"' not in page
+    with app.app_context():
+        set_tenant_paths("acme", ["/api/t/acme/*", "/api/t/legacy/*"], actor=ADMIN)
+    page = admin.get("/admin/").get_data(as_text=True)
+    assert f'action="/admin/rules/{rule_id}/enable"' in page
+    assert admin.post(f"/admin/rules/{rule_id}/enable", data={
+        "csrf_token": admin.csrf, "mode": "enforce"}).status_code in (302, 303)
+    with app.app_context():
+        assert db.session.get(Rule, rule_id).mode == "enforce"
+        assert rules_outside_namespaces() == []
+    assert "outside their tenant" not in admin.get("/admin/").get_data(as_text=True)
 
 
 def test_the_overview_lists_tenant_rules_left_outside_for_an_admin_to_switch_off(

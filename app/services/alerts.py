@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app
 
+from ..cors.vocabulary import DRAFT
 from ..extensions import db
 from ..models import (
     WEBHOOK_FORMATS,
@@ -529,7 +530,8 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
 
 
 def _covered(webhook: Webhook, table: Any) -> list[sa.ColumnElement[bool]]:
-    conditions: list[sa.ColumnElement[bool]] = [table.c.origin != ""]
+    # A draft's rows are requests the live rule allowed: nobody was refused.
+    conditions: list[sa.ColumnElement[bool]] = [table.c.origin != "", table.c.mode != DRAFT]
     if webhook.rules:
         conditions.append(table.c.rule_path.in_(list(webhook.rules)))
     if webhook.reasons:

@@ -275,29 +275,45 @@ def require_inside(path: str, tenant: str, namespaces: list[str], *,
     raise ValidationError([FieldError(field_name, message)])
 
 
+# Who the migration that switched off the rules left outside namespaces was (0015's ACTOR).
+UPGRADE_ACTOR = "upgrade 0015"
+
+
 @dataclass(frozen=True, slots=True)
 class StrandedRule:
-    """A tenant's rule, switched on, outside its tenant's namespaces (left by an older
-    version, which did not know namespaces): it may govern platform routes."""
+    """A tenant's rule outside its tenant's namespaces, left by an older version that did
+    not know namespaces: switched on, it may govern platform routes; or switched off by the
+    upgrade (``switched_off``), until an admin gives the tenant a namespace or deletes it."""
 
     rule_id: int
     path: str
     mode: str
     tenant: str
     namespaces: list[str]
+    switched_off: bool = False
+
+    @property
+    def covered(self) -> bool:
+        """Whether a namespace of its tenant now covers it (it may be switched back on)."""
+        return inside(self.path, self.namespaces)
 
 
 def rules_outside_namespaces() -> list[StrandedRule]:
-    """The tenant rules switched on outside their tenant's namespaces, for an admin to fix."""
+    """The tenant rules outside their tenant's namespaces that are switched on, or that the
+    upgrade switched off and nobody has changed since, for an admin to fix."""
     rows = db.session.execute(
-        sa.select(Rule.id, Rule.path, Rule.mode, Tenant.slug, Tenant.paths)
-        .join(Tenant, Rule.tenant_id == Tenant.id).where(Rule.mode != OFF)
+        sa.select(Rule.id, Rule.path, Rule.mode, Rule.updated_by, Tenant.slug, Tenant.paths)
+        .join(Tenant, Rule.tenant_id == Tenant.id)
+        .where(sa.or_(Rule.mode != OFF, Rule.updated_by == UPGRADE_ACTOR))
         .order_by(Tenant.slug, Rule.path)).all()
-    return [StrandedRule(row.id, row.path, row.mode, row.slug, list(row.paths or []))
-            for row in rows if not inside(row.path, row.paths or [])]
+    # A rule the upgrade switched off stays listed once a namespace covers it: it is then
+    # ready to be switched back on.
+    return [StrandedRule(row.id, row.path, row.mode, row.slug, list(row.paths or []),
+                         switched_off=row.mode == OFF)
+            for row in rows if row.mode == OFF or not inside(row.path, row.paths or [])]
 
 
-__all__ = ["StrandedRule", "TenantSummary", "check_no_overlap", "create_tenant",
+__all__ = ["UPGRADE_ACTOR", "StrandedRule", "TenantSummary", "check_no_overlap", "create_tenant",
            "delete_tenant", "get_tenant", "inside", "list_tenants", "parse_namespaces",
            "require_inside", "rules_outside_namespaces", "set_tenant_paths",
            "stored_namespaces", "tenant_slug", "tenant_summaries"]
