@@ -44,7 +44,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "screenshots-demo-password"
-VIEWPORT = {"width": 1280, "height": 800}
+WIDTH, HEIGHT = 1280, 800
 MAX_BYTES = 250_000
 
 # Origins that call the demo API: refused ones (a new shop front end, a partner's staging
@@ -177,17 +177,17 @@ def shape_policy(env: dict[str, str], receiver_url: str) -> dict[str, int]:
 
 
 def backfill_history(env: dict[str, str]) -> None:
-    """Earlier hours of the day for the origins refused now (except the new shop, whose first
-    refusals are the point of the alert), so trends and the 24-hour chart have a shape. The
-    rows are copies of what the engine recorded this hour, moved back and scaled."""
+    """Earlier hours of the day for the origins refused now, so trends and the 24-hour chart
+    have a shape; not for the new shop, whose first refusals are the point of the alert, nor
+    for the draft's rows (the draft was started just now). The rows are copies of what the
+    engine recorded this hour, moved back and scaled."""
     from app.extensions import db
     from app.models import RequestLogEntry
 
     # Multiples of this hour's count, for the 23 hours before it (oldest first).
     shapes = {PARTNER: [0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 6, 5, 4, 4, 3, 2, 2, 1, 1, 1],
               SCANNER: [0, 0, 6, 9, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 12, 4, 0, 0, 0, 0, 0, 0],
-              LOCAL: [1, 0, 0, 0, 0, 0, 1, 2, 3, 3, 2, 2, 3, 3, 2, 1, 1, 2, 2, 1, 1, 0, 0],
-              LEGACY: [2, 2, 2, 1, 1, 1, 1, 1, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1]}
+              LOCAL: [1, 0, 0, 0, 0, 0, 1, 2, 3, 3, 2, 2, 3, 3, 2, 1, 1, 2, 2, 1, 1, 0, 0]}
     with app_context(env):
         rows = db.session.scalars(db.select(RequestLogEntry)).all()
         if not rows:
@@ -196,7 +196,7 @@ def backfill_history(env: dict[str, str]) -> None:
         columns = [c.key for c in RequestLogEntry.__table__.columns if c.key != "id"]
         for row in rows:
             shape = shapes.get(row.origin)
-            if shape is None:
+            if shape is None or row.mode == "draft":
                 continue
             for back, factor in enumerate(reversed(shape), start=1):
                 if not factor:
@@ -306,7 +306,7 @@ def traffic(base: str) -> None:
     call(base, "/api/orders", SCANNER)
     for _ in range(3):
         preflight(base, "/api/echo", LOCAL, "POST", "content-type, x-trace-id")
-    for _ in range(5):  # allowed live, refused by the draft of /api/*
+    for _ in range(3):  # allowed live, refused by the draft of /api/*
         call(base, "/api/echo", LEGACY)
     preflight(base, "/api/echo", "http://localhost:5173", "DELETE")
 
@@ -355,7 +355,7 @@ def photograph(base: str, ids: dict[str, int], out: Path) -> list[Path]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                              args=CHROMIUM_ARGS)
         try:
-            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
             page.set_default_timeout(20_000)
 
             def visit(path: str, expect: str) -> None:
@@ -376,10 +376,10 @@ def photograph(base: str, ids: dict[str, int], out: Path) -> list[Path]:
                     top, bottom = (page.locator(s).first.bounding_box() for s in between)
                     if top is None or bottom is None:
                         raise Failed(f"{page.url} shows no {between[0]!r} or {between[1]!r}")
-                    y = max(0, top["y"] - 16)
-                    clip = {"x": 0, "y": y, "width": VIEWPORT["width"],
-                            "height": bottom["y"] + bottom["height"] + 16 - y}
-                    page.screenshot(path=str(path), full_page=True, clip=clip)
+                    y = max(0, top["y"] - 12)
+                    height = bottom["y"] + bottom["height"] + 16 - y
+                    page.screenshot(path=str(path), full_page=True,
+                                    clip={"x": 0, "y": y, "width": WIDTH, "height": height})
                 else:
                     page.screenshot(path=str(path), full_page=full_page)
                 taken.append(path)
@@ -410,7 +410,7 @@ def photograph(base: str, ids: dict[str, int], out: Path) -> list[Path]:
                 shot("rule-edit-preview", between=("body", "#rule-form"))
 
                 visit(f"/admin/simulator?origin={NEW_SHOP}&method=PUT&path=/api/echo"
-                      "&request_headers=content-type", "main")
+                      "&headers=content-type", "form[action$='/simulator/fix']")
                 shot("simulator", full_page=True)
 
                 visit("/admin/lists", "main")
