@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi.py
 
-.PHONY: run test bench lint install clean
+.PHONY: run test bench lint install clean screenshots
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench
+
+# The README's screenshots (docs/screenshots/), from a temporary instance; not part of `test`.
+screenshots: $(BIN)/.installed
+	$(BIN)/python docs/screenshots.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
