@@ -427,11 +427,10 @@ class RequestLogEntry(db.Model):
                          "mode", name="uq_request_log_key"),
         Index("ix_request_log_last_seen", "last_seen"),
         Index("ix_request_log_rule_bucket", "rule_id", "bucket_start"),
-        # Covering indexes for the overview: the 24-hour chart and the top refused origins
-        # are answered from the index alone at a million rows.
-        Index("ix_request_log_chart", "bucket_start", "mode", "last_seen", "count"),
-        Index("ix_request_log_top", "last_seen", "origin", "rule_path", "reason", "mode",
-              "count"),
+        # Every row of a period from the index alone: the grouped log (its groups, their
+        # routes, reasons and trends) and the overview's most refused origins.
+        Index("ix_request_log_window", "last_seen", "origin", "rule_path", "reason", "mode",
+              "bucket_start", "count", "first_seen", "id"),
         # The overview's refusals by hour, mode and reason, from the index alone.
         Index("ix_request_log_overview", "bucket_start", "mode", "reason", "last_seen",
               "count"),
