@@ -157,7 +157,7 @@ def test_upgrade_switches_off_tenant_rules_outside_their_namespaces_and_audits_i
     """0015: a tenant rule outside its tenant's namespaces (it could govern platform routes)
     is switched off in one policy version, with an audit entry holding the rule before and
     after; rules inside, platform rules and rules already off are left alone."""
-    assert _flask(empty_database_url, tmp_path, "db", "upgrade", "0013").returncode == 0
+    assert _flask(empty_database_url, tmp_path, "db", "upgrade", "0014").returncode == 0
     engine = sa.create_engine(empty_database_url)
     try:
         with engine.begin() as conn:

@@ -1,7 +1,7 @@
 """switch off tenant rules outside their tenant's namespaces
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-11-29 21:40:00
 
 A tenant's rule may govern only paths inside its tenant's namespaces (0008). Rules written
@@ -29,7 +29,7 @@ from app.cors.paths import PatternError, covers, parse_pattern
 
 # revision identifiers, used by Alembic.
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
