@@ -338,3 +338,16 @@ def _statements(app, client, url: str) -> int:
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     return len(seen)
+
+
+def test_what_only_a_draft_would_refuse_is_not_counted_as_a_refusal(app, sign_in, now):
+    """Draft rows are requests the live rule allowed: not in the chart, the reasons or the
+    most refused origins."""
+    _refusals(app, {"at": now - timedelta(minutes=5), "count": 40, "mode": "draft",
+                    "origin": "https://drafted.example", "reason": "method-not-allowed"},
+              {"at": now - timedelta(minutes=5), "count": 3,
+               "origin": "https://refused.example"})
+    text = sign_in("viewer").get("/admin/").get_data(as_text=True)
+    assert "https://refused.example" in text
+    assert "https://drafted.example" not in text
+    assert "method-not-allowed" not in text

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
-from ..cors.vocabulary import MODES, REPORT_ONLY
+from ..cors.vocabulary import DRAFT, MODES, REPORT_ONLY
 from ..extensions import db
 from ..models import (
     AllowedOrigin,
@@ -209,7 +209,7 @@ def refusal_chart(*, now: datetime, actor: Actor | None = None) -> RefusalChart:
         # A row's last_seen is never before its bucket starts: the second condition changes
         # nothing but lets the database use the last_seen index.
         .where(table.bucket_start >= first_hour, table.last_seen >= first_hour,
-               visible_log_rows(actor))
+               table.mode != DRAFT, visible_log_rows(actor))
         .group_by(table.bucket_start, table.mode, table.reason)
     ).all()
     enforce = [0] * CHART_HOURS
@@ -238,7 +238,7 @@ def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS,
         sa.select(table.origin, table.rule_path, table.reason, table.mode, total,
                   sa.func.max(table.last_seen))
         .where(table.last_seen >= now - timedelta(hours=24), table.reason != OVERFLOW,
-               table.origin != "", visible_log_rows(actor))
+               table.origin != "", table.mode != DRAFT, visible_log_rows(actor))
         .group_by(table.origin, table.rule_path, table.reason, table.mode)
         .order_by(total.desc(), table.origin)
         .limit(limit)
