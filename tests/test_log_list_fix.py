@@ -78,9 +78,9 @@ def test_the_log_offers_the_lists_the_simulator_offers_and_adds_to_one(app, clie
 
 
 @pytest.mark.parametrize("target, message", [
-    ("list", "allow on the rule (rule) or on a shared list it uses (list:<id>)"),
-    ("rule:3", "allow on the rule (rule) or on a shared list it uses (list:<id>)"),
-    ("shelf:1", "allow on the rule (rule) or on a shared list it uses (list:<id>)"),
+    ("list", "allow on one of: rule, list:<id> (a shared list the rule uses)"),
+    ("rule:3", "allow on one of: rule, list:<id> (a shared list the rule uses)"),
+    ("shelf:1", "allow on one of: rule, list:<id> (a shared list the rule uses)"),
     ("list:abc", "name the list as list:<id>, such as list:3"),
 ])
 def test_a_malformed_target_says_how_to_name_one(app, client, shared, target, message):

@@ -171,7 +171,7 @@ def allow_from_log(entry: RequestLogEntry, snapshot: PolicySnapshot | None, *, t
     allow = ALLOW_TARGETS.get(name)
     if allow is None or bool(colon) != (name == LIST_TARGET):
         raise ValidationError([FieldError(
-            "target", "allow on the rule (rule) or on a shared list it uses (list:<id>)")])
+            "target", "allow on one of: rule, list:<id> (a shared list the rule uses)")])
     if colon:
         return allow(entry, snapshot, actor=actor, routes=routes, ref=ref)
     return allow(entry, snapshot, actor=actor, routes=routes)
