@@ -395,3 +395,44 @@ def test_tenant_users_see_the_shared_origins_of_a_platform_rule_read_only(app, a
     assert 'id="shared-origins"' not in platform  # platform users see them in the list
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(AllowedOrigin)) == 3
+
+
+def test_tenant_users_see_the_platform_lists_of_a_rule_read_only(app, acme, sign_in):
+    from app.services import origin_lists as lists
+
+    with app.app_context():
+        shared = create_rule(SHARED, actor=ADMIN).id
+        own = create_rule({"path": "/api/acme/orders", "tenant": "acme"}, actor=ADMIN).id
+        frontends = lists.create_list({"name": "frontends", "origins": [
+            "https://front.example.com"]}, actor=ADMIN).id
+        shops = lists.create_list({"name": "shops", "tenant": "acme", "origins": [
+            "https://shop.acme.example"]}, actor=ADMIN).id
+        theirs = lists.create_list({"name": "globex-shops", "tenant": "globex", "origins": [
+            "https://shop.globex.example"]}, actor=ADMIN).id
+        lists.attach_list(shared, frontends, actor=ADMIN)
+        lists.attach_list(own, frontends, actor=ADMIN)
+        lists.attach_list(own, shops, actor=ADMIN)
+    for role in ("tenant-viewer", "tenant-editor"):
+        client = sign_in(role, tenant="acme")
+        page = _text(client.get(f"/admin/rules/{shared}"))
+        section = page[page.index('id="rule-lists"'):]
+        # The platform's list: its name and origins, said to be read-only, nothing to press.
+        assert "frontends" in section and "https://front.example.com" in section
+        assert '<span class="badge">read-only</span>' in section
+        assert "The platform manages this list; its origins apply for every tenant on this " \
+               "rule, yours included." in section
+        assert "<form" not in section.split("</section>")[0]
+        assert "globex" not in page and f"list-{theirs}" not in page
+        own_page = _text(client.get(f"/admin/rules/{own}"))
+        own_section = own_page[own_page.index('id="rule-lists"'):].split("</section>")[0]
+        assert "https://front.example.com" in own_section
+        assert "https://shop.acme.example" in own_section
+        assert own_section.count('<span class="badge">read-only</span>') == (
+            2 if role == "tenant-viewer" else 1)
+        assert "globex" not in own_page
+    # The origins of a platform list are changed on the lists page, never by a tenant role.
+    editor = sign_in("tenant-editor", tenant="acme")
+    assert editor.post(f"/admin/lists/{frontends}/origins", data={
+        "origin": "https://x.example.com", "csrf_token": editor.csrf}).status_code == 403
+    platform = _text(sign_in("editor").get(f"/admin/rules/{shared}"))
+    assert '<span class="badge">read-only</span>' not in platform

@@ -54,14 +54,19 @@ def simulator_fix_list():
 
 def rule_lists_context(rule: Rule) -> dict[str, Any]:
     """What a rule page shows of shared lists: the lists it uses with the origins each
-    contributes, and (for whoever may choose them) the lists it may still use."""
+    contributes (marked read-only for a tenant role that may not change them), and (for
+    whoever may choose them) the lists it may still use."""
     actor = current_actor()
     used = lists.lists_of_rule(rule, actor)
     may_attach = can_change_options(actor, rule)
     available = [o for o in lists.list_lists(actor)
                  if o not in used and (o.tenant_id is None or o.tenant_id == rule.tenant_id)] \
         if may_attach else []
-    return {"used": used, "available": available, "may_attach": may_attach}
+    # A tenant role reads what it may not change (the platform's lists) and is told so.
+    read_only = {o.id for o in used if not lists.may_change_list(actor, o)} \
+        if actor is not None and actor.scoped else set()
+    return {"used": used, "available": available, "may_attach": may_attach,
+            "read_only": read_only}
 
 
 @bp.get("/lists")

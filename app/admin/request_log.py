@@ -32,11 +32,18 @@ from ..cors.snapshot import PolicySnapshot
 from ..cors.text import escape_unprintable
 from ..cors.vocabulary import DRAFT, LOG_MODES, NO_TENANT_SOURCE
 from ..extensions import db
-from ..models import RequestLogEntry, Rule
+from ..models import RequestLogEntry, Rule, RuleOriginList
 from ..services.access import visible_log_rows, visible_rules
 from ..services.errors import FieldError, NotFound, ValidationError
 from ..services.limits import MAX_ID, whole_number
-from ..services.log_fixes import RULE_TARGET, allow_from_log, describe, edit_args
+from ..services.list_fix import ListTarget
+from ..services.log_fixes import (
+    RULE_TARGET,
+    allow_from_log,
+    describe,
+    edit_args,
+    log_list_targets,
+)
 from ..services.request_log import (
     GROUPS,
     MAX_PAGE_SIZE,
@@ -204,6 +211,8 @@ class LogRow:
     refusal: str | None = None  # why one click is not offered
     edit_href: str | None = None  # the rule's edit form with this row's change filled in
     edit_text: str = ""
+    # the shared lists one click may add the origin to instead (each with the rules it changes)
+    lists: tuple[ListTarget, ...] = ()
 
     @property
     def explanation(self) -> str:
@@ -243,7 +252,25 @@ def log_rows(entries: Iterable[RequestLogEntry], rules: dict[int, RuleNow],
                                           _anchor="rule-detail", **args)
             fields["edit_text"] = describe(entry)
         rows.append(LogRow(entry, **fields))
-    return rows
+    return _with_list_targets(rows, snapshot)
+
+
+def _with_list_targets(rows: list[LogRow], snapshot: PolicySnapshot | None) -> list[LogRow]:
+    """Offer the shared lists of each offered row's rule as targets too: the simulator is
+    asked only for rows whose rule uses a list (one query finds them), and only for a user
+    who may change something."""
+    actor = current_actor()
+    offered = [row for row in rows if row.offer]
+    if not offered or actor is None or not actor.can_write:
+        return rows
+    with_lists = set(db.session.scalars(sa.select(RuleOriginList.rule_id).where(
+        RuleOriginList.rule_id.in_({row.entry.rule_id for row in offered}))))
+    if not with_lists:
+        return rows
+    routes = get_control(current_app)
+    return [replace(row, lists=tuple(log_list_targets(row.entry, snapshot, actor=actor,
+                                                      routes=routes)))
+            if row.offer and row.entry.rule_id in with_lists else row for row in rows]
 
 
 # -- views ---------------------------------------------------------------------------------

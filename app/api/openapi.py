@@ -671,6 +671,13 @@ SCHEMAS: dict[str, Any] = {
             "expired": {"type": "boolean"},
             "serving": {"type": "boolean"},
             "note": {"type": "string"},
+            "list": _nullable({
+                "type": "object",
+                "description": "The shared origin list the entry belongs to; null for an "
+                               "entry of the rule's own allowlist.",
+                "required": ["id", "name", "tenant"],
+                "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                               "tenant": _nullable({"type": "string"})}}),
         },
     },
     "OriginFound": {

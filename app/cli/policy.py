@@ -292,8 +292,9 @@ def _spark(trend: tuple[int, ...]) -> str:
 @click.argument("origin")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def find_command(origin: str, as_json: bool) -> None:
-    """Where ORIGIN is allowed: every rule and entry (exact or a wildcard) that lets it
-    through, since when and added by whom. Exits 1 when no entry allows it."""
+    """Where ORIGIN is allowed: every rule and entry (exact or a wildcard, on the rule or on a
+    shared list it uses) that lets it through, since when and added by whom. Exits 1 when no
+    entry allows it."""
     try:
         found, grants = find_origin(origin)
     except ServiceError as exc:
@@ -306,14 +307,17 @@ def find_command(origin: str, as_json: bool) -> None:
     elif not grants:
         click.echo(f"{found} is not allowed by any rule.")
     else:
-        table = [("RULE", "ENTRY", "MATCH", "TENANT", "SINCE (UTC)", "ADDED BY", "EXPIRES",
-                  "STATE")]
+        table = [("RULE", "ENTRY", "MATCH", "LIST", "TENANT", "SINCE (UTC)", "ADDED BY",
+                  "EXPIRES", "STATE")]
         for grant in grants:
             state = "expired" if grant.expired else "rule off" if not grant.serving \
                 else "serving"
             table.append((
                 printable(grant.rule_path, 50), printable(grant.entry, 60),
                 "exact" if grant.exact else "wildcard",
+                "-" if grant.list_name is None else printable(
+                    f"{grant.list_tenant}/{grant.list_name}" if grant.list_tenant
+                    else grant.list_name, 60),
                 grant.allowlist_tenant or grant.rule_tenant or "-",
                 grant.since.strftime("%Y-%m-%d %H:%M"), printable(grant.added_by, 40) or "-",
                 grant.expires_at.strftime("%Y-%m-%d %H:%M") if grant.expires_at else "-",

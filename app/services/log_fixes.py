@@ -7,8 +7,10 @@ credentials refusal changes the rule's options, which deserves a look: the log l
 rule's edit form with the change filled in (:func:`edit_args`), and the form states its
 consequence (:func:`propose`).
 
-Where the origin goes is a *target*: today the rule itself (:data:`ALLOW_TARGETS`); a shared
-origin list is another target a later change can add without changing the callers.
+Where the origin goes is a *target* (:data:`ALLOW_TARGETS`): the rule itself (``rule``), or
+a shared origin list the rule uses (``list:<id>``), offered by :func:`log_list_targets` only
+when the simulator's list fix (:mod:`app.services.list_fix`) offers that list for the
+recorded request, so the log and the simulator agree.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from ..cors.vocabulary import DRAFT, TENANT_FROM_HEADER, TENANT_FROM_SUBDOMAIN
 from ..models import RequestLogEntry, Rule
 from .access import Actor
 from .errors import FieldError, NotFound, ValidationError
+from .list_fix import ListTarget, fix_request_with_list, list_targets
 from .simulator import (
+    Answer,
     SimulatedRequest,
     allow_refused_origin,
     answer_request,
@@ -48,6 +52,7 @@ EDITS = {METHOD_NOT_ALLOWED: ADD_METHOD, HEADER_NOT_ALLOWED: ADD_HEADER,
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 
 RULE_TARGET = "rule"
+LIST_TARGET = "list"  # sent as "list:<id>"
 
 
 # -- origin refusals: one click ------------------------------------------------------------
@@ -98,9 +103,61 @@ def allow_on_rule_target(entry: RequestLogEntry, snapshot: PolicySnapshot | None
                                 tenant=entry.tenant or None)
 
 
-# Where "allow" may put an origin, by the name the form sends. A shared origin list adds an
-# entry here (its own function taking the same arguments).
-ALLOW_TARGETS: dict[str, Callable[..., str]] = {RULE_TARGET: allow_on_rule_target}
+def _recorded_fix(entry: RequestLogEntry, snapshot: PolicySnapshot | None, *, actor: Actor,
+                  routes: CorsControl | None) -> tuple[SimulatedRequest, Answer] | None:
+    """The recorded request and the simulator's answer, when that answer's fix is to allow
+    the row's origin (for the row's tenant) on the row's rule; else None."""
+    if entry.reason != ORIGIN_NOT_ALLOWED or entry.rule_id is None or entry.mode == DRAFT:
+        return None
+    compiled = next((r for r in snapshot.rules if r.rule_id == entry.rule_id), None) \
+        if snapshot is not None else None
+    request = refused_request(entry, compiled)
+    if request is None:
+        return None
+    answer = answer_request(request, snapshot, actor=actor, routes=routes)
+    fix = answer.fix
+    if fix is None or fix.rule_id != entry.rule_id or fix.origin != entry.origin \
+            or (fix.tenant or "") != entry.tenant:
+        return None
+    return request, answer
+
+
+def log_list_targets(entry: RequestLogEntry, snapshot: PolicySnapshot | None, *,
+                     actor: Actor | None, routes: CorsControl | None = None
+                     ) -> list[ListTarget]:
+    """The shared lists the row's "allow" offers besides the rule: those the simulator
+    offers for the recorded request (lists the rule uses, that *actor* may change, where
+    adding the origin makes the request pass), each with every rule it changes."""
+    if actor is None or not actor.can_write:
+        return []
+    found = _recorded_fix(entry, snapshot, actor=actor, routes=routes)
+    return list_targets(found[1].fix, actor) if found is not None else []
+
+
+def allow_on_list_target(entry: RequestLogEntry, snapshot: PolicySnapshot | None, *,
+                         actor: Actor, routes: CorsControl | None = None,
+                         ref: str = "") -> str:
+    """Add the row's refused origin to the shared list *ref* (an id), when the simulator
+    offers that list for the recorded request now. Returns what was done, naming every rule
+    the list change affects; raises NotFound or ValidationError saying why not."""
+    if not ref.isdigit() or len(ref) > 18:
+        raise ValidationError([FieldError(
+            "target", "name the list as list:<id>, such as list:3")])
+    if entry.reason != ORIGIN_NOT_ALLOWED or entry.rule_id is None:
+        raise ValidationError([FieldError("", "Only an origin that a rule's allowlist refused "
+                                              "can be allowed from the log")])
+    found = _recorded_fix(entry, snapshot, actor=actor, routes=routes)
+    if found is None:
+        raise ValidationError([FieldError("target", (
+            "adding the origin to a list would not make this logged request pass; "
+            "allow it on the rule instead"))])
+    return fix_request_with_list(found[0], snapshot, int(ref), actor=actor, routes=routes)
+
+
+# Where "allow" may put an origin, by the name the form sends ("rule", or "list:<id>"); each
+# function takes the same arguments, and ``ref`` when the target names one.
+ALLOW_TARGETS: dict[str, Callable[..., str]] = {RULE_TARGET: allow_on_rule_target,
+                                                LIST_TARGET: allow_on_list_target}
 
 
 def allow_from_log(entry: RequestLogEntry, snapshot: PolicySnapshot | None, *, target: str,
@@ -110,10 +167,13 @@ def allow_from_log(entry: RequestLogEntry, snapshot: PolicySnapshot | None, *, t
         raise ValidationError([FieldError(
             "entry", "nothing to allow: the live rule allowed these requests and only its "
                      "draft would refuse them; change the draft instead")])
-    allow = ALLOW_TARGETS.get(target or RULE_TARGET)
-    if allow is None:
+    name, colon, ref = (target or RULE_TARGET).partition(":")
+    allow = ALLOW_TARGETS.get(name)
+    if allow is None or bool(colon) != (name == LIST_TARGET):
         raise ValidationError([FieldError(
-            "target", f"allow on one of: {', '.join(ALLOW_TARGETS)}")])
+            "target", "allow on one of: rule, list:<id> (a shared list the rule uses)")])
+    if colon:
+        return allow(entry, snapshot, actor=actor, routes=routes, ref=ref)
     return allow(entry, snapshot, actor=actor, routes=routes)
 
 

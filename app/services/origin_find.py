@@ -5,7 +5,8 @@ Every allowlist entry that lets the origin through is listed: the entry equal to
 pattern (``*.example.com``, ``https://example.com:*``, ``*``) the engine's own
 :class:`~app.cors.snapshot.OriginSet` says matches it, so the answer agrees with
 :func:`~app.cors.decision.decide`. Exact entries are found by the database's index; patterns
-are few and are matched here.
+are few and are matched here. Entries of shared origin lists count too: each is listed once
+per rule that uses its list, naming the list, and only for lists and rules the actor sees.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from ..cors.origins import OriginError, OriginKind, parse_origin
 from ..cors.snapshot import OriginEntry, OriginSet
 from ..cors.vocabulary import OFF
 from ..extensions import db
-from ..models import AllowedOrigin, Rule, Tenant
+from ..models import AllowedOrigin, OriginList, OriginListEntry, Rule, RuleOriginList, Tenant
 from ..timefmt import iso_utc
 from .access import Actor, visible_origin_rows, visible_rules
 from .errors import FieldError, ValidationError
+from .origin_lists import visible_lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,10 @@ class OriginGrant:
     expires_at: datetime | None
     note: str = ""
     expired: bool = False
+    # the shared list the entry belongs to (None: the rule's own allowlist)
+    list_id: int | None = None
+    list_name: str | None = None
+    list_tenant: str | None = None  # the list's owner; None: the platform's
 
     @property
     def serving(self) -> bool:
@@ -66,6 +72,8 @@ class OriginGrant:
             "expired": self.expired,
             "serving": self.serving,
             "note": self.note,
+            "list": None if self.list_id is None else {
+                "id": self.list_id, "name": self.list_name, "tenant": self.list_tenant},
         }
 
 
@@ -125,4 +133,41 @@ def find_origin(text: str, *, actor: Actor | None = None,
             expires_at=entry.expires_at, note=entry.note or "",
             expired=entry.expires_at is not None and entry.expires_at <= moment,
         ))
+    grants.extend(_list_grants(origin, actor, moment))
+    grants.sort(key=lambda g: (g.rule_path, g.list_name is not None, g.list_name or "",
+                               g.entry))
     return origin, grants
+
+
+def _list_grants(origin: str, actor: Actor | None, moment: datetime) -> list[OriginGrant]:
+    """The entries of shared lists that allow *origin*, once per rule using the list: lists
+    and rules *actor* sees (a tenant role: its tenant's and the platform's)."""
+    owner = aliased(Tenant)
+    list_owner = aliased(Tenant)
+    query = (
+        sa.select(OriginListEntry, OriginList.name, list_owner.slug, Rule.id, Rule.path,
+                  Rule.mode, owner.slug)
+        .join(OriginList, OriginListEntry.list_id == OriginList.id)
+        .join(RuleOriginList, RuleOriginList.list_id == OriginList.id)
+        .join(Rule, RuleOriginList.rule_id == Rule.id)
+        .outerjoin(owner, Rule.tenant_id == owner.id)
+        .outerjoin(list_owner, OriginList.tenant_id == list_owner.id)
+        .where(visible_rules(actor), visible_lists(actor),
+               sa.or_(OriginListEntry.value == origin,
+                      OriginListEntry.kind != OriginKind.EXACT.value))
+    )
+    grants = []
+    for entry, name, list_tenant, rule_id, path, mode, rule_tenant in db.session.execute(query):
+        if entry.kind != OriginKind.EXACT.value:
+            pattern = OriginSet([OriginEntry(entry.value)])
+            if not (pattern.allows(origin) or pattern.allows_any(None)):
+                continue
+        grants.append(OriginGrant(
+            rule_id=rule_id, rule_path=path, rule_mode=mode, rule_tenant=rule_tenant,
+            entry=entry.value, exact=entry.kind == OriginKind.EXACT.value, kind=entry.kind,
+            allowlist_tenant=list_tenant, since=entry.added_at, added_by=entry.added_by,
+            expires_at=entry.expires_at, note=entry.note or "",
+            expired=entry.expires_at is not None and entry.expires_at <= moment,
+            list_id=entry.list_id, list_name=name, list_tenant=list_tenant,
+        ))
+    return grants
