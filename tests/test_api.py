@@ -949,9 +949,12 @@ def test_export_then_dry_run_import_shows_no_changes(app, client, tenancy, token
     before = version(app)
     result = client.post(url("/import?dry_run=true&replace=true"), json=document,
                          headers=headers).get_json()
+    impact = result.pop("impact")
+    assert (impact["routes"], impact["losses"]) == ([], [])
     assert result == {"dry_run": True, "added": [], "changed": {}, "removed": [],
                       "unchanged": ["/api/*", "/api/echo", "/api/orders", "/api/t/*/orders"],
                       "tenants_added": [], "tenants_changed": [],
+                      "origin_lists_added": [], "origin_lists_changed": [],
                       "policy_version": before}
     assert version(app) == before
 
@@ -1036,7 +1039,8 @@ def test_the_openapi_document_is_public_and_describes_every_route(app, client):
     routes = {(method, rule.rule.removeprefix(URL_PREFIX).replace("<int:rule_id>", "{rule_id}")
                .replace("<path:origin>", "{origin}").replace("<slug>", "{slug}")
                .replace("<int:list_id>", "{list_id}")
-               .replace("<int:webhook_id>", "{webhook_id}"))
+               .replace("<int:webhook_id>", "{webhook_id}")
+               .replace("<int:entry_id>", "{entry_id}"))
               for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(method.upper(), path) for path, item in document["paths"].items()
