@@ -407,3 +407,20 @@ def test_the_export_downloads_the_policy_file_and_imports_back_unchanged(app, po
     shown = upload(sign_in("editor"), response.get_data(), mode="replace")
     page = _text(shown)
     assert "0 added, 0 changed, 0 removed, 2 unchanged" in _words(page)
+
+
+def test_an_htmx_request_gets_the_result_alone_from_the_same_partial(app, policy, sign_in):
+    policy(BROAD)
+    editor = sign_in("editor")
+    form = {"csrf_token": editor.csrf, "mode": "merge",
+            "file": (io.BytesIO(json.dumps({"rules": [NARROW]}).encode()), "p.json")}
+    response = editor.post(PREVIEW, data=form, content_type="multipart/form-data",
+                           headers={"HX-Request": "true"})
+    page = _text(response)
+    assert response.status_code == 200 and "<html" not in page
+    assert page.lstrip().startswith('<div id="import-result">')
+    assert "1 added, 0 changed, 0 removed, 0 unchanged" in _words(page)
+    assert "HX-Request" in response.headers["Vary"]
+    refused = editor.post(PREVIEW, data={"csrf_token": editor.csrf, "document": "nope"},
+                          content_type="multipart/form-data", headers={"HX-Request": "true"})
+    assert refused.status_code == 422 and "is not valid JSON" in _text(refused)

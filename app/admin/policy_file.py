@@ -44,7 +44,7 @@ PREVIEW_MAX_AGE = 3600
 # Multipart boundaries, the CSRF token and the mode around the document itself.
 FORM_OVERHEAD = 64 * 1024
 PAGE = "admin/import.html"
-FRAGMENT = "admin/_import_preview.html"
+FRAGMENT = "admin/_import_result.html"
 
 
 class ImportInputError(Exception):
