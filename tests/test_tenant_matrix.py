@@ -19,6 +19,7 @@ row fails :func:`test_every_dashboard_and_api_route_is_in_the_matrix`.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -320,6 +321,11 @@ def api(method: str, endpoint: str, *, json: Any = None, headers: dict | None = 
     return Call(method, url_for(endpoint, **values), json=json, headers=headers or {})
 
 
+def policy_text(t: TenantObjects) -> str:
+    """A policy file that gives the tenant's rule a new origin."""
+    return json.dumps({"rules": [{"path": t.rule_path, "origins": [t.new_origin]}]})
+
+
 def if_match(t: TenantObjects) -> dict[str, str]:
     return {"If-Match": f'"{db.session.get(Rule, t.rule_id).version}"'}
 
@@ -459,6 +465,17 @@ MATRIX: dict[tuple[str, str], Case] = {
         "platform", lambda w, t: get("admin.webhook_delete_confirm", webhook_id=1)),
     ("admin.webhook_delete", "POST"): Case(
         "platform", lambda w, t: dashboard_post("admin.webhook_delete", webhook_id=1)),
+    # The policy file: the export is the API's (a tenant role gets its own part); importing
+    # is for platform editors and admins, as in the API.
+    ("admin.policy_export", "GET"): Case(
+        "list", lambda w, t: get("admin.policy_export"), shows=("rule_path", "shared_origin")),
+    ("admin.policy_import", "GET"): Case("platform", lambda w, t: get("admin.policy_import")),
+    ("admin.policy_import_preview", "POST"): Case(
+        "refused", lambda w, t: dashboard_post("admin.policy_import_preview", {
+            "mode": "merge", "document": policy_text(t)})),
+    ("admin.policy_import_apply", "POST"): Case(
+        "refused", lambda w, t: dashboard_post("admin.policy_import_apply", {
+            "mode": "merge", "document": policy_text(t), "token": "", "confirm_impact": "yes"})),
     # Signing in again while signed in changes nothing; signing out only ends the session.
     ("auth.login", "GET"): Case("open", lambda w, t: get("auth.login"), status=302),
     ("auth.login", "POST"): Case(

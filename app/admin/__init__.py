@@ -75,6 +75,7 @@ from . import (  # noqa: E402,F401
     impact,
     origin_lists,
     overview,
+    policy_file,
     request_log,
     rules,
     simulator,

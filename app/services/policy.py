@@ -480,13 +480,17 @@ def validate_policy(document: Any) -> list[RuleInput]:
 
 
 def import_policy(
-    document: Any, *, actor: Actor, replace: bool = False, dry_run: bool = False
+    document: Any, *, actor: Actor, replace: bool = False, dry_run: bool = False,
+    expected_version: int | None = None,
 ) -> ImportResult:
     """Create or overwrite the rules in *document*, matched by path.
 
     With *replace*, rules absent from the document are deleted. With *dry_run*, the
     difference is computed and nothing is written. Either way the document is validated as a
-    whole first, and one invalid entry means nothing is written.
+    whole first, and one invalid entry means nothing is written. With *expected_version*
+    (the policy version a preview was made on), the import is refused with
+    :class:`~.errors.Conflict` when the policy has changed since: checked under the write
+    lock, so what is written is what the preview showed.
     """
     require_writer(actor)
     if actor.scoped:
@@ -506,6 +510,11 @@ def import_policy(
         return plan.result.sorted()
     try:
         with policy_change(actor) as change:
+            if expected_version is not None and change.version - 1 != expected_version:
+                raise Conflict(
+                    f"the policy changed since version {expected_version} (it is at version "
+                    f"{change.version - 1}); preview the import again and apply that preview",
+                    current_version=change.version - 1)
             plan = _plan_import(document, inputs, replace=replace, actor=actor)
             _plan_lists(plan, lists, inputs)
             result = plan.result
