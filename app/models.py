@@ -142,8 +142,9 @@ class Rule(db.Model):
         passive_deletes=True,
     )
     # A draft of its options and allowlist, evaluated beside it (see RuleDraft).
+    # Not passive: SQLite enforces no foreign keys here, so the ORM deletes the draft itself.
     draft: Mapped[RuleDraft | None] = relationship(
-        back_populates="rule", cascade="all, delete-orphan", passive_deletes=True)
+        back_populates="rule", cascade="all, delete-orphan")
     # The shared origin lists the rule uses (deleted with the rule, never the lists).
     list_uses: Mapped[list[RuleOriginList]] = relationship(
         back_populates="rule", cascade="all, delete-orphan")
@@ -253,7 +254,7 @@ class OriginList(db.Model):
     tenant: Mapped[Tenant | None] = relationship()
     entries: Mapped[list[OriginListEntry]] = relationship(
         back_populates="origin_list", cascade="all, delete-orphan",
-        order_by="OriginListEntry.value", passive_deletes=True)
+        order_by="OriginListEntry.value")
     uses: Mapped[list[RuleOriginList]] = relationship(
         back_populates="origin_list", passive_deletes=True)
 

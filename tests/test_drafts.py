@@ -20,7 +20,7 @@ from app.services import drafts
 from app.services.access import Actor
 from app.services.changes import policy_version
 from app.services.errors import Forbidden, NotFound, ValidationError
-from app.services.policy import import_policy
+from app.services.policy import create_rule, delete_rule, import_policy
 from app.services.policy_read import export_policy
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
@@ -332,3 +332,12 @@ def test_flask_cors_export_and_import_carry_the_draft_and_log_shows_its_rows(
     logged = runner.invoke(args=["cors", "log", "--mode", "draft"])
     assert logged.exit_code == 0, logged.output
     assert OLD in logged.output and "only its draft would refuse them" in logged.output
+
+
+def test_deleting_a_rule_deletes_its_draft_on_every_database(app):
+    """SQLite enforces no ON DELETE CASCADE here: the draft must not outlive its rule."""
+    with app.app_context():
+        rule = create_rule({"path": "/api/x", "origins": ["https://a.example"]}, actor=ADMIN)
+        drafts.save_draft(rule.id, {"methods": ["GET"]}, actor=ADMIN)
+        delete_rule(rule.id, actor=ADMIN)
+        assert db.session.scalars(sa.select(RuleDraft)).all() == []
