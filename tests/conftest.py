@@ -194,3 +194,17 @@ def csrf_token_of_signed_in(client: FlaskClient) -> str:
     match = _CSRF_META.search(page.get_data(as_text=True))
     assert match, "admin pages carry the CSRF token"
     return match.group(1)
+
+
+def post_form(client, url: str, data: dict | None = None, **kwargs):
+    """Post a dashboard form with the client's CSRF token. A rule form that takes something
+    away answers with its review first; it is then posted again with that confirmation
+    ticked, as a person would (test_impact_dashboard tests the review step itself)."""
+    form = {"csrf_token": client.csrf, **(data or {})}
+    response = client.post(url, data=form, **kwargs)
+    text = response.get_data(as_text=True)
+    review = re.search(r'name="confirm_impact" value="([0-9a-f]+)"', text)
+    if review and "Not saved yet" in text and "confirm_impact" not in form:
+        response = client.post(url, data={**form, "confirm_impact": review.group(1)},
+                               **kwargs)
+    return response

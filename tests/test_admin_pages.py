@@ -13,6 +13,7 @@ from app.models import AllowedOrigin, Rule
 from app.services.access import Actor
 from app.services.policy import add_origin, create_rule
 from app.services.tenants import create_tenant
+from tests.conftest import post_form
 
 HTMX = {"HX-Request": "true"}
 ADMIN = Actor("root@example.com", "cli")
@@ -25,15 +26,7 @@ def _text(response) -> str:
 
 
 def _post(client, url: str, data: dict | None = None, **kwargs):
-    """Post a form; a rule form that takes something away is shown for review first, and is
-    then posted again with the confirmation ticked (test_impact_dashboard tests the step)."""
-    form = {"csrf_token": client.csrf, **(data or {})}
-    response = client.post(url, data=form, **kwargs)
-    review = re.search(r'name="confirm_impact" value="([0-9a-f]+)"', _text(response))
-    if review and "Not saved yet" in _text(response) and "confirm_impact" not in form:
-        response = client.post(url, data={**form, "confirm_impact": review.group(1)},
-                               **kwargs)
-    return response
+    return post_form(client, url, data, **kwargs)
 
 
 def _rule(app, path: str) -> Rule:

@@ -17,6 +17,7 @@ from app.extensions import db
 from app.models import AllowedOrigin, AuditEntry, Rule
 from app.services.errors import ValidationError
 from app.services.validation import validate_origin, validate_rule
+from tests.conftest import post_form
 
 HTMX = {"HX-Request": "true"}
 XSS = "<script>alert(1)</script>"
@@ -80,15 +81,7 @@ def _rule_form(**changes) -> dict:
 
 
 def _post(client, url: str, data: dict | None = None, **kwargs):
-    """Post a form; a rule form that takes something away is shown for review first, and is
-    then posted again with the confirmation ticked (test_impact_dashboard tests the step)."""
-    form = {"csrf_token": client.csrf, **(data or {})}
-    response = client.post(url, data=form, **kwargs)
-    review = re.search(r'name="confirm_impact" value="([0-9a-f]+)"', _text(response))
-    if review and "Not saved yet" in _text(response) and "confirm_impact" not in form:
-        response = client.post(url, data={**form, "confirm_impact": review.group(1)},
-                               **kwargs)
-    return response
+    return post_form(client, url, data, **kwargs)
 
 
 def _edit_form(app, path: str, **changes) -> dict:

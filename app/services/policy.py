@@ -236,6 +236,20 @@ def remove_origin(rule_id: int, value: str, *, actor: Actor,
     return True
 
 
+def _put_back(rule: Rule | None, rule_input: RuleInput, actor: Actor) -> Rule:
+    """Write a recorded state onto *rule*, or onto a new rule where it was deleted, with the
+    checks of any write that places a rule: its tenant's namespaces, no tie on its path."""
+    _check_namespace(rule_input, current=rule)
+    _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None, field_name="path",
+                  actor=actor)
+    if rule is None:
+        rule = Rule()
+        db.session.add(rule)
+    _apply(rule, rule_input, actor)
+    db.session.flush()
+    return rule
+
+
 def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
     """Bring a rule back to the state recorded by an audit entry (its ``before`` or ``after``).
 
@@ -267,14 +281,7 @@ def restore_rule(entry_id: int, *, actor: Actor, state: str = "before") -> Rule:
             before = rule_to_dict(rule) if rule is not None else None
             if before == recorded:
                 raise Unchanged(rule)
-            _check_namespace(rule_input, current=rule)
-            _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None,
-                          field_name="path", actor=actor)
-            if rule is None:
-                rule = Rule()
-                db.session.add(rule)
-            _apply(rule, rule_input, actor)
-            db.session.flush()
+            rule = _put_back(rule, rule_input, actor)
             change.audit("rule.restore",
                          f"restored rule {rule.path} to its state {state} audit entry "
                          f"{entry_id}", rule=rule, before=before, after=rule_to_dict(rule))
@@ -333,14 +340,7 @@ def undo_change(entry_id: int, *, actor: Actor) -> Rule | None:
             target = _reverted(previous or {}, before, after)
         rule_input = _scoped_input(validate_rule(target, reserved_prefixes=_reserved()),
                                    actor)
-        _check_namespace(rule_input, current=rule)
-        _check_no_tie(rule_input.path, exclude_id=rule.id if rule else None,
-                      field_name="path", actor=actor)
-        if rule is None:
-            rule = Rule()
-            db.session.add(rule)
-        _apply(rule, rule_input, actor)
-        db.session.flush()
+        rule = _put_back(rule, rule_input, actor)
         change.audit("rule.undo", f"undid change #{entry_id} on {rule.path} "
                      f"({', '.join(sorted(keys))})", rule=rule, before=previous,
                      after=rule_to_dict(rule))
