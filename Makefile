@@ -7,10 +7,11 @@ export FLASK_APP := wsgi.py
 
 .PHONY: run test bench lint install clean screenshots
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml engine/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# The engine first (its own distribution), then the admin app that depends on it.
+	$(BIN)/python -m pip install --quiet -e './engine[database]' -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -1,7 +1,7 @@
 """The admin surface while its database is unreachable: a clean 503, one log line a request.
 
 The engine serves the governed API from its cached snapshot and never needs the database on a
-request (:mod:`app.cors.cache`). The dashboard, the sign-in page and the JSON admin API need it
+request (:mod:`cors_control.cache`). The dashboard, the sign-in page and the JSON admin API need it
 for nearly every request; when a query fails for want of a connection they answer 503 (a page,
 an htmx fragment or a problem document) that names the policy version the engine keeps
 serving. Each failed request logs one line without a traceback; the start and the end of an
@@ -19,11 +19,12 @@ from flask import Flask, current_app, request, session
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.wrappers import Response
 
+from cors_control import get_control
+from cors_control.text import printable
+
 from .admin.rendering import is_htmx, render
 from .api import URL_PREFIX as API_PREFIX
 from .api.problems import problem
-from .cors import get_control
-from .cors.text import printable
 from .extensions import db, login_manager
 from .security import ADMIN_BLUEPRINTS
 

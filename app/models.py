@@ -25,8 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .cors.origins import OriginKind
-from .cors.vocabulary import (
+from cors_control.origins import OriginKind
+from cors_control.vocabulary import (
     ENFORCE,
     MODES,
     NO_TENANT_SOURCE,
@@ -34,6 +34,7 @@ from .cors.vocabulary import (
     TENANT_SOURCES,
     UNKNOWN_TENANT_OPTIONS,
 )
+
 from .extensions import db, login_manager
 from .timefmt import as_utc
 

@@ -14,7 +14,7 @@ import flask_cors
 from flask import Flask, Response
 from werkzeug.test import EnvironBuilder
 
-from app.cors import CorsControl, OriginEntry, RuleSpec
+from cors_control import CorsControl, OriginEntry, RuleSpec
 
 PATH = "/api/orders"
 RULE_PATH = "/api/*"

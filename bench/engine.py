@@ -2,7 +2,7 @@
 
 One GET and one preflight through the full Flask stack, at 3 to 100,000 allowed origins, for
 the bare app (baseline), the app under flask-cors, and the app under the engine (allowed and
-refused origin). Then :func:`~app.cors.decide` alone, and compiling a 100,000-origin policy.
+refused origin). Then :func:`~cors_control.decide` alone, and compiling a 100,000-origin policy.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from flask import Flask
 from werkzeug.datastructures import EnvironHeaders
 
-from app.cors import CorsControl, PolicySnapshot, compile_policy, decide
+from cors_control import CorsControl, PolicySnapshot, compile_policy, decide
 
 from . import apps
 from .harness import (

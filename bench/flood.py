@@ -31,11 +31,11 @@ import sqlalchemy as sa
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
-from app.cors import CorsControl
 from app.models import RequestLogEntry
 from app.request_log.metrics import DecisionCounters
 from app.request_log.recorder import OVERFLOW, RecorderSettings, RequestLogRecorder
 from app.runtime import create_source_engine
+from cors_control import CorsControl
 
 from . import apps, database
 from .harness import Budget, clock, frozen_heap

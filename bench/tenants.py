@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
-from app.cors import CorsControl, OriginEntry, PolicySnapshot, RuleSpec, compile_policy, decide
-from app.cors.decision import MEMO_LIMIT
-from app.cors.extension import _EnvironHeaderView
+from cors_control import CorsControl, OriginEntry, PolicySnapshot, RuleSpec, compile_policy, decide
+from cors_control.decision import MEMO_LIMIT
+from cors_control.extension import _EnvironHeaderView
 
 from . import apps
 from .harness import (

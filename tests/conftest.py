@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from app import close_app, create_app
-from app.cors import get_control
+from cors_control import get_control
 
 # create_app makes its instance folder; keep tests out of the project's own instance/.
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="cors-control-test-"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.cors import get_control
 from app.extensions import db
 from app.models import AuditEntry, Rule
 from app.request_log import get_request_log
@@ -13,6 +12,7 @@ from app.services.access import Actor
 from app.services.changes import policy_version
 from app.services.policy import import_policy
 from app.services.tenants import create_tenant
+from cors_control import get_control
 
 ADMIN = Actor("test", "cli")
 APP = "https://app.example.com"

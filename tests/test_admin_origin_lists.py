@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.cors import get_control
 from app.extensions import db
 from app.models import OriginList
 from app.services import origin_lists as lists
 from app.services.access import Actor
 from app.services.policy import create_rule
 from app.services.tenants import create_tenant
+from cors_control import get_control
 
 ADMIN = Actor("admin@example.com", "cli")
 FRONT = "https://front.example.com"

@@ -729,7 +729,7 @@ def test_coverage_shows_the_rule_behind_a_report_only_one_as_the_engine_answers(
 
 
 def test_coverage_follows_the_most_specific_rule_as_the_engine_does(app, policy, sign_in):
-    from app.cors import get_control
+    from cors_control import get_control
 
     policy({"path": "/api/*"}, {"path": "/api/public/*"})
     rows = _coverage_rows(_text(sign_in("viewer").get("/admin/coverage")))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from app.cors import get_control
 from app.extensions import db
 from app.models import AllowedOrigin, AuditEntry
+from cors_control import get_control
 
 ORIGIN = "https://app.example.com"
 NEW = "https://new.example.com"

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 from app.api import URL_PREFIX
 from app.api.openapi import DOCUMENT
-from app.cors import get_control
 from app.extensions import db
 from app.models import AllowedOrigin, ApiToken, AuditEntry, Rule, Tenant
 from app.request_log import get_request_log
@@ -22,6 +21,7 @@ from app.services.policy_read import export_policy
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token, hash_secret, revoke_token
 from app.services.validation import validate_rule
+from cors_control import get_control
 
 ADMIN = Actor("test", "cli")
 APP_ORIGIN = "https://app.example.com"

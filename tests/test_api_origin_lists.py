@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from app.api import URL_PREFIX
-from app.cors import get_control
 from app.services.access import Actor
 from app.services.changes import policy_version
 from app.services.policy import create_rule
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
+from cors_control import get_control
 
 ADMIN = Actor("test", "cli")
 FRONT = "https://front.example.com"

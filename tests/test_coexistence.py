@@ -16,9 +16,9 @@ import pytest
 from flask import Flask, Response, jsonify
 from flask_cors import CORS
 
-from app.cors import CorsControl, get_control
 from app.demo import bp as demo_bp
 from app.runtime import DatabasePolicySource
+from cors_control import CorsControl, get_control
 
 APP = "https://app.example.com"
 STRANGER = "https://stranger.example.net"

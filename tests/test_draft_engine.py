@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.cors.decision import (
+from cors_control.decision import (
     ALLOWED,
     CREDENTIALS_NOT_ALLOWED,
     METHOD_NOT_ALLOWED,
@@ -13,8 +13,8 @@ from app.cors.decision import (
     UNKNOWN_TENANT,
     decide,
 )
-from app.cors.snapshot import OriginEntry, RuleSpec, compile_policy
-from app.cors.vocabulary import ENFORCE, REPORT_ONLY, TENANT_FROM_VIEW_ARG
+from cors_control.snapshot import OriginEntry, RuleSpec, compile_policy
+from cors_control.vocabulary import ENFORCE, REPORT_ONLY, TENANT_FROM_VIEW_ARG
 
 APP = "https://app.example.com"
 OLD = "https://old.example.com"

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from app.api import URL_PREFIX
-from app.cors import get_control
 from app.extensions import db
 from app.models import AuditEntry, Rule, RuleDraft
 from app.request_log import get_request_log
@@ -24,6 +23,7 @@ from app.services.policy import create_rule, delete_rule, import_policy
 from app.services.policy_read import export_policy
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
+from cors_control import get_control
 
 ADMIN = Actor("test", "cli")
 APP = "https://app.example.com"

@@ -15,8 +15,10 @@ from flask import Flask, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.cors import get_control
-from app.cors.decision import (
+from app.extensions import db
+from app.models import PolicyState, Rule
+from cors_control import get_control
+from cors_control.decision import (
     CREDENTIALS_NOT_ALLOWED,
     EXPLANATIONS,
     HEADER_NOT_ALLOWED,
@@ -24,8 +26,6 @@ from app.cors.decision import (
     ORIGIN_NOT_ALLOWED,
     PRIVATE_NETWORK_NOT_ALLOWED,
 )
-from app.extensions import db
-from app.models import PolicyState, Rule
 
 APP = "https://app.example.com"
 PARTNER = "https://partner.example.org"
@@ -202,7 +202,7 @@ def test_actual_request_with_a_method_outside_the_rule_is_refused(client, policy
 def test_every_vary_line_of_a_wsgi_response_is_kept_when_origin_is_added(lines, expected):
     """Flask folds Vary lines itself when it adds Cookie; a WSGI app under the engine may
     still send several, and none of their fields may be lost."""
-    from app.cors.extension import _apply
+    from cors_control.extension import _apply
 
     headers = [("Content-Type", "text/plain"), *lines,
                ("Access-Control-Allow-Origin", "https://stale.example")]

@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from app.api import URL_PREFIX
-from app.cors import get_control
 from app.extensions import db
 from app.models import Tenant
 from app.services import origin_lists as lists
@@ -19,6 +18,7 @@ from app.services.origin_find import find_origin
 from app.services.policy import create_rule
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
+from cors_control import get_control
 
 ADMIN = Actor("admin@example.com", "cli")
 FRONT = "https://front.example.com"

@@ -52,8 +52,8 @@ from flask import Flask, Response
 from flask.testing import FlaskClient
 from flask_cors import CORS
 
-from app.cors.snapshot import DEFAULT_METHODS
 from app.demo import bp as demo_bp
+from cors_control.snapshot import DEFAULT_METHODS
 
 APP = "https://app.example.com"
 PARTNER = "https://partner.example.org"

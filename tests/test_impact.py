@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from app.cors.snapshot import OriginEntry, RuleSpec
 from app.extensions import db
 from app.models import AuditEntry, Rule
 from app.services.access import Actor
@@ -15,6 +14,7 @@ from app.services.changes import policy_version
 from app.services.impact import RuleFacts, measure, rehearse
 from app.services.policy import create_rule, delete_rule, import_policy, update_rule
 from app.services.tenants import create_tenant
+from cors_control.snapshot import OriginEntry, RuleSpec
 
 ADMIN = Actor("alice", "dashboard")
 ROUTES = ["/api/orders", "/api/echo", "/api/public/status", "/health"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from app.cors import get_control
 from app.extensions import db
 from app.models import AuditEntry, RequestLogEntry
 from app.request_log import get_request_log
@@ -16,6 +15,7 @@ from app.services.errors import ValidationError
 from app.services.log_fixes import allow_from_log, log_list_targets
 from app.services.policy import create_rule
 from app.services.tenants import create_tenant
+from cors_control import get_control
 
 ADMIN = Actor("admin@example.com", "cli")
 EDITOR = Actor("editor@example.com", "dashboard", role="editor")

@@ -8,7 +8,6 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from app.cors.paths import covers, overlaps, parse_pattern
 from app.extensions import db
 from app.models import AuditEntry, Rule, Tenant
 from app.services.access import Actor
@@ -22,6 +21,7 @@ from app.services.tenants import (
     set_tenant_paths,
 )
 from app.services.tokens import create_token
+from cors_control.paths import covers, overlaps, parse_pattern
 
 ADMIN = Actor("root@platform.example", "cli")
 EDITOR = Actor("editor@platform.example", "api", "editor")

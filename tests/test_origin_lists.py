@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from app.cors import OriginEntry, OriginListSpec, RuleSpec, compile_policy, decide, get_control
 from app.extensions import db
 from app.models import AuditEntry, OriginList, RuleOriginList
 from app.services import origin_lists as lists
@@ -15,6 +14,7 @@ from app.services.changes import policy_version
 from app.services.errors import Conflict, Forbidden, NotFound, ValidationError
 from app.services.policy import create_rule, delete_rule, update_rule
 from app.services.tenants import create_tenant
+from cors_control import OriginEntry, OriginListSpec, RuleSpec, compile_policy, decide, get_control
 
 ADMIN = Actor("admin@example.com", "dashboard")
 FRONT = "https://front.example.com"

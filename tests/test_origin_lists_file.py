@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from app.cors import get_control
 from app.services import origin_lists as lists
 from app.services.access import Actor
 from app.services.changes import policy_version
 from app.services.errors import ValidationError
 from app.services.policy import import_policy
 from app.services.policy_read import export_policy
+from cors_control import get_control
 
 ADMIN = Actor("admin@example.com", "cli")
 FRONT = "https://front.example.com"

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 from app.api import URL_PREFIX
-from app.cors import get_control
 from app.services import origin_lists as lists
 from app.services.access import Actor
 from app.services.policy import create_rule
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
+from cors_control import get_control
 
 ADMIN = Actor("admin@example.com", "cli")
 INTRUDER = "https://intruder.acme.example"

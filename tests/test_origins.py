@@ -1,4 +1,4 @@
-"""Origin parsing (app.cors.origins) and origin matching (OriginSet in app.cors.snapshot).
+"""Origin parsing (cors_control.origins) and origin matching (OriginSet in cors_control.snapshot).
 
 Pure functions, no app and no database: every case states what an operator may store and
 what a request's ``Origin`` header must look like to be granted.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from app.cors.origins import (
+from cors_control.origins import (
     ANY_ORIGIN,
     MAX_ORIGIN_LENGTH,
     OriginError,
@@ -23,7 +23,7 @@ from app.cors.origins import (
     parse_new_origin,
     parse_origin,
 )
-from app.cors.snapshot import OriginEntry, OriginSet
+from cors_control.snapshot import OriginEntry, OriginSet
 
 NOW = 1_700_000_000.0
 PROPERTY_SETTINGS = settings(

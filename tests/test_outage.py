@@ -25,11 +25,11 @@ from flask_migrate import upgrade
 from app import close_app, create_app
 from app.api import URL_PREFIX
 from app.api.openapi import DOCUMENT
-from app.cors import get_control
 from app.extensions import db
 from app.models import Rule
 from app.services.policy import Actor
 from app.services.tokens import TOKEN_PREFIX, create_token
+from cors_control import get_control
 from tests.conftest import PASSWORD, _test_config, csrf_token_of
 
 APP_ORIGIN = "https://app.example.com"

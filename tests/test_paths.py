@@ -1,4 +1,4 @@
-"""Path patterns (app.cors.paths): parsing, matching, precedence, ties and the index.
+"""Path patterns (cors_control.paths): parsing, matching, precedence, ties and the index.
 
 Pure functions, no app and no database. The index is checked against the plain definition
 ("every pattern that matches, the most specific one wins") on generated pattern sets.
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.cors.paths import (
+from cors_control.paths import (
     MAX_PATTERN_LENGTH,
     PathPattern,
     PatternError,
@@ -474,7 +474,7 @@ def test_index_lookup_all_lists_every_match_most_specific_first(
 def test_a_path_is_answered_by_its_most_specific_enforcing_rule_behind_report_only_ones(
     patterns: list[PathPattern], report_only: list[bool], paths: list[str]
 ) -> None:
-    from app.cors.snapshot import RuleSpec, compile_policy
+    from cors_control.snapshot import RuleSpec, compile_policy
 
     modes = {p.text: "report-only" if report_only[i] else "enforce"
              for i, p in enumerate(patterns)}

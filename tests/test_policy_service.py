@@ -287,7 +287,7 @@ def test_a_report_only_rule_with_credentials_is_no_longer_warned_of_as_a_widenin
 
 
 def _served(*rules: Rule):
-    from app.cors.snapshot import RuleSpec, compile_policy
+    from cors_control.snapshot import RuleSpec, compile_policy
 
     return compile_policy(1, [RuleSpec(r.path, mode=r.mode, rule_id=r.id,
                                        supports_credentials=r.supports_credentials)

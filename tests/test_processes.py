@@ -22,12 +22,12 @@ import sqlalchemy as sa
 
 from app import close_app
 from app.config import ROOT
-from app.cors import get_control
 from app.extensions import db
 from app.models import EngineProcess
 from app.runtime import get_heartbeat
 from app.services.access import Actor
 from app.services.policy import add_origin, create_rule
+from cors_control import get_control
 
 TESTER = Actor("test", "cli")
 ORIGIN = "https://app.example.com"

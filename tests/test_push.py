@@ -21,8 +21,6 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from app.cors import PolicyCache, get_control
-from app.cors.snapshot import RuleSpec
 from app.runtime import get_listener
 from app.runtime.listener import APPLICATION_NAME, libpq_url
 from app.runtime.wiring import notify_url
@@ -30,6 +28,8 @@ from app.services.access import Actor
 from app.services.changes import Unchanged, policy_change, policy_version
 from app.services.policy import add_origin, create_rule
 from app.services.tokens import create_token
+from cors_control import PolicyCache, get_control
+from cors_control.snapshot import RuleSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTER = Actor("tester", "cli")
@@ -97,12 +97,12 @@ def test_a_process_never_installs_an_older_version_than_it_serves(caplog):
     cache = PolicyCache(source, interval=NEVER)
     assert cache.refresh() is True and cache.snapshot and cache.snapshot.version == 5
     source.version = 3  # a replica behind the one read before, or a restored database
-    with caplog.at_level(logging.WARNING, logger="app.cors"):
+    with caplog.at_level(logging.WARNING, logger="cors_control"):
         assert cache.refresh() is False
         assert cache.refresh() is False
     assert cache.snapshot.version == 5
     assert source.loads == 1, "an older version is not even loaded"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "app.cors"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cors_control"]
     assert len(warnings) == 1 and "older than the 5" in warnings[0]
     source.version = 6
     assert cache.refresh() is True and cache.snapshot.version == 6
@@ -203,10 +203,10 @@ def test_a_listening_process_reloads_on_a_change_made_elsewhere(make_app, databa
     assert _eventually(lambda: _served(client) == ORIGIN)
 
     # Killed from the server's side: the listener reconnects and catches up by itself.
-    with caplog.at_level(logging.INFO, logger="app.cors"):
+    with caplog.at_level(logging.INFO, logger="cors_control"):
         assert _terminate(database_url, listener.application_name) == 1
         assert _eventually(lambda: listener.reconnects == 1 and listener.connected)
-    messages = [r.getMessage() for r in caplog.records if r.name == "app.cors"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "cors_control"]
     assert any("lost its connection" in m for m in messages), messages
     with writer.app_context():
         add_origin(rule_id, OTHER, actor=TESTER)

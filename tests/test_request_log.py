@@ -119,9 +119,9 @@ def test_counts_add_up_across_flushes(app, client, policy):
 def test_buckets_roll_over(make_app, policy):
     app = make_app(REQUEST_LOG_BUCKET_SECONDS=1)
     client = app.test_client()
-    from app.cors import get_control
     from app.services.access import Actor
     from app.services.policy import import_policy
+    from cors_control import get_control
 
     with app.app_context():
         import_policy({"rules": [RULE]}, actor=Actor("t", "cli"))
@@ -215,9 +215,9 @@ def test_every_report_only_rule_more_specific_than_the_answering_one_is_recorded
 def test_metrics_count_what_was_applied_and_each_report_only_finding_under_its_rule():
     from werkzeug.datastructures import Headers
 
-    from app.cors.decision import decide
-    from app.cors.snapshot import OriginEntry, RuleSpec, compile_policy
     from app.request_log.metrics import DecisionCounters
+    from cors_control.decision import decide
+    from cors_control.snapshot import OriginEntry, RuleSpec, compile_policy
 
     snapshot = compile_policy(1, [
         RuleSpec("/api/*", origins=(OriginEntry(ORIGIN),)),
@@ -245,9 +245,9 @@ def test_unmatched_cors_requests_are_recorded_only_under_api_prefixes(app, clien
 
 def test_overflow_is_counted_and_stored_when_the_key_bound_is_hit(make_app):
     app = make_app(REQUEST_LOG_MAX_KEYS=5)
-    from app.cors import get_control
     from app.services.access import Actor
     from app.services.policy import import_policy
+    from cors_control import get_control
 
     with app.app_context():
         import_policy({"rules": [RULE]}, actor=Actor("t", "cli"))
@@ -270,7 +270,7 @@ def test_a_flush_during_a_database_outage_loses_nothing(app, client, policy, cap
     good_engine = recorder.engine
     recorder.engine = create_source_engine(UNREACHABLE)
     try:
-        with caplog.at_level(logging.ERROR, logger="app.cors"):
+        with caplog.at_level(logging.ERROR, logger="cors_control"):
             for _ in range(3):
                 response = client.get("/api/orders", headers={"Origin": EVIL})
                 assert response.status_code == 200  # a request never fails for the log
@@ -309,7 +309,7 @@ HOSTILE = 'https://x.example"><script>alert(1)</script>\x1b[2J\x0bINFO forged li
 def test_hostile_values_are_stored_as_data_and_escaped_in_log_lines(app, client, policy,
                                                                     caplog):
     policy(RULE)
-    with caplog.at_level(logging.INFO, logger="app.cors"):
+    with caplog.at_level(logging.INFO, logger="cors_control"):
         client.get("/api/orders", headers={"Origin": HOSTILE, "User-Agent": "a\x1b[31mb"})
     _flush(app)
     (row,) = _rows(app)
@@ -332,7 +332,7 @@ def test_long_attacker_values_are_truncated(app, client, policy):
 
 def test_refusal_log_line_is_rate_limited_per_key(app, client, policy, caplog):
     policy(RULE)
-    with caplog.at_level(logging.INFO, logger="app.cors"):
+    with caplog.at_level(logging.INFO, logger="cors_control"):
         for _ in range(5):
             client.get("/api/orders", headers={"Origin": EVIL})
         _flush(app)
@@ -372,9 +372,9 @@ def test_metrics_are_off_by_default(client):
 def test_metrics_need_the_bearer_token(make_app, policy):
     app = make_app(METRICS_ENABLED=True, METRICS_TOKEN="s3cret-token")
     client = app.test_client()
-    from app.cors import get_control
     from app.services.access import Actor
     from app.services.policy import import_policy
+    from cors_control import get_control
 
     with app.app_context():
         import_policy({"rules": [RULE]}, actor=Actor("t", "cli"))
@@ -401,7 +401,7 @@ def test_worker_shutdown_flushes_what_is_pending(database_url, tmp_path):
         "from app import create_app\n"
         "from app.services.access import Actor\n"
         "from app.services.policy import import_policy\n"
-        "from app.cors import get_control\n"
+        "from cors_control import get_control\n"
         "app = create_app({'REQUEST_LOG_FLUSH_INTERVAL': 3600})\n"
         "with app.app_context():\n"
         f"    import_policy({{'rules': [{RULE!r}]}}, actor=Actor('t', 'cli'))\n"

@@ -25,10 +25,10 @@ import sqlalchemy as sa
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from app.cors.decision import ORIGIN_NOT_ALLOWED, Decision
 from app.request_log import get_request_log
 from app.request_log.recorder import RecorderSettings, RequestLogRecorder
 from app.runtime import create_source_engine
+from cors_control.decision import ORIGIN_NOT_ALLOWED, Decision
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://app.example.com"
@@ -43,8 +43,8 @@ TENANT_RULE = {**RULE, "tenant_selector": {"source": "header", "key": "X-Tenant"
 
 def _load(app, *rules: dict) -> None:
     """The policy fixture, for an app built with its own settings."""
-    from app.cors import get_control
     from app.services.policy import Actor, import_policy
+    from cors_control import get_control
 
     with app.app_context():
         import_policy({"rules": list(rules)}, actor=Actor("test", "cli"), replace=True)
@@ -171,7 +171,7 @@ def test_a_row_refused_on_its_own_is_quarantined_and_the_rest_is_stored(
     _load(app, RULE)
     client = app.test_client()
     origins = [f"https://ok{i}.example.net" for i in range(5)]
-    with caplog.at_level(logging.WARNING, logger="app.cors"):
+    with caplog.at_level(logging.WARNING, logger="cors_control"):
         for origin in origins[:2] + [poisoned_origin] * 3 + origins[2:]:
             client.get("/api/orders", headers={"Origin": origin})
         recorder = get_request_log(app).recorder
@@ -302,7 +302,7 @@ def test_the_exit_flush_gives_up_after_its_time_and_says_what_is_lost(caplog):
     for request in _refusal_requests(3) * 2:
         recorder.record(refusal, request)
     try:
-        with caplog.at_level(logging.ERROR, logger="app.cors"):
+        with caplog.at_level(logging.ERROR, logger="cors_control"):
             recorder.stop(flush=True)
     finally:
         recorder.engine.dispose()
@@ -405,7 +405,7 @@ def test_a_failing_log_is_degraded_in_healthz_and_metrics_while_healthz_stays_20
 
 
 def test_healthz_gives_a_generic_reason_during_a_database_outage(make_app, caplog):
-    with caplog.at_level(logging.ERROR, logger="app.cors"):
+    with caplog.at_level(logging.ERROR, logger="cors_control"):
         app = make_app(CORS_DATABASE_URL=UNREACHABLE)
         health = app.test_client().get("/healthz")
     assert health.status_code == 503
@@ -418,8 +418,8 @@ def test_healthz_gives_a_generic_reason_during_a_database_outage(make_app, caplo
 
 
 def test_healthz_of_a_stale_policy_gives_a_generic_error(app, client, policy):
-    from app.cors import get_control
     from app.runtime import DatabasePolicySource
+    from cors_control import get_control
 
     policy(RULE)
     cache = get_control(app).cache

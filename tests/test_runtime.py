@@ -16,12 +16,12 @@ import pytest
 import sqlalchemy as sa
 
 from app import close_app
-from app.cors import PolicyCache, get_control
 from app.extensions import db
 from app.models import EngineProcess
 from app.runtime import DatabasePolicySource, get_heartbeat
 from app.services.access import Actor
 from app.services.policy import add_origin, create_rule, remove_origin
+from cors_control import PolicyCache, get_control
 
 ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
@@ -74,12 +74,12 @@ def test_last_good_policy_is_served_while_the_database_is_unreachable(app, clien
     cache.refresh()
     good_source = cache.source
     cache.source = DatabasePolicySource.from_url(UNREACHABLE)
-    with caplog.at_level(logging.ERROR, logger="app.cors"):
+    with caplog.at_level(logging.ERROR, logger="cors_control"):
         for _ in range(3):
             cache.refresh()
             response = client.get("/api/orders", headers={"Origin": ORIGIN})
             assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
-    outage_logs = [r for r in caplog.records if r.name == "app.cors" and r.levelno >= 40]
+    outage_logs = [r for r in caplog.records if r.name == "cors_control" and r.levelno >= 40]
     assert len(outage_logs) == 1, "an outage is logged once, not once per check"
     health = client.get("/healthz")
     assert health.status_code == 200
@@ -236,7 +236,7 @@ def test_check_listeners_run_in_order_and_a_failing_one_does_not_stop_the_next(c
 
     cache.add_check_listener(failing)
     cache.add_check_listener(lambda checked: heard.append(f"next saw {checked.snapshot.version}"))
-    with caplog.at_level(logging.ERROR, logger="app.cors"):
+    with caplog.at_level(logging.ERROR, logger="cors_control"):
         assert cache.refresh() is True
     assert heard == ["failing", "next saw 1"]
     assert "check listener failed" in caplog.text

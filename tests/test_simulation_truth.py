@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app.cors import get_control
 from app.services.access import Actor
 from app.services.policy import import_policy
 from app.services.simulator import Answer, Simulation, answer_request, validate_request
+from cors_control import get_control
 
 APP = "https://app.example.com"
 SHOP = "https://shop.example.com"

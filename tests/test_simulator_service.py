@@ -7,12 +7,12 @@ import pytest
 import sqlalchemy as sa
 
 from app.api import URL_PREFIX
-from app.cors import OriginEntry, RuleSpec, compile_policy
 from app.extensions import db
 from app.models import ApiToken
 from app.services.access import Actor
 from app.services.simulator import allows_origin_now, validate_request
 from app.services.tokens import create_token
+from cors_control import OriginEntry, RuleSpec, compile_policy
 
 ORIGIN = "https://app.example.com"
 RULE = {"path": "/api/*", "origins": [ORIGIN], "methods": ["GET", "PUT"]}
@@ -184,9 +184,9 @@ SHOP = "https://shop.example.com"
 @pytest.fixture
 def shared_rule(app):
     """A platform rule that takes the tenant from a header; acme's editor works on it."""
-    from app.cors import get_control
     from app.services.policy import import_policy
     from app.services.tenants import create_tenant
+    from cors_control import get_control
 
     with app.app_context():
         acme = create_tenant("acme", "Acme", actor=Actor("admin", "cli")).id
@@ -200,8 +200,8 @@ def shared_rule(app):
 
 
 def tenant_answer(app, actor, tenant: str, *, credentials: bool = False):
-    from app.cors import get_control
     from app.services.simulator import answer_request
+    from cors_control import get_control
 
     request = validate_request(origin=SHOP, method="GET", path="/api/echo",
                                request_headers=[("X-Tenant", tenant)],
@@ -214,8 +214,8 @@ def tenant_answer(app, actor, tenant: str, *, credentials: bool = False):
 
 
 def test_a_tenant_editor_gets_the_fix_for_its_own_tenant_only(app, shared_rule):
-    from app.cors import get_control
     from app.services.simulator import fix_request
+    from cors_control import get_control
 
     request, own = tenant_answer(app, shared_rule, "acme")
     assert own.fix is not None and (own.fix.origin, own.fix.tenant) == (SHOP, "acme")

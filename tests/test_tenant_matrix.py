@@ -31,8 +31,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, url_for
 
-from app.cors import get_control
-from app.cors.decision import ORIGIN_NOT_ALLOWED
 from app.extensions import db
 from app.models import (
     AllowedOrigin,
@@ -53,6 +51,8 @@ from app.services.policy import add_origin, create_rule, update_rule
 from app.services.tenants import create_tenant
 from app.services.tokens import create_token
 from app.services.users import create_user
+from cors_control import get_control
+from cors_control.decision import ORIGIN_NOT_ALLOWED
 from tests.conftest import PASSWORD
 
 ADMIN = Actor("root@platform.example", "cli")

@@ -8,8 +8,6 @@ import pytest
 import sqlalchemy as sa
 from werkzeug.datastructures import Headers
 
-from app.cors.decision import decide
-from app.cors.snapshot import OriginEntry, RuleSpec, compile_policy
 from app.extensions import db
 from app.models import AllowedOrigin, AuditEntry, Tenant
 from app.services.access import Actor
@@ -23,6 +21,8 @@ from app.services.policy import (
 )
 from app.services.policy_read import export_policy, get_rule, rule_to_dict
 from app.services.tenants import create_tenant
+from cors_control.decision import decide
+from cors_control.snapshot import OriginEntry, RuleSpec, compile_policy
 
 ADMIN = Actor("admin@example.com", "dashboard")
 ACME = "https://app.acme.example"
@@ -109,7 +109,7 @@ def _shared_rule(app) -> int:
 
 def test_the_tenant_route_serves_each_tenant_its_allowlist_over_http(app, client, tenants):
     _shared_rule(app)
-    from app.cors import get_control
+    from cors_control import get_control
 
     get_control(app).cache.refresh()
     allowed = client.get("/api/t/acme/orders", headers={"Origin": ACME})
@@ -128,7 +128,7 @@ STRANGER = "https://stranger.example.net"
 @pytest.fixture
 def header_client(app, client, tenants):
     """A client of the app serving /api/* with the tenant taken from ``X-Tenant``."""
-    from app.cors import get_control
+    from cors_control import get_control
 
     with app.app_context():
         create_rule({
@@ -187,7 +187,7 @@ def test_after_the_preflight_the_actual_request_is_decided_for_its_tenant(
 def test_a_view_arg_tenant_preflight_is_still_decided_for_the_tenant_in_the_path(
     app, client, tenants
 ):
-    from app.cors import get_control
+    from cors_control import get_control
 
     _shared_rule(app)
     get_control(app).cache.refresh()
@@ -313,7 +313,7 @@ def test_long_expired_origins_are_purged_and_audited(app):
 
 
 def test_a_new_tenant_is_known_to_the_engine_after_the_next_reload(app, client):
-    from app.cors import get_control
+    from cors_control import get_control
 
     with app.app_context():
         create_rule({"path": "/api/t/*/orders",

@@ -13,7 +13,8 @@ from typing import Any
 from flask import current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response
 
-from ..cors import get_control
+from cors_control import get_control
+
 from ..models import Rule, RuleDraft
 from ..services import access, drafts
 from ..services.errors import Conflict, NotFound, ValidationError

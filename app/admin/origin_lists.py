@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import current_app, flash, redirect, request, url_for
 
-from ..cors import get_control
+from cors_control import get_control
+
 from ..models import Rule
 from ..services import origin_lists as lists
 from ..services.access import can_change_options

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from flask import current_app, url_for
 
-from ..cors import get_control
+from cors_control import get_control
+
 from ..services.errors import NotFound, ValidationError
 from ..services.simulator import allow_refused_origin
 from .access import current_actor

@@ -26,11 +26,12 @@ from flask import current_app, flash, redirect, request, stream_with_context, ur
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from ..cors import get_control
-from ..cors.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
-from ..cors.snapshot import PolicySnapshot
-from ..cors.text import escape_unprintable
-from ..cors.vocabulary import DRAFT, LOG_MODES, NO_TENANT_SOURCE
+from cors_control import get_control
+from cors_control.decision import EXPLANATIONS, ORIGIN_NOT_ALLOWED
+from cors_control.snapshot import PolicySnapshot
+from cors_control.text import escape_unprintable
+from cors_control.vocabulary import DRAFT, LOG_MODES, NO_TENANT_SOURCE
+
 from ..extensions import db
 from ..models import RequestLogEntry, Rule, RuleOriginList
 from ..services.access import visible_log_rows, visible_rules

@@ -13,9 +13,9 @@ from typing import Any
 from flask import current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response
 
-from ..cors import get_control
-from ..cors.snapshot import DEFAULT_METHODS
-from ..cors.vocabulary import (
+from cors_control import get_control
+from cors_control.snapshot import DEFAULT_METHODS
+from cors_control.vocabulary import (
     APPLIED_MODES,
     ENFORCE,
     MODES,
@@ -25,6 +25,7 @@ from ..cors.vocabulary import (
     TENANT_SOURCES,
     UNKNOWN_TENANT_OPTIONS,
 )
+
 from ..extensions import db
 from ..models import Rule
 from ..services import access, log_fixes, origin_find, policy, policy_read, rules_query

@@ -2,7 +2,7 @@
 
 This module only reads the form and renders: :mod:`app.services.simulator` checks the
 question (the same checks and messages as the API and the CLI), builds the request a browser
-would send and asks :func:`~app.cors.decision.decide` about it, on the snapshot this process
+would send and asks :func:`~cors_control.decision.decide` about it, on the snapshot this process
 serves. The form is a GET form, so a result is a link; htmx swaps only the result.
 Origins are simulated exactly as typed, hostile or malformed ones included (the engine
 refuses those); the allowlist parser's message is shown beside them as a hint, never as a
@@ -21,7 +21,8 @@ from flask import current_app, flash, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from ..cors import get_control
+from cors_control import get_control
+
 from ..services.errors import ServiceError
 from ..services.simulator import (
     Answer,

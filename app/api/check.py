@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import current_app
 
-from ..cors import get_control
+from cors_control import get_control
+
 from ..services.errors import FieldError, NotFound, ValidationError
 from ..services.simulator import (
     Answer,

@@ -10,13 +10,14 @@ from typing import Any
 
 from flask import jsonify
 
-from ..cors.snapshot import DEFAULT_METHODS
-from ..cors.vocabulary import (
+from cors_control.snapshot import DEFAULT_METHODS
+from cors_control.vocabulary import (
     LOG_MODES,
     MODES,
     TENANT_SOURCES,
     UNKNOWN_TENANT_OPTIONS,
 )
+
 from ..models import ORIGIN_KINDS, ROLES, WEBHOOK_FORMATS
 from ..services.alerts import MAX_QUIET_DAYS, MAX_THRESHOLD, MAX_WINDOW_MINUTES
 from ..services.audit import MAX_PAGE_SIZE as AUDIT_PAGE_SIZE

@@ -15,9 +15,10 @@ from flask import Response, jsonify, url_for
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..cors.origins import OriginError, parse_origin
-from ..cors.snapshot import DEFAULT_METHODS
-from ..cors.vocabulary import ENFORCE, MODES
+from cors_control.origins import OriginError, parse_origin
+from cors_control.snapshot import DEFAULT_METHODS
+from cors_control.vocabulary import ENFORCE, MODES
+
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from ..services import policy

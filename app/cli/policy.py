@@ -10,9 +10,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..cors import get_control
-from ..cors.text import printable
-from ..cors.vocabulary import DRAFT, LOG_MODES
+from cors_control import get_control
+from cors_control.text import printable
+from cors_control.vocabulary import DRAFT, LOG_MODES
+
 from ..services.errors import ServiceError
 from ..services.impact import Impact, import_impact
 from ..services.limits import MAX_JSON_DEPTH, MAX_LOOKBACK, nesting_exceeds

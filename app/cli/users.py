@@ -9,7 +9,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
-from ..cors.text import printable
+from cors_control.text import printable
+
 from ..models import ROLES
 from ..services import demo
 from ..services.errors import ServiceError

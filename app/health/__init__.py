@@ -17,7 +17,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from ..cors import get_control
+from cors_control import get_control
+
 from ..request_log.recorder import RequestLogRecorder
 
 bp = Blueprint("health", __name__)

@@ -1,6 +1,6 @@
 """The request log: refused origins, failed preflights and report-only findings, aggregated.
 
-``RequestLog(app, control, engine=engine)`` listens to the app's :class:`~app.cors.CorsControl`
+``RequestLog(app, control, engine=engine)`` listens to the app's :class:`~cors_control.CorsControl`
 and records through a :class:`~app.request_log.recorder.RequestLogRecorder` writing with
 *engine* (the runtime's, which the runtime disposes); ``/metrics`` exposes counters.
 """
@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..cors import CorsControl, get_control
+from cors_control import CorsControl, get_control
+
 from .metrics import CorsCollector, DecisionCounters
 from .recorder import RecorderSettings, RequestLogRecorder
 

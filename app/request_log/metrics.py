@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..cors.cache import PolicyCache
-from ..cors.decision import ALLOWED, NO_ORIGIN, Decision
+from cors_control.cache import PolicyCache
+from cors_control.decision import ALLOWED, NO_ORIGIN, Decision
+
 from .recorder import RequestLogRecorder
 
 

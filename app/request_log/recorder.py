@@ -36,15 +36,16 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..cors.decision import NO_RULE, Decision
-from ..cors.text import printable
-from ..cors.vocabulary import DRAFT, ENFORCE, REPORT_ONLY
+from cors_control.decision import NO_RULE, Decision
+from cors_control.text import printable
+from cors_control.vocabulary import DRAFT, ENFORCE, REPORT_ONLY
+
 from ..models import RequestLogEntry
 
 if TYPE_CHECKING:
-    from ..cors.extension import RequestView as Request
+    from cors_control.extension import RequestView as Request
 
-logger = logging.getLogger("app.cors")
+logger = logging.getLogger("cors_control")
 
 OVERFLOW = "overflow"
 OVERFLOW_DETAIL = "distinct keys over the in-memory bound"

@@ -16,7 +16,8 @@ import threading
 
 from flask import Flask
 
-from ..cors.cache import PolicyCache
+from cors_control.cache import PolicyCache
+
 from ..extensions import db
 from ..services.alerts import Evaluation, deliver_due, evaluate_alerts
 

@@ -28,10 +28,11 @@ import sqlalchemy as sa
 from flask import Flask, request, request_started
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..cors.cache import PolicyCache
+from cors_control.cache import PolicyCache
+
 from ..models import EngineProcess
 
-logger = logging.getLogger("app.cors")
+logger = logging.getLogger("cors_control")
 _table = EngineProcess.__table__
 _live_heartbeats: weakref.WeakSet[ProcessHeartbeat] = weakref.WeakSet()
 

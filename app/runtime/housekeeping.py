@@ -10,12 +10,13 @@ import time
 
 from flask import Flask
 
-from ..cors.cache import PolicyCache
+from cors_control.cache import PolicyCache
+
 from ..services.overview import forget_stopped_processes
 from ..services.policy import purge_expired_origins
 from ..services.request_log import prune_log
 
-logger = logging.getLogger("app.cors")
+logger = logging.getLogger("cors_control")
 
 
 class Housekeeping:

@@ -27,9 +27,9 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from ..cors.cache import PolicyCache
+from cors_control.cache import PolicyCache
 
-logger = logging.getLogger("app.cors")
+logger = logging.getLogger("cors_control")
 
 DEFAULT_CHANNEL = "cors_policy"
 APPLICATION_NAME = "cors-control-listener"

@@ -12,8 +12,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..cors.snapshot import OriginEntry, OriginListSpec, RuleSpec
-from ..cors.vocabulary import ENFORCE, OFF
+from cors_control.snapshot import OriginEntry, OriginListSpec, RuleSpec
+from cors_control.vocabulary import ENFORCE, OFF
+
 from ..models import (
     AllowedOrigin,
     OriginList,

@@ -1,6 +1,6 @@
 """The steps that put the runtime around an app's engine, and the one that takes it down.
 
-The CORS engine (:mod:`app.cors`) knows no database: it is handed a policy source. These steps
+The CORS engine (:mod:`cors_control`) knows no database: it is handed a policy source. These steps
 resolve the policy database once, build one small SQLAlchemy engine on it, and share it between
 the policy source, the request log's writer and the heartbeat; :func:`stop_runtime` stops what
 they started and disposes that engine.
@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
-from ..cors import CorsControl, get_control
+from cors_control import CorsControl, get_control
+
 from ..request_log import RequestLog, get_request_log
 from .alerts import AlertJob
 from .heartbeat import ProcessHeartbeat

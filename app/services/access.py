@@ -15,7 +15,8 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from ..cors.vocabulary import NO_TENANT_SOURCE
+from cors_control.vocabulary import NO_TENANT_SOURCE
+
 from ..models import AllowedOrigin, AuditEntry, RequestLogEntry, Rule, Tenant
 from .errors import Forbidden
 

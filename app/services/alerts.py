@@ -38,7 +38,8 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app
 
-from ..cors.vocabulary import DRAFT
+from cors_control.vocabulary import DRAFT
+
 from ..extensions import db
 from ..models import (
     WEBHOOK_FORMATS,

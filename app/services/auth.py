@@ -32,7 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ..cors.text import printable
+from cors_control.text import printable
+
 from ..extensions import db
 from ..models import SignInThrottle, User
 from .errors import ServiceError

@@ -21,7 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..cors.vocabulary import DRAFT, ENFORCE
+from cors_control.vocabulary import DRAFT, ENFORCE
+
 from ..extensions import db
 from ..models import RequestLogEntry, Rule, RuleDraft, Tenant, utcnow
 from .access import Actor, owns, require_writer, visible_log_rows

@@ -4,7 +4,7 @@
 route by route: for each route of the app, and for the path of each changed rule that no
 route of the app matches, which rule answers it before and after, and which origins,
 methods, request headers and credentials stop (or start) applying there. The engine decides:
-the pictures are compiled by :func:`~app.cors.snapshot.compile_policy` and each route is
+the pictures are compiled by :func:`~cors_control.snapshot.compile_policy` and each route is
 looked up with its own ``route_for``, so report-only rules and rules in mode ``off`` step
 aside exactly as they do on live requests.
 
@@ -31,8 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
-from ..cors.paths import parse_pattern
-from ..cors.snapshot import (
+from cors_control.paths import parse_pattern
+from cors_control.snapshot import (
     CompiledRule,
     OriginEntry,
     PolicySnapshot,
@@ -40,7 +40,8 @@ from ..cors.snapshot import (
     compile_policy,
     compile_rule,
 )
-from ..cors.vocabulary import NO_TENANT_SOURCE
+from cors_control.vocabulary import NO_TENANT_SOURCE
+
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from .access import Actor, sees, tenant_scope

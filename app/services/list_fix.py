@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cors.extension import CorsControl
-from ..cors.snapshot import PolicySnapshot
-from ..cors.text import printable
+from cors_control.extension import CorsControl
+from cors_control.snapshot import PolicySnapshot
+from cors_control.text import printable
+
 from .access import Actor
 from .errors import FieldError, NotFound, ValidationError
 from .origin_lists import add_origin_to_list, lists_of_rule, may_change_list, rules_using

@@ -20,16 +20,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..cors.decision import (
+from cors_control.decision import (
     CREDENTIALS_NOT_ALLOWED,
     HEADER_NOT_ALLOWED,
     METHOD_NOT_ALLOWED,
     ORIGIN_NOT_ALLOWED,
 )
-from ..cors.extension import CorsControl
-from ..cors.snapshot import CompiledRule, PolicySnapshot
-from ..cors.text import printable
-from ..cors.vocabulary import DRAFT, TENANT_FROM_HEADER, TENANT_FROM_SUBDOMAIN
+from cors_control.extension import CorsControl
+from cors_control.snapshot import CompiledRule, PolicySnapshot
+from cors_control.text import printable
+from cors_control.vocabulary import DRAFT, TENANT_FROM_HEADER, TENANT_FROM_SUBDOMAIN
+
 from ..models import RequestLogEntry, Rule
 from .access import Actor
 from .errors import FieldError, NotFound, ValidationError

@@ -3,8 +3,8 @@
 
 Every allowlist entry that lets the origin through is listed: the entry equal to it and every
 pattern (``*.example.com``, ``https://example.com:*``, ``*``) the engine's own
-:class:`~app.cors.snapshot.OriginSet` says matches it, so the answer agrees with
-:func:`~app.cors.decision.decide`. Exact entries are found by the database's index; patterns
+:class:`~cors_control.snapshot.OriginSet` says matches it, so the answer agrees with
+:func:`~cors_control.decision.decide`. Exact entries are found by the database's index; patterns
 are few and are matched here. Entries of shared origin lists count too: each is listed once
 per rule that uses its list, naming the list, and only for lists and rules the actor sees.
 """
@@ -18,9 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
-from ..cors.origins import OriginError, OriginKind, parse_origin
-from ..cors.snapshot import OriginEntry, OriginSet
-from ..cors.vocabulary import OFF
+from cors_control.origins import OriginError, OriginKind, parse_origin
+from cors_control.snapshot import OriginEntry, OriginSet
+from cors_control.vocabulary import OFF
+
 from ..extensions import db
 from ..models import AllowedOrigin, OriginList, OriginListEntry, Rule, RuleOriginList, Tenant
 from ..timefmt import iso_utc

@@ -3,8 +3,8 @@
 A list belongs to the platform or to one tenant (its name is unique per owner). Changing a
 list changes every rule that uses it in one :func:`~.changes.policy_change`: one version
 bump, one audit entry that names the rules affected. The engine merges a list's origins into
-each rule that uses it when it compiles the snapshot (:class:`app.cors.snapshot.OriginListSpec`),
-so a request costs the same.
+each rule that uses it when it compiles the snapshot
+(:class:`~cors_control.snapshot.OriginListSpec`), so a request costs the same.
 
 Who may use which list (the widest effect for the least privileged role is the risk):
 
@@ -28,7 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
-from ..cors.origins import OriginKind
+from cors_control.origins import OriginKind
+
 from ..extensions import db
 from ..models import OriginList, OriginListEntry, Rule, RuleOriginList, Tenant, utcnow
 from ..timefmt import iso_utc

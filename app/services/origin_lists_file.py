@@ -25,7 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..cors.origins import OriginKind
+from cors_control.origins import OriginKind
+
 from ..extensions import db
 from ..models import OriginList, OriginListEntry, Rule, RuleOriginList, Tenant, utcnow
 from .access import Actor

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
-from ..cors.vocabulary import DRAFT, MODES, REPORT_ONLY
+from cors_control.vocabulary import DRAFT, MODES, REPORT_ONLY
+
 from ..extensions import db
 from ..models import (
     AllowedOrigin,

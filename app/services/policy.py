@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import selectinload
 
-from ..cors.paths import find_tie, parse_pattern
-from ..cors.vocabulary import NO_TENANT_SOURCE, OFF
+from cors_control.paths import find_tie, parse_pattern
+from cors_control.vocabulary import NO_TENANT_SOURCE, OFF
+
 from ..extensions import db
 from ..models import AllowedOrigin, AuditEntry, Rule, RuleDraft, Tenant, utcnow
 from ..timefmt import iso_utc

@@ -12,7 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
-from ..cors.vocabulary import NO_TENANT_SOURCE
+from cors_control.vocabulary import NO_TENANT_SOURCE
+
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from ..timefmt import iso_utc

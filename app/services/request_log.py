@@ -13,8 +13,9 @@ from flask import current_app
 from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
-from ..cors.decision import REFUSAL_REASONS
-from ..cors.vocabulary import LOG_MODES
+from cors_control.decision import REFUSAL_REASONS
+from cors_control.vocabulary import LOG_MODES
+
 from ..extensions import db
 from ..models import RequestLogEntry
 from ..request_log.recorder import OVERFLOW

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import selectinload
 
-from ..cors.paths import PatternIndex, parse_pattern
-from ..cors.vocabulary import MODES, NO_TENANT_SOURCE, OFF, REPORT_ONLY
+from cors_control.paths import PatternIndex, parse_pattern
+from cors_control.vocabulary import MODES, NO_TENANT_SOURCE, OFF, REPORT_ONLY
+
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from .access import Actor, visible_origin_rows, visible_rules

@@ -5,7 +5,7 @@
 would do differently (hints); :func:`answer_request` builds the request a browser would send
 (a preflight when the method, a header or private network access needs one), with the tenant
 where the server finds it (the app's route, a header value, the Host), and asks the engine's
-own :func:`~app.cors.decision.decide` and :func:`~app.cors.decision.explain` (every failing
+own :func:`~cors_control.decision.decide` and :func:`~cors_control.decision.explain` (every failing
 check); it never decides itself. When one change makes the request pass, the answer carries
 it as a :class:`Fix` and :func:`fix_request` applies it as one policy change. The request
 log's "allow this origin" uses :func:`one_click_refusal` and :func:`allow_refused_origin`.
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.datastructures import Headers
 
-from ..cors.decision import (
+from cors_control.decision import (
     CREDENTIALS_NOT_ALLOWED,
     ORIGIN_NOT_ALLOWED,
     UNKNOWN_TENANT,
@@ -30,16 +30,17 @@ from ..cors.decision import (
     decide,
     explain,
 )
-from ..cors.extension import CorsControl
-from ..cors.origins import OriginError, OriginKind, parse_origin
-from ..cors.snapshot import CompiledRule, PolicySnapshot
-from ..cors.text import printable
-from ..cors.vocabulary import (
+from cors_control.extension import CorsControl
+from cors_control.origins import OriginError, OriginKind, parse_origin
+from cors_control.snapshot import CompiledRule, PolicySnapshot
+from cors_control.text import printable
+from cors_control.vocabulary import (
     NO_TENANT_SOURCE,
     TENANT_FROM_HEADER,
     TENANT_FROM_SUBDOMAIN,
     TENANT_FROM_VIEW_ARG,
 )
+
 from .access import Actor, owns
 from .errors import FieldError, NotFound, ValidationError
 from .policy import add_origin, allow_request

@@ -8,8 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..cors.paths import PatternError, covers, overlaps, parse_new_pattern, parse_pattern
-from ..cors.vocabulary import OFF
+from cors_control.paths import PatternError, covers, overlaps, parse_new_pattern, parse_pattern
+from cors_control.vocabulary import OFF
+
 from ..extensions import db
 from ..models import AllowedOrigin, ApiToken, OriginList, OriginListEntry, Rule, Tenant, User
 from .access import Actor, require_admin, visible_tenants

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..cors.origins import OriginError, OriginKind, parse_new_origin, parse_origin
-from ..cors.paths import PathPattern, PatternError, parse_new_pattern
-from ..cors.snapshot import DEFAULT_METHODS
-from ..cors.vocabulary import (
+from cors_control.origins import OriginError, OriginKind, parse_new_origin, parse_origin
+from cors_control.paths import PathPattern, PatternError, parse_new_pattern
+from cors_control.snapshot import DEFAULT_METHODS
+from cors_control.vocabulary import (
     ENFORCE,
     MODES,
     NO_TENANT_SOURCE,
@@ -27,6 +27,7 @@ from ..cors.vocabulary import (
     TENANT_SOURCES,
     UNKNOWN_TENANT_OPTIONS,
 )
+
 from .errors import FieldError, ValidationError
 
 RULE_FIELDS = (

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..cors.snapshot import CompiledRule, PolicySnapshot
-from ..cors.vocabulary import REPORT_ONLY
+from cors_control.snapshot import CompiledRule, PolicySnapshot
+from cors_control.vocabulary import REPORT_ONLY
+
 from .access import Actor
 from .errors import NotFound
 from .policy_read import get_rule

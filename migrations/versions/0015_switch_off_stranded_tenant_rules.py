@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-from app.cors.paths import PatternError, covers, parse_pattern
+from cors_control.paths import PatternError, covers, parse_pattern
 
 # revision identifiers, used by Alembic.
 revision = "0015"

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from .snapshot import PolicySnapshot, RuleSpec, compile_policy
 
-logger = logging.getLogger("app.cors")
+logger = logging.getLogger("cors_control")
 
 
 class PolicySource(Protocol):

@@ -45,7 +45,7 @@ from .text import printable
 
 DecisionListener = Callable[[Decision, "RequestView"], None]
 
-logger = logging.getLogger("app.cors")
+logger = logging.getLogger("cors_control")
 
 _EXTENSION_KEY = "cors_control"
 _STATUS = {204: "204 No Content", 403: "403 Forbidden"}
