@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi.py
 
-.PHONY: run test bench lint install clean screenshots
+.PHONY: run test bench lint install clean screenshots dist
 
 $(BIN)/.installed: pyproject.toml engine/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,16 @@ bench: $(BIN)/.installed
 screenshots: $(BIN)/.installed
 	$(BIN)/python docs/screenshots.py
 
+# The two wheels: the engine (cors-control, engine/) and the admin app (cors-control-admin).
+dist: $(BIN)/.installed
+	rm -rf dist build engine/build
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./engine .
+	rm -rf build engine/build
+	@ls -1 dist
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis dist build engine/build

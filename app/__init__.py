@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import runtime, security
-from .config import ROOT, Config
+from .config import Config, default_instance_path, resource_dir
 from .extensions import db, login_manager, migrate
 from .instance import prepare_instance
 
@@ -20,9 +19,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: the demo API governed by the engine, health checks, the admin surface."""
     app = Flask(
         __name__,
-        instance_path=os.environ.get("INSTANCE_PATH") or str(ROOT / "instance"),
-        template_folder=str(ROOT / "templates"),
-        static_folder=str(ROOT / "static"),
+        instance_path=default_instance_path(),
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("static")),
     )
     app.config.from_mapping(vars(Config()))
     if test_config:
@@ -30,7 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     prepare_instance(app)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    migrate.init_app(app, db, directory=str(resource_dir("migrations")))
     login_manager.init_app(app)
     security.init_app(app)
     policy_database = runtime.connect_policy_database(app)

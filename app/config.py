@@ -7,6 +7,26 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# An installed wheel carries the templates, static files and migrations inside the package
+# (see setup.py); a checkout keeps them at the repository's top level.
+BUNDLED = Path(__file__).resolve().parent / "_bundled"
+
+
+def resource_dir(name: str) -> Path:
+    """Where *name* (``templates``, ``static`` or ``migrations``) is: inside the installed
+    package, else at the top of the checkout."""
+    bundled = BUNDLED / name
+    return bundled if bundled.is_dir() else ROOT / name
+
+
+def default_instance_path() -> str | None:
+    """``INSTANCE_PATH``, else ``instance/`` in a checkout; None for an installed package,
+    which lets Flask choose ``<prefix>/var/app-instance`` instead of a folder beside
+    site-packages."""
+    configured = os.environ.get("INSTANCE_PATH")
+    if configured:
+        return configured
+    return str(ROOT / "instance") if (ROOT / "pyproject.toml").is_file() else None
 
 
 def _float(name: str, default: float) -> float:
