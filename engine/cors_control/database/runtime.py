@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 
 
 def _engine_url(url: str) -> str:
-    """*url* with psycopg (the driver the extra installs) for a bare ``postgresql://``."""
+    """*url* with psycopg (the driver the extra installs) for a bare ``postgresql://``; a
+    ValueError for a database the admin application does not run on."""
     parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        raise ValueError(f"database_url names a {backend} database; database mode reads the "
+                         "admin application's database, which is PostgreSQL or SQLite: use "
+                         "its URL (postgresql+psycopg://user@host/dbname)")
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
