@@ -8,7 +8,6 @@ only writes the policy through its service layer, as it would on another host.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +18,7 @@ from app.services.policy import add_origin, create_rule
 from cors_control import CorsControl, get_control
 from cors_control.decision import ORIGIN_NOT_ALLOWED
 from cors_control.vocabulary import ENFORCE
+from tests.test_runtime import _eventually
 
 TESTER = Actor("tester", "cli")
 ORIGIN = "https://shop.example.com"
@@ -60,15 +60,6 @@ def team_api(app, database_url):
         control.close()
 
 
-def _eventually(check, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
-
-
 def _allowed(api: Flask, origin: str) -> str | None:
     response = api.test_client().get("/api/orders", headers={"Origin": origin})
     assert response.status_code == 200
@@ -94,12 +85,14 @@ def test_a_change_reaches_the_plain_api_without_a_restart(app, team_api, databas
     api, _control = team_api()
     assert _allowed(api, LATER) is None
     if _on_postgresql(database_url):
-        listener = _eventually(lambda: any(t.name == "cors-policy-listener" and t.is_alive()
-                                           for t in threading.enumerate()))
-        assert listener, "database mode listens on PostgreSQL"
+        def listening() -> bool:
+            return any(t.name == "cors-policy-listener" and t.is_alive()
+                       for t in threading.enumerate())
+
+        assert _eventually(listening, timeout=10), "database mode listens on PostgreSQL"
     with app.app_context():
         add_origin(rule_id, LATER, actor=TESTER)
-    assert _eventually(lambda: _allowed(api, LATER) == LATER)
+    assert _eventually(lambda: _allowed(api, LATER) == LATER, timeout=10)
 
 
 def test_a_refused_origin_lands_in_the_request_log(app, team_api, database_url):
