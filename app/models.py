@@ -13,18 +13,17 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from cors_control.database.tables import UTCDateTime
 from cors_control.origins import OriginKind
 from cors_control.vocabulary import (
     ENFORCE,
@@ -36,7 +35,6 @@ from cors_control.vocabulary import (
 )
 
 from .extensions import db, login_manager
-from .timefmt import as_utc
 
 ORIGIN_KINDS = tuple(kind.value for kind in OriginKind)
 ROLES = ("admin", "editor", "viewer", "tenant-editor", "tenant-viewer")
@@ -59,28 +57,6 @@ def _role_constraints() -> tuple[CheckConstraint, CheckConstraint]:
         CheckConstraint(f"({_one_of('role', TENANT_ROLES)}) = (tenant_id IS NOT NULL)",
                         name="tenant_role"),
     )
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A moment, stored as ``DateTime(timezone=True)`` and always read as an aware UTC datetime.
-
-    SQLite keeps no time zone and returns naive values; PostgreSQL returns them in the
-    session's zone. Both come back in UTC here, so no caller ever looks at ``tzinfo``. A naive
-    value is refused on the way in: nothing says which zone it was meant in.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        return None if value is None else as_utc(value)
-
-    def process_result_value(self, value: datetime | None,
-                             dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        # SQLite keeps no zone: what it returns was stored in UTC by process_bind_param.
-        return as_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
 
 
 # SQLite reuses the largest id after it is deleted; AUTOINCREMENT never does, so an audit

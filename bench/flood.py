@@ -33,9 +33,9 @@ from werkzeug.test import EnvironBuilder
 
 from app.models import RequestLogEntry
 from app.request_log.metrics import DecisionCounters
-from app.request_log.recorder import OVERFLOW, RecorderSettings, RequestLogRecorder
-from app.runtime import create_source_engine
 from cors_control import CorsControl
+from cors_control.database import DatabaseRefusalSink, create_source_engine
+from cors_control.refusals import OVERFLOW, RecorderSettings, RefusalRecorder
 
 from . import apps, database
 from .harness import Budget, clock, frozen_heap
@@ -71,7 +71,7 @@ class Flush:
     by_flusher: bool  # the recorder's own thread, not an explicit call
 
 
-class TimedRecorder(RequestLogRecorder):
+class TimedRecorder(RefusalRecorder):
     """The real recorder, each flush timed; the request path (``record``) is untouched."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -145,7 +145,7 @@ def _logged_app(url: str, scale: Scale) -> tuple[Flask, CorsControl, TimedRecord
     listeners attached as ``RequestLog.init_app`` attaches them."""
     app = apps.bare_app()
     control = CorsControl(app, source=apps.StaticSource.for_origins(apps.allowed_origins(3)))
-    recorder = TimedRecorder(create_source_engine(url), RecorderSettings(
+    recorder = TimedRecorder(DatabaseRefusalSink(create_source_engine(url)), RecorderSettings(
         flush_interval=scale.flush_interval, max_keys=scale.max_keys))
     control.add_listener(DecisionCounters().observe)
     control.add_listener(recorder.record)
@@ -177,7 +177,7 @@ def _timed_flood(url: str, scale: Scale, refused: list[apps.Environ],
             serve(environ)
         # The warm-up's refusals are not part of the flood: write them, then forget them.
         recorder.flush()
-        with recorder.engine.begin() as conn:
+        with recorder.sink.engine.begin() as conn:
             conn.execute(sa.delete(RequestLogEntry.__table__))
         recorder.flushes.clear()
         overflow_before = recorder.overflow_total
@@ -203,8 +203,8 @@ def _timed_flood(url: str, scale: Scale, refused: list[apps.Environ],
         during = [f for f in recorder.flushes if f.started < ended]
         recorder.stop(flush=True)  # the final flush, after the flood
         after = [f for f in recorder.flushes if f.started >= ended and f.rows]
-        rows = _log_rows(recorder.engine)
-        recorder.engine.dispose()
+        rows = _log_rows(recorder.sink.engine)
+        recorder.sink.engine.dispose()
     finally:
         control.cache.stop()
         recorder.stop(flush=False)
@@ -307,7 +307,7 @@ def _memory_pass(url: str, scale: Scale, refused: list[apps.Environ],
             tracemalloc.stop()
             control.cache.stop()
             recorder.stop(flush=False)
-            recorder.engine.dispose()
+            recorder.sink.engine.dispose()
     return results
 
 
@@ -337,7 +337,7 @@ def _print_report(results: dict, scale: Scale) -> None:
     print(f"GET {apps.PATH} under one rule ({apps.RULE_PATH}, 3 origins); {count(n)} requests "
           f"from {count(n)} distinct origins https://<12 random chars>.{REFUSED_DOMAIN} and "
           f"{count(n)} from the 3 allowed origins, in alternating blocks of {count(scale.block)}")
-    print(f"listeners: DecisionCounters.observe and RequestLogRecorder.record, as "
+    print(f"listeners: DecisionCounters.observe and RefusalRecorder.record, as "
           f"RequestLog attaches them; recorder on a migrated SQLite file, "
           f"flush_interval={scale.flush_interval:g} s, max_keys={count(scale.max_keys)}")
     print("CPU: CPU seconds of the bench thread (the request path); flushes are timed in "

@@ -61,3 +61,17 @@ def test_no_module_imports_a_private_name_of_another_module():
         and (module.startswith("app") or module.startswith("cors_control"))
     ]
     assert offending == []
+
+
+def test_only_the_engines_database_subpackage_needs_the_database_extra():
+    """``pip install cors-control`` without ``[database]`` has no SQLAlchemy or psycopg: every
+    other module of the engine (the refusal recorder included) must import without them."""
+    extra = ("sqlalchemy", "psycopg")
+    offending = [
+        f"{path}: {module}"
+        for path, tree in _modules(ENGINE)
+        if not path.startswith("cors_control/database/")
+        for module, _names in _imports(tree, _package(path))
+        if module.split(".")[0] in extra
+    ]
+    assert offending == []

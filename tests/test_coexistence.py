@@ -17,8 +17,8 @@ from flask import Flask, Response, jsonify
 from flask_cors import CORS
 
 from app.demo import bp as demo_bp
-from app.runtime import DatabasePolicySource
 from cors_control import CorsControl, get_control
+from cors_control.database import DatabasePolicySource
 
 APP = "https://app.example.com"
 STRANGER = "https://stranger.example.net"

@@ -22,13 +22,13 @@ import pytest
 import sqlalchemy as sa
 
 from app.runtime import get_listener
-from app.runtime.listener import APPLICATION_NAME, libpq_url
 from app.runtime.wiring import notify_url
 from app.services.access import Actor
 from app.services.changes import Unchanged, policy_change, policy_version
 from app.services.policy import add_origin, create_rule
 from app.services.tokens import create_token
 from cors_control import PolicyCache, get_control
+from cors_control.database.listener import APPLICATION_NAME, libpq_url
 from cors_control.snapshot import RuleSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import RequestLogEntry
 from app.request_log import get_request_log
-from app.runtime import create_source_engine
+from cors_control.database import create_source_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://app.example.com"
@@ -267,8 +267,8 @@ def test_overflow_is_counted_and_stored_when_the_key_bound_is_hit(make_app):
 def test_a_flush_during_a_database_outage_loses_nothing(app, client, policy, caplog):
     policy(RULE)
     recorder = get_request_log(app).recorder
-    good_engine = recorder.engine
-    recorder.engine = create_source_engine(UNREACHABLE)
+    good_engine = recorder.sink.engine
+    recorder.sink.engine = create_source_engine(UNREACHABLE)
     try:
         with caplog.at_level(logging.ERROR, logger="cors_control"):
             for _ in range(3):
@@ -279,8 +279,8 @@ def test_a_flush_during_a_database_outage_loses_nothing(app, client, policy, cap
         assert len([r for r in caplog.records if "flush failed" in r.getMessage()]) == 1
         assert _rows(app) == []
     finally:
-        recorder.engine.dispose()
-        recorder.engine = good_engine
+        recorder.sink.engine.dispose()
+        recorder.sink.engine = good_engine
     recorder.flush()
     (row,) = _rows(app)
     assert row.count == 3

@@ -26,9 +26,9 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from app.request_log import get_request_log
-from app.request_log.recorder import RecorderSettings, RequestLogRecorder
-from app.runtime import create_source_engine
+from cors_control.database import DatabaseRefusalSink, create_source_engine
 from cors_control.decision import ORIGIN_NOT_ALLOWED, Decision
+from cors_control.refusals import RecorderSettings, RefusalRecorder
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://app.example.com"
@@ -217,13 +217,13 @@ def test_two_recorders_flushing_the_same_keys_in_opposite_orders_lose_nothing(
     empties the database here."""
     requests = _refusal_requests(500)
     refusal = Decision(allowed=False, reason=ORIGIN_NOT_ALLOWED)
-    recorders = [RequestLogRecorder(create_source_engine(database_url),
+    recorders = [RefusalRecorder(DatabaseRefusalSink(create_source_engine(database_url)),
                                      RecorderSettings(flush_interval=3600)) for _ in range(2)]
     orders = [requests, requests[::-1]]
     rounds = 20
     barrier = threading.Barrier(2)
 
-    def flush_at_once(recorder: RequestLogRecorder) -> int:
+    def flush_at_once(recorder: RefusalRecorder) -> int:
         barrier.wait(timeout=30)
         return recorder.flush()
 
@@ -237,11 +237,11 @@ def test_two_recorders_flushing_the_same_keys_in_opposite_orders_lose_nothing(
                 assert written == [500, 500]
         assert [r.flush_failures for r in recorders] == [0, 0]
         assert [r.pending_keys for r in recorders] == [0, 0]
-        stored = _stored(recorders[0].engine)
+        stored = _stored(recorders[0].sink.engine)
     finally:
         for recorder in recorders:
             recorder.stop(flush=False)
-            recorder.engine.dispose()
+            recorder.sink.engine.dispose()
     assert len(stored) == 500
     assert set(stored.values()) == {2 * rounds}
 
@@ -273,14 +273,14 @@ def _hold_the_table(url: str, locked: threading.Event, release: threading.Event)
 
 
 def test_the_exit_flush_retries_until_the_database_takes_the_rows(make_app, database_url):
-    recorder = RequestLogRecorder(_impatient_engine(database_url),
+    recorder = RefusalRecorder(DatabaseRefusalSink(_impatient_engine(database_url)),
                                   RecorderSettings(flush_interval=3600, exit_flush_seconds=30))
     refusal = Decision(allowed=False, reason=ORIGIN_NOT_ALLOWED)
     for request in _refusal_requests(10):
         recorder.record(refusal, request)
     locked, release = threading.Event(), threading.Event()
     # The lock is released once the first attempt has failed on it.
-    sa.event.listen(recorder.engine, "handle_error", lambda context: release.set())
+    sa.event.listen(recorder.sink.engine, "handle_error", lambda context: release.set())
     holder = threading.Thread(target=_hold_the_table, args=(database_url, locked, release))
     holder.start()
     try:
@@ -289,14 +289,14 @@ def test_the_exit_flush_retries_until_the_database_takes_the_rows(make_app, data
     finally:
         release.set()
         holder.join(timeout=30)
-        recorder.engine.dispose()
+        recorder.sink.engine.dispose()
     assert recorder.flush_failures >= 1
     assert recorder.pending_keys == 0
     assert sum(_stored(database_url).values()) == 10
 
 
 def test_the_exit_flush_gives_up_after_its_time_and_says_what_is_lost(caplog):
-    recorder = RequestLogRecorder(create_source_engine(UNREACHABLE),
+    recorder = RefusalRecorder(DatabaseRefusalSink(create_source_engine(UNREACHABLE)),
                                   RecorderSettings(flush_interval=3600, exit_flush_seconds=0.2))
     refusal = Decision(allowed=False, reason=ORIGIN_NOT_ALLOWED)
     for request in _refusal_requests(3) * 2:
@@ -305,7 +305,7 @@ def test_the_exit_flush_gives_up_after_its_time_and_says_what_is_lost(caplog):
         with caplog.at_level(logging.ERROR, logger="cors_control"):
             recorder.stop(flush=True)
     finally:
-        recorder.engine.dispose()
+        recorder.sink.engine.dispose()
     lines = [r.getMessage() for r in caplog.records if "before the process stopped" in
              r.getMessage()]
     assert len(lines) == 1 and "6 events in 3 keys" in lines[0]
@@ -377,8 +377,8 @@ def test_a_failing_log_is_degraded_in_healthz_and_metrics_while_healthz_stays_20
     assert client.get("/healthz").json["request_log"] == {
         "status": "ok", "pending_keys": 0, "pending_events": 0,
         "oldest_pending_age_seconds": 0, "failing_for_seconds": None, "quarantined_rows": 0}
-    good_engine = recorder.engine
-    recorder.engine = create_source_engine(UNREACHABLE)
+    good_engine = recorder.sink.engine
+    recorder.sink.engine = create_source_engine(UNREACHABLE)
     try:
         for origin in (EVIL, EVIL, "https://other.example.net"):
             client.get("/api/orders", headers={"Origin": origin})
@@ -397,8 +397,8 @@ def test_a_failing_log_is_degraded_in_healthz_and_metrics_while_healthz_stays_20
         assert "cors_log_oldest_pending_age_seconds " in text
         assert "cors_log_flush_failures_total 1.0" in text
     finally:
-        recorder.engine.dispose()
-        recorder.engine = good_engine
+        recorder.sink.engine.dispose()
+        recorder.sink.engine = good_engine
     assert recorder.flush() == 2
     log = client.get("/healthz").json["request_log"]
     assert (log["status"], log["pending_keys"], log["failing_for_seconds"]) == ("ok", 0, None)
@@ -418,8 +418,8 @@ def test_healthz_gives_a_generic_reason_during_a_database_outage(make_app, caplo
 
 
 def test_healthz_of_a_stale_policy_gives_a_generic_error(app, client, policy):
-    from app.runtime import DatabasePolicySource
     from cors_control import get_control
+    from cors_control.database import DatabasePolicySource
 
     policy(RULE)
     cache = get_control(app).cache

@@ -18,10 +18,11 @@ import sqlalchemy as sa
 from app import close_app
 from app.extensions import db
 from app.models import EngineProcess
-from app.runtime import DatabasePolicySource, get_heartbeat
+from app.runtime import get_heartbeat
 from app.services.access import Actor
 from app.services.policy import add_origin, create_rule, remove_origin
 from cors_control import PolicyCache, get_control
+from cors_control.database import DatabasePolicySource
 
 ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"

@@ -18,8 +18,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from cors_control import get_control
-
-from ..request_log.recorder import RequestLogRecorder
+from cors_control.refusals import RefusalRecorder
 
 bp = Blueprint("health", __name__)
 
@@ -54,7 +53,7 @@ def healthz():
     return jsonify(body)
 
 
-def _request_log_health(recorder: RequestLogRecorder) -> dict[str, Any]:
+def _request_log_health(recorder: RefusalRecorder) -> dict[str, Any]:
     """``degraded`` while flushes fail (refusals wait in memory, bounded); never a 503."""
     health = recorder.health()
     now = time.time()

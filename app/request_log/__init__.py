@@ -1,8 +1,9 @@
 """The request log: refused origins, failed preflights and report-only findings, aggregated.
 
 ``RequestLog(app, control, engine=engine)`` listens to the app's :class:`~cors_control.CorsControl`
-and records through a :class:`~app.request_log.recorder.RequestLogRecorder` writing with
-*engine* (the runtime's, which the runtime disposes); ``/metrics`` exposes counters.
+and records through the engine's :class:`~cors_control.refusals.RefusalRecorder`, writing to
+``request_log`` with :class:`~cors_control.database.DatabaseRefusalSink` on *engine* (the
+runtime's, which the runtime disposes); ``/metrics`` exposes counters.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from cors_control import CorsControl, get_control
+from cors_control.database import DatabaseRefusalSink
+from cors_control.refusals import RecorderSettings, RefusalRecorder
 
 from .metrics import CorsCollector, DecisionCounters
-from .recorder import RecorderSettings, RequestLogRecorder
 
 _EXTENSION_KEY = "request_log"
 # /metrics without METRICS_TOKEN answers only these peers (see ``metrics``).
@@ -32,7 +34,7 @@ class RequestLog:
     def __init__(self, app: Flask | None = None, control: CorsControl | None = None, *,
                  engine: sa.Engine) -> None:
         self.engine = engine
-        self.recorder: RequestLogRecorder | None = None
+        self.recorder: RefusalRecorder | None = None
         self.counters = DecisionCounters()
         self.registry = CollectorRegistry(auto_describe=True)
         if app is not None:
@@ -41,15 +43,8 @@ class RequestLog:
     def init_app(self, app: Flask, control: CorsControl | None = None) -> None:
         control = control or get_control(app)
         config = app.config
-        settings = RecorderSettings(
-            flush_interval=float(config.get("REQUEST_LOG_FLUSH_INTERVAL", 2.0)),
-            bucket_seconds=int(config.get("REQUEST_LOG_BUCKET_SECONDS", 3600)),
-            max_keys=int(config.get("REQUEST_LOG_MAX_KEYS", 10_000)),
-            retention_days=float(config.get("REQUEST_LOG_RETENTION_DAYS", 30)),
-            api_prefixes=tuple(config.get("CORS_API_PREFIXES", ("/api/",))),
-            exit_flush_seconds=float(config.get("REQUEST_LOG_EXIT_FLUSH_SECONDS", 5.0)),
-        )
-        self.recorder = RequestLogRecorder(self.engine, settings)
+        self.recorder = RefusalRecorder(DatabaseRefusalSink(self.engine),
+                                        RecorderSettings.from_config(config))
         control.add_listener(self.counters.observe)
         control.add_listener(self.recorder.record)
         self.registry.register(CorsCollector(self.counters, self.recorder, control.cache))

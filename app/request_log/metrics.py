@@ -16,8 +16,7 @@ from prometheus_client.registry import Collector
 
 from cors_control.cache import PolicyCache
 from cors_control.decision import ALLOWED, NO_ORIGIN, Decision
-
-from .recorder import RequestLogRecorder
+from cors_control.refusals import RefusalRecorder
 
 
 class DecisionCounters:
@@ -53,7 +52,7 @@ class DecisionCounters:
 
 
 class CorsCollector(Collector):
-    def __init__(self, counters: DecisionCounters, recorder: RequestLogRecorder,
+    def __init__(self, counters: DecisionCounters, recorder: RefusalRecorder,
                  cache: PolicyCache) -> None:
         self.counters = counters
         self.recorder = recorder

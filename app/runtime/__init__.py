@@ -1,15 +1,15 @@
 """The runtime around the CORS engine: where its policy comes from, what each process does
 after a policy check, and how it all stops.
 
-* :mod:`.source`: the policy read from the database (:class:`DatabasePolicySource`);
-* :mod:`.heartbeat`: each serving process reports the policy version it serves;
-* :mod:`.listener`: on PostgreSQL, changes pushed with NOTIFY and reloaded at once;
+The policy read from the database, the heartbeat of each serving process and the listener for
+changes pushed by PostgreSQL are the engine's (:mod:`cors_control.database`); this package wires
+them into the admin app and adds what only the admin app runs:
+
 * :mod:`.housekeeping`: hourly, prune the request log and purge long-expired origins;
 * :mod:`.alerts`: compute alerts from the request log and send them to webhooks;
 * :mod:`.wiring`: the steps :func:`app.create_app` takes, in order, and :func:`stop_runtime`.
 """
 
-from .source import DatabasePolicySource, create_source_engine
 from .wiring import (
     attach_alerts,
     attach_cors,
@@ -26,7 +26,6 @@ from .wiring import (
 )
 
 __all__ = [
-    "DatabasePolicySource",
     "attach_alerts",
     "attach_cors",
     "attach_heartbeat",
@@ -35,7 +34,6 @@ __all__ = [
     "attach_request_log",
     "connect_policy_database",
     "get_alert_job",
-    "create_source_engine",
     "get_listener",
     "get_heartbeat",
     "policy_database_url",

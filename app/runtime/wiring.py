@@ -1,15 +1,14 @@
 """The steps that put the runtime around an app's engine, and the one that takes it down.
 
-The CORS engine (:mod:`cors_control`) knows no database: it is handed a policy source. These steps
-resolve the policy database once, build one small SQLAlchemy engine on it, and share it between
-the policy source, the request log's writer and the heartbeat; :func:`stop_runtime` stops what
-they started and disposes that engine.
+The pieces are the engine's database mode (:mod:`cors_control.database`); an API that only
+installs the engine gets them all from ``CorsControl(app, database_url=...)``. The admin app wires
+them one by one instead: these steps resolve the policy database once, build one small SQLAlchemy
+engine on it, and share it between the policy source, the request log's writer, the heartbeat
+and housekeeping; :func:`stop_runtime` stops what they started and disposes that engine.
 """
 
 from __future__ import annotations
 
-import os
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,29 +16,22 @@ import sqlalchemy as sa
 from flask import Flask
 
 from cors_control import CorsControl, get_control
+from cors_control.database import (
+    DEFAULT_CHANNEL,
+    DatabasePolicySource,
+    PolicyListener,
+    ProcessHeartbeat,
+    create_source_engine,
+)
 
 from ..request_log import RequestLog, get_request_log
 from .alerts import AlertJob
-from .heartbeat import ProcessHeartbeat
 from .housekeeping import Housekeeping
-from .listener import DEFAULT_CHANNEL, PolicyListener
-from .source import DatabasePolicySource, create_source_engine
 
 _DATABASE_KEY = "runtime_database"
 _LISTENER_KEY = "policy_listener"
 _ALERTS_KEY = "alert_job"
 _HEARTBEAT_KEY = "process_heartbeat"
-# Engines whose pooled connections a forked worker must not share with its parent
-# (gunicorn --preload): the child drops them without closing the parent's sockets.
-_policy_databases: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-
-
-def _forget_connections_after_fork() -> None:
-    for engine in list(_policy_databases):
-        engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 def policy_database_url(config: Mapping[str, Any]) -> str:
@@ -52,10 +44,10 @@ def policy_database_url(config: Mapping[str, Any]) -> str:
 
 
 def connect_policy_database(app: Flask) -> sa.Engine:
-    """The runtime's engine on the policy database, built once per app."""
+    """The runtime's engine on the policy database, built once per app (a forked worker
+    starts with an empty pool of its own: see :func:`create_source_engine`)."""
     engine = create_source_engine(policy_database_url(app.config))
     app.extensions[_DATABASE_KEY] = engine
-    _policy_databases.add(engine)
     return engine
 
 

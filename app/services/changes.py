@@ -155,9 +155,9 @@ def _bump_version() -> int:
 
 
 def _announce(version: int) -> None:
-    """On PostgreSQL, tell every listening process the new version (app.runtime.listener).
-    ``pg_notify`` is transactional: delivered when this change commits, never if it rolls
-    back. The payload is the version number only."""
+    """On PostgreSQL, tell every listening process the new version
+    (:mod:`cors_control.database.listener`). ``pg_notify`` is transactional: delivered when
+    this change commits, never if it rolls back. The payload is the version number only."""
     if db.session.get_bind().dialect.name != "postgresql":
         return
     channel = current_app.config.get("CORS_NOTIFY_CHANNEL") or "cors_policy"

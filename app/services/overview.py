@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
+from cors_control.refusals import OVERFLOW
 from cors_control.vocabulary import DRAFT, MODES, REPORT_ONLY
 
 from ..extensions import db
@@ -23,7 +24,6 @@ from ..models import (
     Rule,
     Tenant,
 )
-from ..request_log.recorder import OVERFLOW
 from .access import (
     Actor,
     visible_log_rows,
@@ -32,7 +32,7 @@ from .access import (
     whole_platform,
 )
 
-# A serving process reports every few seconds (app.runtime.heartbeat). One not heard from for
+# A serving process reports every few seconds (the heartbeat). One not heard from for
 # SILENT_AFTER is marked silent; one not heard from for PROCESS_HORIZON has stopped: it is not
 # listed, and housekeeping deletes its row. A process is stale only when it serves an older
 # version than the policy's and had STALE_GRACE (or three refresh intervals, if longer) since

@@ -14,12 +14,11 @@ from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
 from cors_control.decision import REFUSAL_REASONS
+from cors_control.refusals import OVERFLOW
 from cors_control.vocabulary import LOG_MODES
 
 from ..extensions import db
 from ..models import RequestLogEntry
-from ..request_log.recorder import OVERFLOW
-from ..request_log.recorder import prune as prune_rows
 from ..timefmt import iso_utc
 from .access import Actor, visible_log_rows, whole_platform
 from .errors import FieldError, ValidationError
@@ -191,9 +190,15 @@ def entry_to_dict(entry: RequestLogEntry) -> dict[str, Any]:
 
 
 def prune_log(retention_days: float | None = None) -> int:
+    """Delete rows last seen before the retention period (``REQUEST_LOG_RETENTION_DAYS`` unless
+    given); returns how many."""
     days = retention_days if retention_days is not None else float(
         current_app.config.get("REQUEST_LOG_RETENTION_DAYS", 30))
-    return prune_rows(db.engine, days)
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    table = RequestLogEntry.__table__
+    with db.engine.begin() as conn:
+        result = conn.execute(sa.delete(table).where(table.c.last_seen < cutoff))
+    return result.rowcount or 0
 
 
 # -- grouped ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Attach the engine to a Flask app: ``CorsControl(app, source=...)``, or
-``CorsControl(source=...)`` and later ``control.init_app(app)``.
+"""Attach the engine to a Flask app: ``CorsControl(app, source=...)`` or
+``CorsControl(app, database_url=...)``, or either without the app and later
+``control.init_app(app)``.
 
 The engine wraps ``app.wsgi_app``, so it sits outside everything Flask does:
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from .database.runtime import DatabaseRuntime
+
 from .cache import PolicyCache, PolicySource
 from .decision import (
     NO_ORIGIN,
@@ -61,11 +64,26 @@ _ENVIRON_KEYS = {
 
 
 class CorsControl:
-    """The engine as a Flask extension.
+    """The engine as a Flask extension. Give it exactly one of *source* and *database_url*.
 
-    :param source: where the policy comes from (the application's runtime gives it the
-        database, :class:`app.runtime.source.DatabasePolicySource`); the engine itself knows no
-        database.
+    :param source: where the policy comes from: any :class:`~.cache.PolicySource`; nothing
+        else is started.
+    :param database_url: database mode: the SQLAlchemy URL of the admin application's database
+        (``postgresql+psycopg://...``; SQLite for tests), which needs the ``database`` extra.
+        The extension then polls the policy, listens for pushed changes on PostgreSQL
+        (*listen*) and writes refusals to ``request_log`` (*request_log*), on an engine of
+        its own that :meth:`close` disposes. The database role needs only ``SELECT`` on the
+        policy tables (``policy_state``, ``rules``, ``allowed_origins``, ``rule_drafts``,
+        ``tenants``, ``origin_lists``, ``origin_list_entries``, ``rule_origin_lists``) and
+        ``INSERT`` and ``UPDATE`` on ``request_log``; with *heartbeat*, also ``INSERT``,
+        ``UPDATE`` and ``DELETE`` on ``engine_processes``.
+    :param listen: database mode on PostgreSQL: reload at once when a change is announced
+        (``LISTEN`` on ``CORS_NOTIFY_CHANNEL``); polling every ``CORS_REFRESH_INTERVAL``
+        seconds stays the fallback.
+    :param request_log: database mode: record refused requests in ``request_log`` (settings
+        from ``REQUEST_LOG_*``), so they show in the admin application.
+    :param heartbeat: database mode: list each serving process, with the policy version it
+        holds, in the admin application's overview (off by default).
     :param excluded_prefixes: paths never governed, each with everything under it
         (default ``CORS_EXCLUDED_PREFIXES``).
     :param api_prefixes: paths refused cross-origin while no policy is loaded
@@ -76,11 +94,25 @@ class CorsControl:
         self,
         app: Flask | None = None,
         *,
-        source: PolicySource,
+        source: PolicySource | None = None,
+        database_url: str | None = None,
+        listen: bool = True,
+        request_log: bool = True,
+        heartbeat: bool = False,
         interval: float | None = None,
         excluded_prefixes: tuple[str, ...] | None = None,
         api_prefixes: tuple[str, ...] | None = None,
     ) -> None:
+        self._database: DatabaseRuntime | None = None
+        if (source is None) == (database_url is None):
+            raise TypeError("CorsControl needs exactly one policy source: pass source= (a "
+                            "PolicySource) or database_url= (the admin application's "
+                            "database), not " + ("both" if source is not None else "neither"))
+        if database_url is not None:
+            self._database = _database_runtime(database_url, listen=listen,
+                                               request_log=request_log, heartbeat=heartbeat)
+            source = self._database.source
+        assert source is not None
         self._source = source
         self._interval = interval
         self._excluded_prefixes = excluded_prefixes
@@ -112,6 +144,16 @@ class CorsControl:
         app.extensions[_EXTENSION_KEY] = self
         # Flask's documented way to wrap the app in WSGI middleware.
         app.wsgi_app = _CorsMiddleware(app.wsgi_app, self)  # type: ignore[method-assign]
+        if self._database is not None:
+            self._database.attach(self, app)
+
+    def close(self) -> None:
+        """Stop the poller and, in database mode, the listener and the request log (writing
+        what is pending first), then dispose the database engine made for it. The last
+        snapshot stays readable; closing twice does no harm."""
+        self.cache.stop()
+        if self._database is not None:
+            self._database.close()
 
     def add_listener(self, listener: DecisionListener) -> None:
         """Call *listener(decision, request_view)* for every decision on a governed path, and
@@ -326,13 +368,24 @@ def _answer_preflight(decision: Decision, start_response: StartResponse) -> list
     return [body]
 
 
+def _database_runtime(url: str, *, listen: bool, request_log: bool,
+                      heartbeat: bool) -> DatabaseRuntime:
+    try:
+        from .database.runtime import DatabaseRuntime
+    except ImportError as exc:
+        raise ImportError(f"database_url= needs the database extra ({exc.name} is missing): "
+                          "pip install 'cors-control[database]'") from exc
+    return DatabaseRuntime(url, listen=listen, request_log=request_log, heartbeat=heartbeat)
+
+
 def get_control(app: Flask) -> CorsControl:
     """The :class:`CorsControl` attached to *app*."""
     try:
         control: CorsControl = app.extensions[_EXTENSION_KEY]
     except KeyError:
         raise RuntimeError(
-            "CorsControl is not attached to this app; call CorsControl(app, source=...)"
+            "CorsControl is not attached to this app; call CorsControl(app, source=...) "
+            "or CorsControl(app, database_url=...)"
         ) from None
     return control
 

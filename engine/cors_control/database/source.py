@@ -1,45 +1,42 @@
 """The engine's view of the database: the policy version and the enabled rules.
 
-It reads through the runtime's own small SQLAlchemy engine (see :func:`create_source_engine`),
-not the Flask-SQLAlchemy session, so the engine can run in any Flask app (or a separate API
-process) that shares the database, and so the poller thread needs no application context.
+It reads through a small SQLAlchemy engine of its own (see :func:`create_source_engine`), not
+an application's session, so the engine can run in any Flask app (or a separate API process)
+that shares the database, and so the poller thread needs no application context. It needs
+only ``SELECT`` on the policy tables (:mod:`.tables`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import weakref
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
-from cors_control.snapshot import OriginEntry, OriginListSpec, RuleSpec
-from cors_control.vocabulary import ENFORCE, OFF
+from ..snapshot import OriginEntry, OriginListSpec, RuleSpec
+from ..vocabulary import ENFORCE, OFF
+from .tables import allowed_origins as _origins
+from .tables import origin_list_entries as _list_entries
+from .tables import origin_lists as _lists
+from .tables import policy_state as _state
+from .tables import rule_drafts as _drafts
+from .tables import rule_origin_lists as _uses
+from .tables import rules as _rules
+from .tables import tenants as _tenants
 
-from ..models import (
-    AllowedOrigin,
-    OriginList,
-    OriginListEntry,
-    PolicyState,
-    Rule,
-    RuleDraft,
-    RuleOriginList,
-    Tenant,
-)
-
-_rules = Rule.__table__
-_origins = AllowedOrigin.__table__
-_state = PolicyState.__table__
-_tenants = Tenant.__table__
-_drafts = RuleDraft.__table__
-_lists = OriginList.__table__
-_list_entries = OriginListEntry.__table__
-_uses = RuleOriginList.__table__
+# Engines whose pooled connections a forked worker must not share with its parent
+# (gunicorn --preload): the child drops them without closing the parent's sockets.
+_source_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
 
 def create_source_engine(url: str) -> sa.Engine:
-    """The engine the runtime shares: the policy poller (with the heartbeat after each check)
-    and the request log's flusher each hold at most one connection at a time."""
-    options: dict = {"pool_pre_ping": True}
+    """A small engine for the policy poller (with the heartbeat after each check) and the
+    request log's flusher, which each hold at most one connection at a time. A forked child
+    starts with an empty pool of its own."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": 3}
         # One connection kept for the poller and one for the flusher; one more on demand.
@@ -47,15 +44,25 @@ def create_source_engine(url: str) -> sa.Engine:
         options["max_overflow"] = 1
     elif url.startswith("sqlite"):
         options["connect_args"] = {"timeout": 5}
-    return sa.create_engine(url, **options)
+    engine = sa.create_engine(url, **options)
+    _source_engines.add(engine)
+    return engine
+
+
+def _forget_connections_after_fork() -> None:
+    for engine in list(_source_engines):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 class DatabasePolicySource:
     """Reads the policy with two or three small queries; never on the request path.
 
-    The engine belongs to whoever built it: the application's runtime disposes the one it
-    shares (:func:`app.runtime.close_app`); a source made by :meth:`from_url` owns its own, and
-    :meth:`dispose` releases it.
+    The engine belongs to whoever built it (the admin application's runtime and
+    :class:`~cors_control.CorsControl` in database mode each dispose theirs); a source made
+    by :meth:`from_url` owns its own, and :meth:`dispose` releases it.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -143,8 +150,8 @@ def _load_drafts(conn: sa.Connection) -> dict[int, RuleSpec]:
     return {rule_id: _draft_spec(body) for rule_id, body in conn.execute(query)}
 
 
-def _draft_spec(body: dict) -> RuleSpec:
-    """A stored draft (validated when written: see app.services.drafts) as a spec."""
+def _draft_spec(body: dict[str, Any]) -> RuleSpec:
+    """A stored draft (validated when written, by the admin application) as a spec."""
     origins = []
     for item in body.get("origins", []):
         if isinstance(item, str):
@@ -166,6 +173,8 @@ def _draft_spec(body: dict) -> RuleSpec:
         max_age=body["max_age"],
         allow_private_network=body["allow_private_network"],
     )
+
+
 def _load_used_lists(conn: sa.Connection,
                      tenants: dict[int, str]) -> dict[int, tuple[OriginListSpec, ...]]:
     """The shared lists each enabled rule uses, each list built once and shared by its

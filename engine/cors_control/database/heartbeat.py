@@ -8,8 +8,9 @@ client sets no ``SERVER_SOFTWARE``, so commands and one-off scripts never regist
 Once armed, it is a check listener of the policy cache: called by the engine's poller after each
 check (never on the request path), it writes one row per process at most every ``every``
 seconds, and at once when the version served moved. A process that stops gracefully (exit,
-gunicorn's SIGTERM, :func:`app.close_app`) deletes its row; one that dies without a word stops
-being listed when its row ages (see :mod:`app.services.overview`) and housekeeping deletes it.
+gunicorn's SIGTERM, :meth:`withdraw`) deletes its row; one that dies without a word stops
+being listed when its row ages (the admin application's overview) and its housekeeping deletes
+it. It needs ``INSERT``, ``UPDATE`` and ``DELETE`` on ``engine_processes``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ import sqlalchemy as sa
 from flask import Flask, request, request_started
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cors_control.cache import PolicyCache
-
-from ..models import EngineProcess
+from ..cache import PolicyCache
+from .tables import engine_processes as _table
 
 logger = logging.getLogger("cors_control")
-_table = EngineProcess.__table__
 _live_heartbeats: weakref.WeakSet[ProcessHeartbeat] = weakref.WeakSet()
 
 HEARTBEAT_SECONDS = 5.0

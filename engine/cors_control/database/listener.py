@@ -2,7 +2,7 @@
 reloads at once instead of waiting for its next poll.
 
 Every change bumps the policy version and sends ``pg_notify(channel, version)`` in the same
-transaction (:mod:`app.services.changes`), so a notification arrives only for a committed
+transaction (the admin application's unit of work), so a notification arrives only for a committed
 change. Each process keeps one connection of its own for ``LISTEN``, in autocommit mode and
 outside any pool, read by a daemon thread. After every (re)connect the thread listens first and
 then checks the current version once, so no change falls between the two; notifications sent
@@ -27,7 +27,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from cors_control.cache import PolicyCache
+from ..cache import PolicyCache
 
 logger = logging.getLogger("cors_control")
 

@@ -1,23 +1,28 @@
-"""The request log recorder: refusals aggregated in memory, written in batches.
+"""The refusal recorder: refusals aggregated in memory, written in batches to a sink.
 
 A request only adds to an in-memory aggregate (a dict update under a lock). A background
-flusher writes the aggregate every ``flush_interval`` seconds in one transaction, with upserts
-that add to the counts of existing rows. Memory is bounded: at most ``max_keys`` distinct
-keys wait between flushes; past that, events are counted in an overflow counter that is
-written as a row of its own. Nothing here can fail or slow a request.
+flusher hands the aggregate to a :class:`RefusalSink` every ``flush_interval`` seconds, as one
+batch of :class:`~cors_control.wire.RefusalRow`; the sink adds it to what it holds (the
+database's ``request_log``, with upserts that add to the counts of existing rows:
+:class:`cors_control.database.DatabaseRefusalSink`; or a control plane over HTTP). Memory is
+bounded: at most ``max_keys`` distinct keys wait between flushes; past that, events are
+counted in an overflow counter that is written as a row of its own. Nothing here can fail or
+slow a request.
 
 What a flush promises:
 
 - Every string is made storable when it is recorded (control characters escaped as in log
   lines, cut to its column), so no client input can make the database refuse a row.
-- Rows are written in key order, so flushers in several processes holding the same keys take
-  their row locks in the same order and never deadlock.
-- When the database is unreachable (a connectivity failure), the aggregate is kept (within the
-  same bound) and written after recovery.
-- When the database refuses the batch for its data, the rows are retried one by one; a row
-  that fails alone is quarantined (counted, logged once with its key, dropped), so one bad
-  row never holds back the others.
+- Rows are handed over in key order, so flushers in several processes holding the same keys
+  take their row locks in the same order and never deadlock.
+- When the sink is unreachable (it raises :class:`SinkUnavailable`), the aggregate is kept
+  (within the same bound) and written after recovery.
+- When the sink refuses the batch for its data (any other exception), the rows are retried
+  one by one; a row that fails alone is quarantined (counted, logged once with its key,
+  dropped), so one bad row never holds back the others.
 - A process that exits retries its last flush for ``exit_flush_seconds``.
+
+This module is pure: no database, no HTTP; the sink does the I/O.
 """
 
 from __future__ import annotations
@@ -28,28 +33,37 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-
-from cors_control.decision import NO_RULE, Decision
-from cors_control.text import printable
-from cors_control.vocabulary import DRAFT, ENFORCE, REPORT_ONLY
-
-from ..models import RequestLogEntry
+from .decision import NO_RULE, Decision
+from .text import printable
+from .vocabulary import DRAFT, ENFORCE, REPORT_ONLY
+from .wire import RefusalRow
 
 if TYPE_CHECKING:
-    from cors_control.extension import RequestView as Request
+    from .extension import RequestView as Request
 
 logger = logging.getLogger("cors_control")
 
 OVERFLOW = "overflow"
 OVERFLOW_DETAIL = "distinct keys over the in-memory bound"
-_table = RequestLogEntry.__table__
+
+
+class SinkUnavailable(Exception):
+    """Destination unreachable now: the recorder keeps the rows (bounded) and retries."""
+
+
+class RefusalSink(Protocol):
+    """Where a :class:`RefusalRecorder` writes its rows."""
+
+    def write(self, rows: Sequence[RefusalRow]) -> None:
+        """Store *rows*, all or nothing, adding each row's count to a stored row of the same
+        key. Raise :class:`SinkUnavailable` on a connectivity failure (the recorder keeps
+        the rows and retries them); any other exception means the data was refused (the
+        recorder retries row by row and quarantines the rows that fail alone)."""
 
 # (bucket start, rule path, tenant, origin, reason, detail, mode)
 Key = tuple[float, str, str, str, str, str, str]
@@ -87,11 +101,22 @@ class RecorderSettings:
     flush_interval: float = 2.0
     bucket_seconds: int = 3600
     max_keys: int = 10_000
-    retention_days: float = 30.0
     log_interval: float = 60.0
     api_prefixes: tuple[str, ...] = ("/api/",)
     # How long a process that stops keeps retrying its last flush.
     exit_flush_seconds: float = 5.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RecorderSettings:
+        """The settings a Flask app's config gives (``REQUEST_LOG_*``, ``CORS_API_PREFIXES``),
+        the defaults above for what it leaves out."""
+        return cls(
+            flush_interval=float(config.get("REQUEST_LOG_FLUSH_INTERVAL", 2.0)),
+            bucket_seconds=int(config.get("REQUEST_LOG_BUCKET_SECONDS", 3600)),
+            max_keys=int(config.get("REQUEST_LOG_MAX_KEYS", 10_000)),
+            api_prefixes=tuple(config.get("CORS_API_PREFIXES", ("/api/",))),
+            exit_flush_seconds=float(config.get("REQUEST_LOG_EXIT_FLUSH_SECONDS", 5.0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +146,15 @@ def storable(text: str, limit: int) -> str:
     return printable(text, limit)
 
 
-_live_recorders: weakref.WeakSet[RequestLogRecorder] = weakref.WeakSet()
+_live_recorders: weakref.WeakSet[RefusalRecorder] = weakref.WeakSet()
 
 
-class RequestLogRecorder:
-    """Collects refusals from the engine and writes them to the ``request_log`` table."""
+class RefusalRecorder:
+    """Collects refusals from the engine (its :meth:`record` is a decision listener) and
+    writes them to *sink*."""
 
-    def __init__(self, engine: sa.Engine, settings: RecorderSettings | None = None) -> None:
-        self.engine = engine
+    def __init__(self, sink: RefusalSink, settings: RecorderSettings | None = None) -> None:
+        self.sink = sink
         self.settings = settings or RecorderSettings()
         self._pending: dict[Key, Aggregate] = {}
         self._in_flight: dict[Key, Aggregate] = {}  # taken by the flush under way
@@ -136,7 +162,7 @@ class RequestLogRecorder:
         self._overflow_first: float | None = None
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._logged: dict[tuple, float] = {}
+        self._logged: dict[tuple[str, ...], float] = {}
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing_since: float | None = None
@@ -183,7 +209,7 @@ class RequestLogRecorder:
         return (decision.rule is not None or decision.reason != NO_RULE
                 or path.startswith(self.settings.api_prefixes))
 
-    def _key(self, decision: Decision, environ: dict, now: float,
+    def _key(self, decision: Decision, environ: dict[str, Any], now: float,
              mode: str | None = None) -> Key:
         """The aggregate's key, every client-given part made storable. On the request path:
         printable() is called directly, and only on non-empty values. *mode* is given for a
@@ -271,13 +297,12 @@ class RequestLogRecorder:
         # Key order: every flusher locks the rows it shares with another in the same order.
         entries = sorted(batch.items(), key=_entry_key)
         try:
-            with self.engine.begin() as conn:
-                _upsert(conn, [_row(key, aggregate) for key, aggregate in entries])
+            self.sink.write([_row(key, aggregate) for key, aggregate in entries])
+        except SinkUnavailable as exc:
+            self._put_back(entries)
+            self._note_failure(exc, len(entries))
+            return 0
         except Exception as exc:
-            if _is_connectivity_failure(exc):
-                self._put_back(entries)
-                self._note_failure(exc, len(entries))
-                return 0
             return self._write_one_by_one(entries, exc)
         self._note_success()
         return len(entries)
@@ -291,23 +316,17 @@ class RequestLogRecorder:
         written = 0
         quarantined: list[tuple[Key, Aggregate, BaseException]] = []
         try:
-            with self.engine.connect() as conn:
-                for index, (key, aggregate) in enumerate(entries):
-                    try:
-                        with conn.begin():
-                            _upsert(conn, [_row(key, aggregate)])
-                    except Exception as exc:
-                        if _is_connectivity_failure(exc):
-                            self._put_back(entries[index:])
-                            self._note_failure(exc, len(entries) - index)
-                            return written
-                        quarantined.append((key, aggregate, exc))
-                        continue
-                    written += 1
-        except Exception as exc:  # connecting failed: nothing of the rest was tried
-            self._put_back(entries[written + len(quarantined):])
-            self._note_failure(exc, len(entries) - written - len(quarantined))
-            return written
+            for index, (key, aggregate) in enumerate(entries):
+                try:
+                    self.sink.write([_row(key, aggregate)])
+                except SinkUnavailable as exc:
+                    self._put_back(entries[index:])
+                    self._note_failure(exc, len(entries) - index)
+                    return written
+                except Exception as exc:
+                    quarantined.append((key, aggregate, exc))
+                    continue
+                written += 1
         finally:
             self._quarantine(quarantined)
         self._note_success()
@@ -470,15 +489,10 @@ def _entry_key(entry: tuple[Key, Aggregate]) -> Key:
     return entry[0]
 
 
-def _is_connectivity_failure(exc: BaseException) -> bool:
-    """The database could not be reached or could not take the write now (down, restarting,
-    locked, a deadlock victim): worth retrying the same rows later. Anything else (DataError,
-    IntegrityError, other DBAPI errors, errors binding a value) is about the rows."""
-    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError,
-                            sa.exc.DisconnectionError, sa.exc.TimeoutError))
-
-
 def _describe(exc: BaseException) -> str:
+    """The first line of *exc*; for :class:`SinkUnavailable`, of the failure it stands for."""
+    if isinstance(exc, SinkUnavailable) and exc.__cause__ is not None:
+        exc = exc.__cause__
     text = str(exc).splitlines()[0] if str(exc) else ""
     return printable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
@@ -490,36 +504,28 @@ def _describe_key(key: Key) -> str:
                      limit=2000)
 
 
-def prune(engine: sa.Engine, retention_days: float) -> int:
-    """Delete rows last seen before the retention period; returns how many."""
-    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-    with engine.begin() as conn:
-        result = conn.execute(sa.delete(_table).where(_table.c.last_seen < cutoff))
-    return result.rowcount or 0
-
-
-def _row(key: Key, aggregate: Aggregate) -> dict:
+def _row(key: Key, aggregate: Aggregate) -> RefusalRow:
     bucket, rule_path, tenant, origin, reason, detail, mode = key
-    return {
-        "bucket_start": _dt(bucket),
-        "rule_id": aggregate.rule_id,
-        "rule_path": rule_path,
-        "tenant": tenant,
-        "origin": origin,
-        "reason": reason,
-        "detail": detail,
-        "mode": mode,
-        "count": aggregate.count,
-        "first_seen": _dt(aggregate.first_seen),
-        "last_seen": _dt(aggregate.last_seen),
-        "path": aggregate.path,
-        "method": aggregate.method,
-        "preflight": aggregate.preflight,
-        "request_method": aggregate.request_method,
-        "request_headers": aggregate.request_headers,
-        "user_agent": aggregate.user_agent,
-        "referer": aggregate.referer,
-    }
+    return RefusalRow(
+        bucket_start=bucket,
+        rule_path=rule_path,
+        tenant=tenant,
+        origin=origin,
+        reason=reason,
+        detail=detail,
+        mode=mode,
+        rule_id=aggregate.rule_id,
+        count=aggregate.count,
+        first_seen=aggregate.first_seen,
+        last_seen=aggregate.last_seen,
+        path=aggregate.path,
+        method=aggregate.method,
+        preflight=aggregate.preflight,
+        request_method=aggregate.request_method,
+        request_headers=aggregate.request_headers,
+        user_agent=aggregate.user_agent,
+        referer=aggregate.referer,
+    )
 
 
 def _overflow_entry(count: int, first: float | None,
@@ -531,40 +537,6 @@ def _overflow_entry(count: int, first: float | None,
     return key, Aggregate(rule_id=None, count=count, first_seen=first, last_seen=now, path="",
                           method="", preflight=False, request_method="", request_headers="",
                           user_agent="", referer="")
-
-
-_KEY_COLUMNS = ["bucket_start", "rule_path", "tenant", "origin", "reason", "detail", "mode"]
-
-
-_UPSERTS: dict[str, sa.Insert] = {}
-
-
-def _upsert_statement(dialect: str) -> sa.Insert:
-    """One compiled upsert per dialect, executed once per row (executemany): compiling a
-    multi-row VALUES statement per flush cost more than writing the rows."""
-    statement = _UPSERTS.get(dialect)
-    if statement is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(_table)
-        excluded = statement.excluded
-        statement = _UPSERTS[dialect] = statement.on_conflict_do_update(
-            index_elements=_KEY_COLUMNS,
-            set_={
-                "count": _table.c.count + excluded.count,
-                "last_seen": sa.case((excluded.last_seen > _table.c.last_seen,
-                                      excluded.last_seen), else_=_table.c.last_seen),
-                "first_seen": sa.case((excluded.first_seen < _table.c.first_seen,
-                                       excluded.first_seen), else_=_table.c.first_seen),
-            },
-        )
-    return statement
-
-
-def _upsert(conn: sa.Connection, rows: list[dict]) -> None:
-    dialect = conn.dialect.name
-    if dialect not in ("postgresql", "sqlite"):
-        raise RuntimeError(f"the request log supports PostgreSQL and SQLite, not {dialect}")
-    conn.execute(_upsert_statement(dialect), rows)
 
 
 def _dt(timestamp: float) -> datetime:
