@@ -7,6 +7,7 @@ only writes the policy through its service layer, as it would on another host.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -144,6 +145,41 @@ def test_close_stops_every_thread_it_started_and_releases_the_database(app, team
     assert engine.pool.checkedout() == 0
     control.close()  # closing twice does no harm
     assert _allowed(api, ORIGIN) == ORIGIN  # the last policy loaded stays in service
+
+
+def _processes(database_url: str) -> list[tuple]:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(
+                "SELECT pid, policy_version FROM engine_processes"))]
+    finally:
+        engine.dispose()
+
+
+def test_with_the_heartbeat_a_serving_process_is_listed_until_it_closes(
+        app, team_api, database_url):
+    with app.app_context():
+        create_rule({"path": "/api/*", "origins": [ORIGIN]}, actor=TESTER)
+    api, control = team_api(heartbeat=True)
+    served = api.test_client().get("/api/orders", headers={"Origin": ORIGIN},
+                                   environ_base={"SERVER_SOFTWARE": "gunicorn/23.0"})
+    assert served.headers["Access-Control-Allow-Origin"] == ORIGIN
+    control.cache.refresh()  # a policy check: the heartbeat reports after it
+    version = control.cache.status().version
+    assert _processes(database_url) == [(os.getpid(), version)]
+    control.close()
+    assert _processes(database_url) == []
+
+
+def test_without_the_heartbeat_no_process_is_listed(app, team_api, database_url):
+    with app.app_context():
+        create_rule({"path": "/api/*", "origins": [ORIGIN]}, actor=TESTER)
+    api, control = team_api()
+    api.test_client().get("/api/orders", headers={"Origin": ORIGIN},
+                          environ_base={"SERVER_SOFTWARE": "gunicorn/23.0"})
+    control.cache.refresh()
+    assert _processes(database_url) == []
 
 
 @pytest.mark.parametrize(("options", "problem"), [

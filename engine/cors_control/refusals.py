@@ -505,27 +505,12 @@ def _describe_key(key: Key) -> str:
 
 
 def _row(key: Key, aggregate: Aggregate) -> RefusalRow:
-    bucket, rule_path, tenant, origin, reason, detail, mode = key
-    return RefusalRow(
-        bucket_start=bucket,
-        rule_path=rule_path,
-        tenant=tenant,
-        origin=origin,
-        reason=reason,
-        detail=detail,
-        mode=mode,
-        rule_id=aggregate.rule_id,
-        count=aggregate.count,
-        first_seen=aggregate.first_seen,
-        last_seen=aggregate.last_seen,
-        path=aggregate.path,
-        method=aggregate.method,
-        preflight=aggregate.preflight,
-        request_method=aggregate.request_method,
-        request_headers=aggregate.request_headers,
-        user_agent=aggregate.user_agent,
-        referer=aggregate.referer,
-    )
+    # Positional, in RefusalRow's field order (the key's seven, then the aggregate's): a flush
+    # builds thousands of rows, and keywords cost a third more on a frozen dataclass.
+    return RefusalRow(*key, aggregate.rule_id, aggregate.count, aggregate.first_seen,
+                      aggregate.last_seen, aggregate.path, aggregate.method,
+                      aggregate.preflight, aggregate.request_method,
+                      aggregate.request_headers, aggregate.user_agent, aggregate.referer)
 
 
 def _overflow_entry(count: int, first: float | None,

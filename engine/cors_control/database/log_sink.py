@@ -92,7 +92,25 @@ def _merged(excluded: Any) -> dict[str, Any]:
 
 
 def _values(row: RefusalRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in RefusalRow.__slots__}
-    for name in ("bucket_start", "first_seen", "last_seen"):
-        values[name] = datetime.fromtimestamp(values[name], UTC)
-    return values
+    # Spelled out: a flush converts thousands of rows, and a loop over the fields with
+    # getattr() costs a third more.
+    return {
+        "bucket_start": datetime.fromtimestamp(row.bucket_start, UTC),
+        "rule_path": row.rule_path,
+        "tenant": row.tenant,
+        "origin": row.origin,
+        "reason": row.reason,
+        "detail": row.detail,
+        "mode": row.mode,
+        "rule_id": row.rule_id,
+        "count": row.count,
+        "first_seen": datetime.fromtimestamp(row.first_seen, UTC),
+        "last_seen": datetime.fromtimestamp(row.last_seen, UTC),
+        "path": row.path,
+        "method": row.method,
+        "preflight": row.preflight,
+        "request_method": row.request_method,
+        "request_headers": row.request_headers,
+        "user_agent": row.user_agent,
+        "referer": row.referer,
+    }
