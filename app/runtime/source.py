@@ -58,6 +58,8 @@ class DatabasePolicySource:
     :meth:`dispose` releases it.
     """
 
+    mode = "database"  # as CorsControl.status() reports it
+
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 

@@ -1,5 +1,6 @@
 """Attach the engine to a Flask app: ``CorsControl(app, source=...)``, or
-``CorsControl(source=...)`` and later ``control.init_app(app)``.
+``CorsControl(source=...)`` and later ``control.init_app(app)``; in control-plane mode
+``CorsControl(app, control_plane=URL, token=...)`` (see :mod:`.control_plane`).
 
 The engine wraps ``app.wsgi_app``, so it sits outside everything Flask does:
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
+from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 from .cache import PolicyCache, PolicySource
+from .control_plane import ControlPlaneSource
 from .decision import (
     NO_ORIGIN,
     POLICY_UNAVAILABLE,
@@ -66,6 +69,11 @@ class CorsControl:
     :param source: where the policy comes from (the application's runtime gives it the
         database, :class:`app.runtime.source.DatabasePolicySource`); the engine itself knows no
         database.
+    :param control_plane: instead of *source*, the base URL of the admin application to take
+        the policy from over HTTP (control-plane mode, :mod:`.control_plane`), with *token*,
+        an API token of its ``data-plane`` role.
+    :param cache_file: in control-plane mode, where to keep the last policy on disk (default
+        ``CORS_POLICY_CACHE_FILE``; None: nowhere).
     :param excluded_prefixes: paths never governed, each with everything under it
         (default ``CORS_EXCLUDED_PREFIXES``).
     :param api_prefixes: paths refused cross-origin while no policy is loaded
@@ -76,11 +84,29 @@ class CorsControl:
         self,
         app: Flask | None = None,
         *,
-        source: PolicySource,
+        source: PolicySource | None = None,
+        control_plane: str | None = None,
+        token: str | None = None,
+        cache_file: str | None = None,
         interval: float | None = None,
         excluded_prefixes: tuple[str, ...] | None = None,
         api_prefixes: tuple[str, ...] | None = None,
     ) -> None:
+        self.feed: ControlPlaneSource | None = None
+        if control_plane is not None:
+            if source is not None:
+                raise ValueError("give CorsControl either source= or control_plane=, not both")
+            self.feed = ControlPlaneSource(control_plane, token or "", cache_file=cache_file)
+            source = self.feed
+            # TODO(issue 13, with the refusal recorder in cors_control.refusals): record the
+            # refusals of control-plane mode through ControlPlaneRefusalSink(control_plane,
+            # token); until then this mode records none.
+        elif source is None:
+            raise ValueError("CorsControl needs a policy: source=... (the database) or "
+                             "control_plane=URL with token=... (the admin application)")
+        elif token is not None or cache_file is not None:
+            raise ValueError("token= and cache_file= belong to control-plane mode; give "
+                             "control_plane= too")
         self._source = source
         self._interval = interval
         self._excluded_prefixes = excluded_prefixes
@@ -88,6 +114,8 @@ class CorsControl:
         self.listeners: list[DecisionListener] = []
         # Made here so that it is never None; init_app sets the app's interval on it.
         self.cache = PolicyCache(source, interval=interval or 0.5)
+        if self.feed is not None:
+            self.cache.add_start_listener(self.feed)
         if app is not None:
             self.init_app(app)
 
@@ -107,6 +135,8 @@ class CorsControl:
             if self._api_prefixes is not None
             else app.config.get("CORS_API_PREFIXES", ("/api/",))
         )
+        if self.feed is not None and self.feed.cache_file is None:
+            self.feed.cache_file = app.config.get("CORS_POLICY_CACHE_FILE") or None
         self.app = app
         self._adapters: dict[tuple[object, ...], MapAdapter] = {}
         app.extensions[_EXTENSION_KEY] = self
@@ -151,6 +181,36 @@ class CorsControl:
             if len(self._adapters) < 64:
                 self._adapters[key] = adapter
         return adapter
+
+    def status(self) -> dict[str, Any]:
+        """Where the policy comes from and how fresh it is, JSON-ready: ``mode``
+        (``database``, or whatever the source is, or ``control-plane``), ``version`` served
+        (None: none, cross-origin requests on the API prefixes are refused), ``last_error``,
+        and in control-plane mode ``serving_from`` (``control-plane``, ``cache-file`` or
+        ``none``), ``last_success_age`` (seconds since the control plane last answered) and
+        ``stale`` (the policy served is not confirmed current)."""
+        cache = self.cache.status()
+        status: dict[str, Any] = {"mode": getattr(self._source, "mode", "source"),
+                                  "last_error": cache.last_error}
+        if self.feed is not None:
+            status.update(self.feed.status())
+            status["last_error"] = self.feed.last_error or cache.last_error
+        status.update({"version": cache.version, "loaded_at": cache.loaded_at})
+        return status
+
+    def health_view(self) -> ResponseReturnValue:
+        """A view for a health route of the API, ``api.add_url_rule("/healthz/cors",
+        view_func=control.health_view)``: :meth:`status` with 200 while a policy is served
+        (stale or not), 503 while none is."""
+        status = self.status()
+        return status, 200 if status["version"] is not None else 503, \
+            {"Cache-Control": "no-store"}
+
+    def close(self) -> None:
+        """Stop the poller and, in control-plane mode, the feed (tests, shutdown)."""
+        if self.feed is not None:
+            self.feed.stop()
+        self.cache.stop()
 
     def is_excluded(self, path: str) -> bool:
         return path in self._excluded_exact or path.startswith(self._excluded_trees)
