@@ -533,7 +533,7 @@ def _overflow_entry(count: int, first: float | None,
                           user_agent="", referer="")
 
 
-_KEY_COLUMNS = ["bucket_start", "rule_path", "tenant", "origin", "reason", "detail", "mode"]
+KEY_COLUMNS = ["bucket_start", "rule_path", "tenant", "origin", "reason", "detail", "mode"]
 
 
 _UPSERTS: dict[str, sa.Insert] = {}
@@ -548,7 +548,7 @@ def _upsert_statement(dialect: str) -> sa.Insert:
         statement = insert(_table)
         excluded = statement.excluded
         statement = _UPSERTS[dialect] = statement.on_conflict_do_update(
-            index_elements=_KEY_COLUMNS,
+            index_elements=KEY_COLUMNS,
             set_={
                 "count": _table.c.count + excluded.count,
                 "last_seen": sa.case((excluded.last_seen > _table.c.last_seen,
@@ -558,6 +558,13 @@ def _upsert_statement(dialect: str) -> sa.Insert:
             },
         )
     return statement
+
+
+def upsert_rows(conn: sa.Connection, rows: list[dict]) -> None:
+    """Merge *rows* (columns of ``request_log``, every string storable) into the table: a
+    row whose key exists adds its count to it and widens its first and last seen. Give them
+    in key order (see :func:`_write`): concurrent writers then never deadlock."""
+    _upsert(conn, rows)
 
 
 def _upsert(conn: sa.Connection, rows: list[dict]) -> None:

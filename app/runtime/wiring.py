@@ -23,12 +23,14 @@ from .alerts import AlertJob
 from .heartbeat import ProcessHeartbeat
 from .housekeeping import Housekeeping
 from .listener import DEFAULT_CHANNEL, PolicyListener
+from .publication import PolicyPublication
 from .source import DatabasePolicySource, create_source_engine
 
 _DATABASE_KEY = "runtime_database"
 _LISTENER_KEY = "policy_listener"
 _ALERTS_KEY = "alert_job"
 _HEARTBEAT_KEY = "process_heartbeat"
+_PUBLICATION_KEY = "policy_publication"
 # Engines whose pooled connections a forked worker must not share with its parent
 # (gunicorn --preload): the child drops them without closing the parent's sockets.
 _policy_databases: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
@@ -67,6 +69,20 @@ def attach_cors(app: Flask, database: sa.Engine) -> CorsControl:
 def attach_request_log(app: Flask, control: CorsControl, database: sa.Engine) -> RequestLog:
     """The request log: records the engine's refusals and writes them to *database*."""
     return RequestLog(app, control, engine=database)
+
+
+def attach_publication(app: Flask, control: CorsControl) -> PolicyPublication:
+    """The policy served to data planes: read through the engine's source, woken by its
+    cache (see :mod:`.publication`)."""
+    publication = PolicyPublication(control.cache, control.cache.source,
+                                    max_waiters=int(app.config.get("DATA_PLANE_MAX_WAITERS",
+                                                                   64)))
+    app.extensions[_PUBLICATION_KEY] = publication
+    return publication
+
+
+def get_publication(app: Flask) -> PolicyPublication:
+    return app.extensions[_PUBLICATION_KEY]
 
 
 def attach_heartbeat(app: Flask, control: CorsControl, database: sa.Engine) -> ProcessHeartbeat:
