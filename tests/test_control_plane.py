@@ -302,3 +302,18 @@ def test_rows_the_control_plane_refuses_raise_a_value_error_with_its_message(
     assert not isinstance(refused.value, SinkUnavailable)
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(RequestLogEntry)) == 0
+
+
+def test_the_refusal_sink_splits_a_document_over_the_control_planes_body_limit(
+        make_app, secret):
+    """The control plane here takes 20 kB at most; 200 rows are about 100 kB."""
+    small = make_app(DATA_PLANE_REFUSALS_MAX_BYTES=20_000)
+    server = Server(small)
+    try:
+        ControlPlaneRefusalSink(server.url, secret).write(
+            [refusal(f"https://o{n}.example", user_agent="a" * 200) for n in range(200)])
+    finally:
+        server.stop()
+    with small.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(RequestLogEntry)) \
+            == 200

@@ -79,6 +79,8 @@ _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 # A Retry-After longer than this is not honoured as is (a control plane is not down for days).
 _RETRY_AFTER_MAX = 60.0
+# After a 200 that brought nothing newer (a proxy that drops If-None-Match): no busy loop.
+_NOTHING_NEW_PAUSE = 1.0
 
 
 class ControlPlaneError(Exception):
@@ -242,37 +244,40 @@ class ControlPlaneSource:
             with _opener.open(request, timeout=timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
-            pause = _retry_after(exc.headers)
-            if exc.code == 304:
-                self._succeeded()
-                return True, pause
-            self._failed_with_status(exc)
-            return False, pause
+            with exc:
+                pause = _retry_after(exc.headers)
+                if exc.code == 304:
+                    self._succeeded()
+                    return True, pause
+                self._failed_with_status(exc)
+                return False, pause
         except _NETWORK_ERRORS as exc:
             self._failed(f"the control plane {printable(self.base_url)} is unreachable: "
                          f"{_describe(exc)}")
             return False, 0.0
-        return self._received(body, notify=notify), 0.0
+        return self._received(body, notify=notify)
 
-    def _received(self, body: bytes, *, notify: bool) -> bool:
+    def _received(self, body: bytes, *, notify: bool) -> tuple[bool, float]:
         try:
             document = json.loads(body)
             version, specs, tenants = decode_policy(document)
         except UnknownFormat:
             found = document.get("format") if isinstance(document, dict) else None
             self._refuse_format(found)
-            return False
+            return False, 0.0
         except (PayloadError, ValueError) as exc:
             self._failed(f"the control plane sent a policy this cors_control cannot read: "
                          f"{printable(str(exc))}")
-            return False
+            return False, 0.0
         if self._stopped.is_set():
-            return True
-        self._install(_Policy(version, specs, tenants), body, notify=notify)
+            return True, 0.0
+        installed = self._install(_Policy(version, specs, tenants), body, notify=notify)
         self._succeeded()
-        return True
+        return True, 0.0 if installed else _NOTHING_NEW_PAUSE
 
-    def _install(self, policy: _Policy, payload: bytes, *, notify: bool) -> None:
+    def _install(self, policy: _Policy, payload: bytes, *, notify: bool) -> bool:
+        """Hold *policy* and hand it to the cache, unless it is not newer than the one held;
+        returns whether it was."""
         held = self._policy
         if held is not None and policy.version < held.version:
             if self._older_seen != policy.version:  # never go back to an older version
@@ -280,9 +285,9 @@ class ControlPlaneSource:
                 logger.warning("CORS control plane sent policy version %d, older than the %d "
                                "this process serves; keeping %d", policy.version,
                                held.version, held.version)
-            return
+            return False
         if held is not None and policy.version == held.version:
-            return
+            return False
         self._policy = policy
         self.policies_received += 1
         self.serving_from = SERVING_CONTROL_PLANE
@@ -291,6 +296,7 @@ class ControlPlaneSource:
         cache = self._cache
         if notify and cache is not None:
             cache.refresh(announced=policy.version)
+        return True
 
     def _succeeded(self) -> None:
         self.last_success = time.time()
@@ -479,7 +485,8 @@ class ControlPlaneRefusalSink:
             with _opener.open(request, timeout=self.timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            detail = _problem_detail(exc)
+            with exc:
+                detail = _problem_detail(exc)
             if exc.code == 413 and len(rows) > 1:  # a smaller control-plane limit: halve
                 half = len(rows) // 2
                 self._post(rows[:half])
