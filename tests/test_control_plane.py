@@ -317,3 +317,31 @@ def test_the_refusal_sink_splits_a_document_over_the_control_planes_body_limit(
     with small.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(RequestLogEntry)) \
             == 200
+
+
+def test_a_data_plane_never_goes_back_to_an_older_policy(secret, data_plane, caplog):
+    """A control plane restored to an earlier state answers with version 3 after 5: the data
+    plane keeps 5 and says why."""
+    answers = iter([5])
+    asked = []
+
+    def restored(environ, start_response):
+        asked.append(environ.get("HTTP_IF_NONE_MATCH"))
+        body = json.dumps(encode_policy(next(answers, 3), [RuleSpec(
+            "/api/*", origins=(OriginEntry(APP_ORIGIN),))], [])).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    server = Server(restored)
+    try:
+        api, control = data_plane(server.url, secret)
+        with caplog.at_level(logging.WARNING, logger="cors_control"):
+            assert allowed(api)
+            wait_until(lambda: len(asked) >= 3, "the feed asked again twice")
+            status = control.status()
+    finally:
+        server.stop()
+    assert asked[1:3] == ['"policy-5"', '"policy-5"']
+    assert (status["version"], status["received_version"]) == (5, 5)
+    assert "sent policy version 3, older than the 5 this process serves; keeping 5" \
+        in caplog.text
