@@ -39,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     runtime.attach_housekeeping(app, control)
     runtime.attach_listener(app, control)
     runtime.attach_alerts(app, control)
+    runtime.attach_publication(app, control)
 
     from . import cli, errors
     from .admin import bp as admin_bp

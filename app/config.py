@@ -98,6 +98,12 @@ class Config:
         )
         # Where a process that has no policy yet refuses cross-origin requests (fail closed).
         self.CORS_API_PREFIXES = _prefixes("CORS_API_PREFIXES", "/api/")
+        # Data planes (README, "Control-plane mode"): how many long polls for the policy may
+        # wait at once (each holds a worker thread; past it a poll is answered at once), and
+        # the largest body of refusals one may send.
+        self.DATA_PLANE_MAX_WAITERS = _count("DATA_PLANE_MAX_WAITERS", 64)
+        self.DATA_PLANE_REFUSALS_MAX_BYTES = _bytes("DATA_PLANE_REFUSALS_MAX_BYTES",
+                                                    4 * 1024 * 1024)
         # The request log of refusals (see README, "The request log").
         self.REQUEST_LOG_FLUSH_INTERVAL = _float("REQUEST_LOG_FLUSH_INTERVAL", 2.0)
         self.REQUEST_LOG_BUCKET_SECONDS = int(_float("REQUEST_LOG_BUCKET_SECONDS", 3600))

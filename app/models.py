@@ -39,6 +39,10 @@ from .extensions import db, login_manager
 ORIGIN_KINDS = tuple(kind.value for kind in OriginKind)
 ROLES = ("admin", "editor", "viewer", "tenant-editor", "tenant-viewer")
 TENANT_ROLES = ("tenant-editor", "tenant-viewer")
+# A role of API tokens only, for the hosts that serve the policy (control-plane mode of the
+# engine): they fetch the compiled policy and send back refusals, and call nothing else.
+DATA_PLANE_ROLE = "data-plane"
+TOKEN_ROLES = (*ROLES, DATA_PLANE_ROLE)
 
 
 def _one_of(column: str, values: Iterable[str]) -> str:
@@ -50,10 +54,10 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _role_constraints() -> tuple[CheckConstraint, CheckConstraint]:
+def _role_constraints(roles: tuple[str, ...] = ROLES) -> tuple[CheckConstraint, CheckConstraint]:
     """Users and API tokens hold a role, and a tenant exactly when the role is a tenant's."""
     return (
-        CheckConstraint(_one_of("role", ROLES), name="role"),
+        CheckConstraint(_one_of("role", roles), name="role"),
         CheckConstraint(f"({_one_of('role', TENANT_ROLES)}) = (tenant_id IS NOT NULL)",
                         name="tenant_role"),
     )
@@ -300,7 +304,7 @@ class ApiToken(db.Model):
 
     __tablename__ = "api_tokens"
     __table_args__ = (
-        *_role_constraints(),
+        *_role_constraints(TOKEN_ROLES),
         NEVER_REUSED_IDS,
     )
 

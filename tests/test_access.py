@@ -12,11 +12,14 @@ from app.services.access import (
     WRITER_ROLES,
     Actor,
     can_change_options,
+    require_data_plane,
+    require_not_data_plane,
     sees,
     sees_origin,
     visible_origin_rows,
     visible_rules,
 )
+from app.services.errors import Forbidden
 from app.services.policy import import_policy
 
 POLICY = {
@@ -80,3 +83,16 @@ def test_only_writers_change_a_rule_and_a_tenant_role_only_its_own(actors):
     assert not can_change_options(actors["viewer"], shared)
     assert can_change_options(actors["acme editor"], own)
     assert not can_change_options(actors["acme editor"], shared)
+
+
+def test_a_data_plane_actor_writes_nothing_and_reaches_only_the_data_plane():
+    data_plane = Actor("token:edge", "api", "data-plane")
+    assert not data_plane.can_write
+    with pytest.raises(Forbidden, match="may only fetch the policy"):
+        require_not_data_plane(data_plane)
+    require_data_plane(data_plane, to="fetch the compiled policy")
+    require_data_plane(Actor("root", "api", "admin"), to="fetch the compiled policy")
+    for role in ("editor", "viewer", "tenant-editor", "tenant-viewer"):
+        require_not_data_plane(Actor("someone", "api", role, 1 if "tenant" in role else None))
+        with pytest.raises(Forbidden, match="only data-plane tokens and admins send"):
+            require_data_plane(Actor("someone", "api", role), to="send refusals")

@@ -645,6 +645,12 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("api.tenant_update", "PATCH"): Case(
         "refused", lambda w, t: api("PATCH", "api.tenant_update",
                                     json={"paths": ["/api/zulu/*"]}, slug=t.slug)),
+    # The data planes' endpoints: data-plane tokens and admins only.
+    ("api.data_plane_policy", "GET"): Case(
+        "refused", lambda w, t: api("GET", "api.data_plane_policy")),
+    ("api.data_plane_refusals", "POST"): Case(
+        "refused", lambda w, t: api("POST", "api.data_plane_refusals",
+                                    json={"format": 1, "rows": []})),
     ("api.token_self", "GET"): Case(
         "open", lambda w, t: api("GET", "api.token_self"), status=200),
     ("api.openapi_document", "GET"): Case(

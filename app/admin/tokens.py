@@ -14,7 +14,7 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 
 from ..extensions import db
-from ..models import ROLES, TENANT_ROLES, ApiToken
+from ..models import TENANT_ROLES, TOKEN_ROLES, ApiToken
 from ..services.errors import Conflict, ServiceError, ValidationError
 from ..services.tenants import list_tenants
 from ..services.tokens import IssuedToken, create_token, list_tokens, revoke_token, token_state
@@ -71,7 +71,7 @@ def _page_context(*, form: dict[str, str] | None = None, error: ServiceError | N
     return {
         "tokens": [(token, token_state(token)) for token in list_tokens()],
         "issued": issued,
-        "roles": ROLES,
+        "roles": TOKEN_ROLES,
         "tenant_roles": TENANT_ROLES,
         "tenants": list_tenants(),
         "form": form or dict.fromkeys(FORM_FIELDS, "") | {"role": "viewer"},

@@ -17,6 +17,7 @@ from . import (  # noqa: E402,F401
     audit,
     auth,
     check,
+    data_plane,
     drafts,
     log,
     openapi,

@@ -3,6 +3,7 @@
 The dashboard's session cookie does not authenticate here (so no CSRF token is needed), and
 tokens do not authenticate the dashboard. A missing, unknown, expired or revoked token gets
 401 with ``WWW-Authenticate: Bearer``; a token whose role does not allow the call gets 403.
+A data-plane token gets 403 everywhere but the two data-plane endpoints.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .problems import ApiProblem
 REALM = "cors-control"
 # Views anyone may fetch without a token (the API's own description).
 PUBLIC_ENDPOINTS = frozenset({"api.openapi_document"})
+# The only views a data-plane token may call (app/api/data_plane.py).
+DATA_PLANE_ENDPOINTS = frozenset({"api.data_plane_policy", "api.data_plane_refusals"})
 
 
 @bp.before_request
@@ -37,6 +40,8 @@ def authenticate() -> None:
         raise _unauthorized(_refusal(secret), error="invalid_token")
     g.api_token = token
     g.api_actor = token_actor(token)
+    if request.endpoint not in DATA_PLANE_ENDPOINTS:
+        access.require_not_data_plane(g.api_actor)
     check_arguments()
 
 

@@ -35,9 +35,9 @@ def json_body(*, required: bool = True) -> Any:
     if not request.get_data(cache=True):
         if not required:
             return None
-        _require_json_media_type()
+        require_json_media_type()
         raise _malformed("the request has no body; send a JSON document")
-    _require_json_media_type()
+    require_json_media_type()
     if nesting_exceeds(request.get_data(), MAX_JSON_DEPTH):
         raise _malformed(f"the JSON document nests arrays and objects more than "
                          f"{MAX_JSON_DEPTH} deep; no document of this API needs more than 5")
@@ -57,7 +57,7 @@ def _malformed(detail: str) -> ApiProblem:
     return ApiProblem(400, "malformed-body", "Malformed request body", detail)
 
 
-def _require_json_media_type() -> None:
+def require_json_media_type() -> None:
     mimetype = request.mimetype
     if mimetype != "application/json" and not (
             mimetype.startswith("application/") and mimetype.endswith("+json")):

@@ -17,18 +17,28 @@ from cors_control.vocabulary import (
     TENANT_SOURCES,
     UNKNOWN_TENANT_OPTIONS,
 )
+from cors_control.wire import (
+    MAX_REFUSAL_ROWS,
+    POLICY_FORMAT,
+    POLICY_MEDIA_TYPE,
+    REFUSALS_FORMAT,
+    REFUSALS_MEDIA_TYPE,
+)
 
-from ..models import ORIGIN_KINDS, ROLES, WEBHOOK_FORMATS
+from ..models import ORIGIN_KINDS, TOKEN_ROLES, WEBHOOK_FORMATS
 from ..services.alerts import MAX_QUIET_DAYS, MAX_THRESHOLD, MAX_WINDOW_MINUTES
 from ..services.audit import MAX_PAGE_SIZE as AUDIT_PAGE_SIZE
 from ..services.drafts import EFFECT_PERIODS
 from ..services.request_log import REASONS
 from ..services.validation import DRAFT_FIELDS, MAX_AGE_LIMIT, MAX_DESCRIPTION, MAX_NOTE
 from . import URL_PREFIX, bp
+from .data_plane import DEFAULT_WAIT, MAX_WAIT
 from .inputs import MAX_PER_PAGE
 from .problems import PROBLEM_MEDIA_TYPE
 
 JSON = "application/json"
+REFUSAL_TEXT_FIELDS = ("rule_path", "tenant", "origin", "reason", "detail", "mode", "path",
+                       "method", "request_method", "request_headers", "user_agent", "referer")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -593,7 +603,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name", "role", "tenant", "expires_at", "created_at", "last_used_at"],
         "properties": {
             "name": {"type": "string"},
-            "role": {"enum": list(ROLES)},
+            "role": {"enum": list(TOKEN_ROLES)},
             "tenant": _nullable({"type": "string"}),
             "expires_at": _nullable(TIME),
             "created_at": _nullable(TIME),
@@ -772,6 +782,53 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
     },
     "OriginListPage": _page("OriginList"),
+    "DataPlanePolicy": {
+        "type": "object",
+        "description": "The compiled policy as data planes receive it (cors_control.wire."
+                       "encode_policy): every enabled rule with its origins and draft, the "
+                       "shared origin lists once (rules name them by position), the tenants. "
+                       "A reader refuses a format it does not know.",
+        "required": ["format", "version", "tenants", "origin_lists", "rules"],
+        "properties": {
+            "format": {"const": POLICY_FORMAT},
+            "version": {"type": "integer", "minimum": 0},
+            "tenants": _strings(),
+            "origin_lists": {"type": "array", "items": {"type": "object"}},
+            "rules": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Refusals": {
+        "type": "object",
+        "description": "Aggregated refusals of a data plane (cors_control.wire."
+                       "encode_refusals), at most MAX_REFUSAL_ROWS rows; times are Unix "
+                       "timestamps. Strings are stored escaped and cut to their column.",
+        "required": ["format", "rows"],
+        "properties": {
+            "format": {"const": REFUSALS_FORMAT},
+            "source": {"type": "string", "description": "the data plane's name, for logs"},
+            "rows": {"type": "array", "maxItems": MAX_REFUSAL_ROWS, "items": {
+                "type": "object",
+                "required": [*REFUSAL_TEXT_FIELDS, "bucket_start", "first_seen",
+                             "last_seen", "count", "rule_id", "preflight"],
+                "properties": {
+                    **{name: {"type": "string"} for name in REFUSAL_TEXT_FIELDS},
+                    "mode": {"enum": list(LOG_MODES)},
+                    "bucket_start": {"type": "number"},
+                    "first_seen": {"type": "number"},
+                    "last_seen": {"type": "number"},
+                    "count": {"type": "integer", "minimum": 1},
+                    "rule_id": _nullable({"type": "integer"}),
+                    "preflight": {"type": "boolean"},
+                },
+            }},
+        },
+    },
+    "RefusalsStored": {
+        "type": "object",
+        "required": ["stored"],
+        "properties": {"stored": {"type": "integer", "minimum": 0}},
+        "additionalProperties": False,
+    },
 }
 
 PROBLEMS = {
@@ -782,7 +839,7 @@ PROBLEMS = {
     409: "The change conflicts with the stored policy or with a change made meanwhile.",
     412: "If-Match names a version that is no longer current; nothing was changed.",
     413: "The body is larger than 1 MB (MAX_CONTENT_LENGTH), 20 MB for an import "
-         "(IMPORT_MAX_BYTES).",
+         "(IMPORT_MAX_BYTES), 4 MB for refusals (DATA_PLANE_REFUSALS_MAX_BYTES).",
     415: "The body is not application/json.",
     422: "Invalid fields; `errors` names each one with the fix.",
     428: "PUT needs If-Match.",
@@ -1217,6 +1274,47 @@ PATHS: dict[str, Any] = {
             "operationId": "deleteWebhook",
             "summary": "Delete a webhook with its alerts and deliveries (admins)",
             "responses": _responses({204: {"description": "Deleted."}}, 403, 404),
+        },
+    },
+    "/data-plane/policy": {
+        "get": {
+            "operationId": "dataPlanePolicy",
+            "summary": "The compiled policy, for data planes (data-plane tokens and admins)",
+            "description": "Send the ETag you hold in If-None-Match: the answer waits until "
+                           "the policy changes (200 with the new one) or `wait` seconds pass "
+                           "(304). Past DATA_PLANE_MAX_WAITERS waiting polls a poll is "
+                           "answered 304 at once, with Retry-After. A data plane never "
+                           "receives a version older than the one it names.",
+            "parameters": [
+                _query("wait", f"how long to wait for a change, in seconds (default "
+                       f"{DEFAULT_WAIT})", {"type": "integer", "minimum": 0,
+                                            "maximum": MAX_WAIT}),
+                {"name": "If-None-Match", "in": "header", "required": False,
+                 "description": 'the ETag of the policy held, "policy-<version>"',
+                 "schema": {"type": "string"}},
+            ],
+            "responses": _responses({
+                200: {"description": "The policy; its ETag is \"policy-<version>\"",
+                      "headers": {"ETag": {"schema": {"type": "string"}}},
+                      "content": {POLICY_MEDIA_TYPE: {"schema": _ref("DataPlanePolicy")}}},
+                304: {"description": "Not changed within the wait (or too many polls waiting: "
+                                     "see Retry-After)."},
+            }, 403, 422),
+        },
+    },
+    "/data-plane/refusals": {
+        "post": {
+            "operationId": "dataPlaneRefusals",
+            "summary": "Merge a data plane's refusals into the request log (data-plane "
+                       "tokens and admins)",
+            "description": "Counts are added to rows of the same key. A rule_id that names no "
+                           "rule is dropped (the row keeps its rule_path). 400 names a "
+                           "document format this version does not read.",
+            "requestBody": {"required": True, "content": {
+                JSON: {"schema": _ref("Refusals")},
+                REFUSALS_MEDIA_TYPE: {"schema": _ref("Refusals")}}},
+            "responses": _responses({202: _ok("RefusalsStored", "Stored")},
+                                    400, 403, 413, 415, 422),
         },
     },
     "/tokens/self": {

@@ -9,7 +9,7 @@ from datetime import datetime
 import click
 from flask.cli import AppGroup
 
-from ..models import ROLES, ApiToken
+from ..models import TOKEN_ROLES, ApiToken
 from ..services.errors import ServiceError
 from ..services.tokens import create_token, list_tokens, revoke_token, token_state
 from ..timefmt import iso_utc
@@ -20,7 +20,8 @@ tokens_group = AppGroup("tokens", help="Manage API tokens for the JSON admin API
 
 @tokens_group.command("create")
 @click.argument("name")
-@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--role", required=True, type=click.Choice(TOKEN_ROLES),
+              help="data-plane: for hosts that run the engine in control-plane mode.")
 @click.option("--tenant", help="The tenant's slug (tenant-editor and tenant-viewer only).")
 @click.option("--expires", help="When it stops working, ISO 8601: 2026-12-31T00:00:00Z.")
 def tokens_create(name: str, role: str, tenant: str | None, expires: str | None) -> None:

@@ -27,11 +27,13 @@ from cors_control.database import (
 from ..request_log import RequestLog, get_request_log
 from .alerts import AlertJob
 from .housekeeping import Housekeeping
+from .publication import PolicyPublication
 
 _DATABASE_KEY = "runtime_database"
 _LISTENER_KEY = "policy_listener"
 _ALERTS_KEY = "alert_job"
 _HEARTBEAT_KEY = "process_heartbeat"
+_PUBLICATION_KEY = "policy_publication"
 
 
 def policy_database_url(config: Mapping[str, Any]) -> str:
@@ -59,6 +61,20 @@ def attach_cors(app: Flask, database: sa.Engine) -> CorsControl:
 def attach_request_log(app: Flask, control: CorsControl, database: sa.Engine) -> RequestLog:
     """The request log: records the engine's refusals and writes them to *database*."""
     return RequestLog(app, control, engine=database)
+
+
+def attach_publication(app: Flask, control: CorsControl) -> PolicyPublication:
+    """The policy served to data planes: read through the engine's source, woken by its
+    cache (see :mod:`.publication`)."""
+    publication = PolicyPublication(control.cache, control.cache.source,
+                                    max_waiters=int(app.config.get("DATA_PLANE_MAX_WAITERS",
+                                                                   64)))
+    app.extensions[_PUBLICATION_KEY] = publication
+    return publication
+
+
+def get_publication(app: Flask) -> PolicyPublication:
+    return app.extensions[_PUBLICATION_KEY]
 
 
 def attach_heartbeat(app: Flask, control: CorsControl, database: sa.Engine) -> ProcessHeartbeat:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from cors_control.vocabulary import NO_TENANT_SOURCE
 
-from ..models import AllowedOrigin, AuditEntry, RequestLogEntry, Rule, Tenant
+from ..models import DATA_PLANE_ROLE, AllowedOrigin, AuditEntry, RequestLogEntry, Rule, Tenant
 from .errors import Forbidden
 
 # A tenant role ranks with its platform counterpart: what it may do is the same kind of
@@ -77,6 +77,23 @@ def require_admin(actor: Actor, *, to: str) -> None:
     """Refuse unless *actor* is an admin; *to* says what only admins do ("manage tenants")."""
     if actor.role != "admin":
         raise Forbidden(f"only admins {to}")
+
+
+def require_data_plane(actor: Actor, *, to: str) -> None:
+    """Refuse unless *actor* is a data plane (a token of the data-plane role) or an admin;
+    *to* says what they do ("fetch the compiled policy"). An admin may, to look at what data
+    planes receive and to test a setup; no other role may."""
+    if actor.role not in (DATA_PLANE_ROLE, "admin"):
+        raise Forbidden(f"only data-plane tokens and admins {to}")
+
+
+def require_not_data_plane(actor: Actor) -> None:
+    """A data-plane token fetches the policy and sends refusals, and does nothing else: it
+    holds no right of any other role, so a token copied from an API host opens nothing."""
+    if actor.role == DATA_PLANE_ROLE:
+        raise Forbidden("a data-plane token may only fetch the policy (GET "
+                        "/data-plane/policy) and send refusals (POST /data-plane/refusals); "
+                        "use a token of another role for the rest of the API")
 
 
 # -- objects already loaded ----------------------------------------------------------------

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models import ROLES, TENANT_ROLES, ApiToken, Tenant
+from ..models import TENANT_ROLES, TOKEN_ROLES, ApiToken, Tenant
 from .access import Actor, require_admin
 from .changes import policy_change
 from .errors import Conflict, FieldError, NotFound, ValidationError
@@ -49,8 +49,8 @@ def create_token(name: str, role: str, *, actor: Actor, tenant: str | None = Non
     if not _NAME.match(name):
         errors.append(FieldError("name", "name the token after its use, such as deploy-bot "
                                          "(letters, digits, spaces, . _ : @ / -)"))
-    if role not in ROLES:
-        errors.append(FieldError("role", f"role must be one of {', '.join(ROLES)}"))
+    if role not in TOKEN_ROLES:
+        errors.append(FieldError("role", f"role must be one of {', '.join(TOKEN_ROLES)}"))
     tenant_id = None
     if role in TENANT_ROLES:
         if not tenant:

@@ -76,6 +76,8 @@ class PolicyCache:
         self.last_error: str | None = None
         self._older_seen: int | None = None
         self._lock = threading.Lock()
+        # Notified whenever a newer snapshot is installed (see wait_for_version).
+        self._changed = threading.Condition(threading.Lock())
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         _live_caches.add(self)
@@ -145,6 +147,8 @@ class PolicyCache:
                     self.snapshot = fresh
                     loaded = True
                     self._older_seen = None
+                    with self._changed:
+                        self._changed.notify_all()
                     if current is not None:
                         logger.info("CORS policy version %d loaded (was %d)",
                                     fresh.version, current.version)
@@ -168,6 +172,20 @@ class PolicyCache:
         if report:  # never on a request's thread
             self._notify_check_listeners()
         return loaded
+
+    def wait_for_version(self, newer_than: int, timeout: float) -> PolicySnapshot | None:
+        """Block until the snapshot held is newer than *newer_than*, or *timeout* seconds
+        pass; returns the snapshot held then (None while there is none). For long polls:
+        each waiter holds its thread, not the cache's lock."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                snapshot = self.snapshot
+                remaining = deadline - time.monotonic()
+                if (snapshot is not None and snapshot.version > newer_than) or remaining <= 0 \
+                        or self._stopped.is_set():
+                    return snapshot
+                self._changed.wait(remaining)
 
     def _refuse_older(self, version: int, held: int) -> None:
         # Reloads are monotonic: a worker never serves a newer version and then an older
@@ -198,6 +216,8 @@ class PolicyCache:
     def stop(self) -> None:
         """Stop the poller (tests, shutdown); the snapshot stays readable."""
         self._stopped.set()
+        with self._changed:  # waiters return at once
+            self._changed.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
@@ -205,6 +225,7 @@ class PolicyCache:
     def _after_fork(self) -> None:
         # The poller thread does not survive fork(); the child starts its own on first use.
         self._lock = threading.Lock()
+        self._changed = threading.Condition(threading.Lock())
         self._thread = None
 
 

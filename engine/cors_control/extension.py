@@ -1,6 +1,7 @@
-"""Attach the engine to a Flask app: ``CorsControl(app, source=...)`` or
-``CorsControl(app, database_url=...)``, or either without the app and later
-``control.init_app(app)``.
+"""Attach the engine to a Flask app: ``CorsControl(app, source=...)``,
+``CorsControl(app, database_url=...)`` (database mode) or ``CorsControl(app,
+control_plane=URL, token=...)`` (control-plane mode, :mod:`.control_plane`); or any of them
+without the app and later ``control.init_app(app)``.
 
 The engine wraps ``app.wsgi_app``, so it sits outside everything Flask does:
 
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
+from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from .database.runtime import DatabaseRuntime
 
 from .cache import PolicyCache, PolicySource
+from .control_plane import ControlPlaneRefusalSink, ControlPlaneSource
 from .decision import (
     NO_ORIGIN,
     POLICY_UNAVAILABLE,
@@ -44,6 +47,7 @@ from .decision import (
     RouteArgs,
     decide,
 )
+from .refusals import RecorderSettings, RefusalRecorder
 from .text import printable
 
 DecisionListener = Callable[[Decision, "RequestView"], None]
@@ -84,6 +88,11 @@ class CorsControl:
         from ``REQUEST_LOG_*``), so they show in the admin application.
     :param heartbeat: database mode: list each serving process, with the policy version it
         holds, in the admin application's overview (off by default).
+    :param control_plane: control-plane mode: the base URL of the admin application to take
+        the policy from over HTTP (:mod:`.control_plane`), with *token*, an API token of its
+        ``data-plane`` role; refusals are sent back to it (*request_log*).
+    :param cache_file: in control-plane mode, where to keep the last policy on disk (default
+        ``CORS_POLICY_CACHE_FILE``; None: nowhere).
     :param excluded_prefixes: paths never governed, each with everything under it
         (default ``CORS_EXCLUDED_PREFIXES``).
     :param api_prefixes: paths refused cross-origin while no policy is loaded
@@ -96,6 +105,9 @@ class CorsControl:
         *,
         source: PolicySource | None = None,
         database_url: str | None = None,
+        control_plane: str | None = None,
+        token: str | None = None,
+        cache_file: str | None = None,
         listen: bool = True,
         request_log: bool = True,
         heartbeat: bool = False,
@@ -104,14 +116,31 @@ class CorsControl:
         api_prefixes: tuple[str, ...] | None = None,
     ) -> None:
         self._database: DatabaseRuntime | None = None
-        if (source is None) == (database_url is None):
-            raise TypeError("CorsControl needs exactly one policy source: pass source= (a "
-                            "PolicySource) or database_url= (the admin application's "
-                            "database), not " + ("both" if source is not None else "neither"))
+        self.feed: ControlPlaneSource | None = None
+        self._recorder: RefusalRecorder | None = None
+        self._request_log = request_log
+        given = [name for name, value in (("source", source), ("database_url", database_url),
+                                          ("control_plane", control_plane)) if value is not None]
+        if len(given) != 1:
+            raise TypeError("CorsControl needs exactly one policy source: source= (a "
+                            "PolicySource), database_url= (the admin application's database) "
+                            "or control_plane= (the admin application's URL, with token=); "
+                            "not " + (" and ".join(given) if given else "none"))
+        if control_plane is None and (token is not None or cache_file is not None):
+            raise TypeError("token= and cache_file= belong to control-plane mode; give "
+                            "control_plane= too")
         if database_url is not None:
             self._database = _database_runtime(database_url, listen=listen,
                                                request_log=request_log, heartbeat=heartbeat)
             source = self._database.source
+        elif control_plane is not None:
+            if not token:
+                raise TypeError("control_plane= needs token=: an API token of the admin "
+                                "application with the data-plane role (flask tokens create "
+                                "NAME --role data-plane)")
+            self.feed = ControlPlaneSource(control_plane, token, cache_file=cache_file)
+            self._refusal_sink = ControlPlaneRefusalSink(control_plane, token)
+            source = self.feed
         assert source is not None
         self._source = source
         self._interval = interval
@@ -120,6 +149,8 @@ class CorsControl:
         self.listeners: list[DecisionListener] = []
         # Made here so that it is never None; init_app sets the app's interval on it.
         self.cache = PolicyCache(source, interval=interval or 0.5)
+        if self.feed is not None:
+            self.cache.add_start_listener(self.feed)
         if app is not None:
             self.init_app(app)
 
@@ -139,6 +170,8 @@ class CorsControl:
             if self._api_prefixes is not None
             else app.config.get("CORS_API_PREFIXES", ("/api/",))
         )
+        if self.feed is not None and self.feed.cache_file is None:
+            self.feed.cache_file = app.config.get("CORS_POLICY_CACHE_FILE") or None
         self.app = app
         self._adapters: dict[tuple[object, ...], MapAdapter] = {}
         app.extensions[_EXTENSION_KEY] = self
@@ -146,14 +179,26 @@ class CorsControl:
         app.wsgi_app = _CorsMiddleware(app.wsgi_app, self)  # type: ignore[method-assign]
         if self._database is not None:
             self._database.attach(self, app)
+        elif self.feed is not None and self._request_log:
+            # Control-plane mode: refusals go back to the admin application, aggregated and
+            # batched like the admin application's own (never on the request path).
+            settings = RecorderSettings.from_config(
+                {**app.config, "CORS_API_PREFIXES": self.api_prefixes})
+            self._recorder = RefusalRecorder(self._refusal_sink, settings)
+            self.add_listener(self._recorder.record)
 
     def close(self) -> None:
-        """Stop the poller and, in database mode, the listener and the request log (writing
-        what is pending first), then dispose the database engine made for it. The last
-        snapshot stays readable; closing twice does no harm."""
+        """Stop the poller; in database mode the listener and the request log (writing what
+        is pending first), then dispose the database engine made for it; in control-plane
+        mode the feed, after sending the pending refusals. The last snapshot stays readable;
+        closing twice does no harm."""
         self.cache.stop()
         if self._database is not None:
             self._database.close()
+        if self.feed is not None:
+            self.feed.stop()
+        if self._recorder is not None:
+            self._recorder.stop(flush=True)
 
     def add_listener(self, listener: DecisionListener) -> None:
         """Call *listener(decision, request_view)* for every decision on a governed path, and
@@ -193,6 +238,30 @@ class CorsControl:
             if len(self._adapters) < 64:
                 self._adapters[key] = adapter
         return adapter
+
+    def status(self) -> dict[str, Any]:
+        """Where the policy comes from and how fresh it is, JSON-ready: ``mode``
+        (``database``, or whatever the source is, or ``control-plane``), ``version`` served
+        (None: none, cross-origin requests on the API prefixes are refused), ``last_error``,
+        and in control-plane mode ``serving_from`` (``control-plane``, ``cache-file`` or
+        ``none``), ``last_success_age`` (seconds since the control plane last answered) and
+        ``stale`` (the policy served is not confirmed current)."""
+        cache = self.cache.status()
+        status: dict[str, Any] = {"mode": getattr(self._source, "mode", "source"),
+                                  "last_error": cache.last_error}
+        if self.feed is not None:
+            status.update(self.feed.status())
+            status["last_error"] = self.feed.last_error or cache.last_error
+        status.update({"version": cache.version, "loaded_at": cache.loaded_at})
+        return status
+
+    def health_view(self) -> ResponseReturnValue:
+        """A view for a health route of the API, ``api.add_url_rule("/healthz/cors",
+        view_func=control.health_view)``: :meth:`status` with 200 while a policy is served
+        (stale or not), 503 while none is."""
+        status = self.status()
+        return status, 200 if status["version"] is not None else 503, \
+            {"Cache-Control": "no-store"}
 
     def is_excluded(self, path: str) -> bool:
         return path in self._excluded_exact or path.startswith(self._excluded_trees)

@@ -24,6 +24,9 @@ POLICY_MEDIA_TYPE = "application/vnd.cors-control.policy+json"
 REFUSALS_MEDIA_TYPE = "application/vnd.cors-control.refusals+json"
 # At most this many refusal rows in one document (a data plane sends more in several).
 MAX_REFUSAL_ROWS = 1000
+# Where a control plane serves its data planes, below its base URL.
+DATA_PLANE_POLICY_PATH = "/admin/api/v1/data-plane/policy"
+DATA_PLANE_REFUSALS_PATH = "/admin/api/v1/data-plane/refusals"
 
 
 class PayloadError(ValueError):
@@ -38,6 +41,18 @@ def policy_etag(version: int) -> str:
     """The ETag of the policy at *version* (a strong validator: the payload of a version
     never changes)."""
     return f'"policy-{version}"'
+
+
+def etag_version(etag: str | None) -> int | None:
+    """The version an ``If-None-Match`` value names, when it is one :func:`policy_etag` wrote
+    (weak or strong, the first of a list); None for anything else."""
+    if not etag:
+        return None
+    first = etag.split(",", 1)[0].strip().removeprefix("W/")
+    if not (first.startswith('"policy-') and first.endswith('"')):
+        return None
+    digits = first[len('"policy-'):-1]
+    return int(digits) if digits.isdigit() and len(digits) <= 18 else None
 
 
 def encode_policy(version: int, specs: Iterable[RuleSpec],

@@ -42,7 +42,6 @@ class DatabaseRefusalSink:
             raise ValueError(f"the request log supports PostgreSQL and SQLite, not {dialect}: "
                              "point database_url at the admin application's database")
         self.engine = engine
-        self._upserts: dict[str, sa.Insert] = {}
 
     def write(self, rows: Sequence[RefusalRow]) -> None:
         """Upsert *rows* in one transaction, in the order given.
@@ -53,18 +52,28 @@ class DatabaseRefusalSink:
             return
         try:
             with self.engine.begin() as conn:
-                conn.execute(self._statement(conn.dialect.name), [_values(row) for row in rows])
+                upsert_refusals(conn, rows)
         except CONNECTIVITY_FAILURES as exc:
             raise SinkUnavailable(f"the request log's database is unreachable: "
                                   f"{type(exc).__name__}") from exc
 
-    def _statement(self, dialect: str) -> sa.Insert:
-        """One compiled upsert per dialect, executed once per row (executemany): compiling a
-        multi-row VALUES statement per flush cost more than writing the rows."""
-        statement = self._upserts.get(dialect)
-        if statement is None:
-            statement = self._upserts[dialect] = _upsert(dialect)
-        return statement
+
+_UPSERTS: dict[str, sa.Insert] = {}
+
+
+def upsert_refusals(conn: sa.Connection, rows: Sequence[RefusalRow]) -> None:
+    """Merge *rows* into ``request_log`` in *conn*'s transaction, in the order given (give
+    them in key order: concurrent writers then take their row locks in the same order).
+
+    One compiled upsert per dialect, executed once per row (executemany): compiling a
+    multi-row VALUES statement per flush cost more than writing the rows."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    statement = _UPSERTS.get(dialect)
+    if statement is None:
+        statement = _UPSERTS[dialect] = _upsert(dialect)
+    conn.execute(statement, [_values(row) for row in rows])
 
 
 def _upsert(dialect: str) -> sa.Insert:

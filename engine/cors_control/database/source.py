@@ -65,6 +65,8 @@ class DatabasePolicySource:
     by :meth:`from_url` owns its own, and :meth:`dispose` releases it.
     """
 
+    mode = "database"  # as CorsControl.status() reports it
+
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
