@@ -248,11 +248,20 @@ def test_a_policy_of_an_unknown_format_is_refused_clearly_and_the_last_one_kept(
 @pytest.mark.parametrize(("options", "message"), [
     ({"control_plane": "cors-admin.internal", "token": "cc_x"}, "is not the base URL"),
     ({"control_plane": "https://cors-admin.internal"}, "needs a token"),
-    ({}, "CorsControl needs a policy"),
-    ({"token": "cc_x"}, "CorsControl needs a policy"),
 ])
 def test_a_misconfigured_control_plane_mode_says_what_to_fix(options, message):
     with pytest.raises(ValueError, match=message):
+        CorsControl(Flask("misconfigured"), **options)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({}, "exactly one policy source.*not none"),
+    ({"token": "cc_x"}, "exactly one policy source.*not none"),
+    ({"control_plane": "https://cors-admin.internal", "token": "cc_x",
+      "source": object()}, "not source and control_plane"),
+])
+def test_control_plane_mode_is_given_alone_with_its_token(options, message):
+    with pytest.raises(TypeError, match=message):
         CorsControl(Flask("misconfigured"), **options)
 
 

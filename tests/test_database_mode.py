@@ -183,8 +183,8 @@ def test_without_the_heartbeat_no_process_is_listed(app, team_api, database_url)
 
 
 @pytest.mark.parametrize(("options", "problem"), [
-    ({}, "neither"),
-    ({"source": object(), "database_url": "sqlite://"}, "both"),
+    ({}, "none"),
+    ({"source": object(), "database_url": "sqlite://"}, "source and database_url"),
 ])
 def test_exactly_one_policy_source_is_required(options, problem):
     with pytest.raises(TypeError, match=f"exactly one policy source.*not {problem}"):

@@ -133,12 +133,8 @@ class CorsControl:
             self._database = _database_runtime(database_url, listen=listen,
                                                request_log=request_log, heartbeat=heartbeat)
             source = self._database.source
-        elif control_plane is not None:
-            if not token:
-                raise TypeError("control_plane= needs token=: an API token of the admin "
-                                "application with the data-plane role (flask tokens create "
-                                "NAME --role data-plane)")
-            self.feed = ControlPlaneSource(control_plane, token, cache_file=cache_file)
+        elif control_plane is not None:  # the feed checks the URL and the token
+            self.feed = ControlPlaneSource(control_plane, token or "", cache_file=cache_file)
             self._refusal_sink = ControlPlaneRefusalSink(control_plane, token)
             source = self.feed
         assert source is not None
