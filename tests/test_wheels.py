@@ -170,7 +170,9 @@ class Admin:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
+            # Data planes' long polls are open requests: a graceful stop would wait for them.
             [str(self.bin / "gunicorn"), "--workers", "1", "--threads", "8",
+             "--graceful-timeout", "1",
              "--bind", f"127.0.0.1:{self.port}", "app:create_app()"],
             cwd=self.home, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_until(lambda: _get(f"{self.url}/healthz")[0] in (200, 503), 30,
