@@ -9,11 +9,15 @@ thread). One more request per page, untimed, records the SQL statements it ran; 
 replayed alone with every row fetched, which gives the database's share of the page. For a
 page over the target, the slowest statements' query plans (``EXPLAIN QUERY PLAN``) and a
 profile of one more request show where the time goes.
+
+With ``BENCH_DASHBOARD_URL`` naming a PostgreSQL database of its own, the same data set is
+copied there (its tables emptied first) and the pages are measured on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import cProfile
+import os
 import pstats
 import random
 import re
@@ -48,17 +52,22 @@ class Page:
     args: dict[str, Any] = field(default_factory=dict)
 
 
+BASELINE = "rules list"  # a trivial page: the others are also given as multiples of it
+
+
 def pages(big_rule_id: int, size: dashboard_data.Size) -> list[Page]:
     return [
-        Page("rules list", "admin.rules"),
+        Page(BASELINE, "admin.rules"),
         Page("rules list, search svc99", "admin.rules", {"q": "svc99"}),
         Page(f"rule page, {count(size.big_rule_origins)} origins", "admin.rule",
              {"rule_id": big_rule_id}),
-        Page("request log (last 24h)", "admin.request_log"),
+        Page("request log, 24h, grouped by origin", "admin.request_log"),
         Page("request log, hourly rows (last 24h)", "admin.request_log", {"group": "none"}),
         Page("request log, 7d, grouped by rule", "admin.request_log",
              {"since": "7d", "group": "rule"}),
-        Page("request log, 7d, origin-not-allowed", "admin.request_log",
+        Page("request log, 7d, grouped by reason", "admin.request_log",
+             {"since": "7d", "group": "reason"}),
+        Page("request log, 7d, origin-not-allowed, by origin", "admin.request_log",
              {"since": "7d", "reason": "origin-not-allowed"}),
         Page("overview", "admin.overview"),
         Page("audit trail", "admin.audit"),
@@ -88,15 +97,25 @@ class StatementLog:
 
 
 def run(budget: Budget) -> dict[str, object]:
+    """Build the data set in SQLite and measure; with ``BENCH_DASHBOARD_URL`` set to a
+    PostgreSQL database, measure there instead, after copying the data set into it (or on
+    the copy already there, if its request log is filled: the copy takes minutes)."""
     size = dashboard_data.SMOKE if budget.smoke else dashboard_data.FULL
     rounds = 2 if budget.smoke else ROUNDS
+    target = os.environ.get("BENCH_DASHBOARD_URL", "")
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         directory = Path(tmp)
         started = time.perf_counter()
-        built = dashboard_data.build(directory / "dashboard.db", directory, size)
+        if target and dashboard_data.filled(target, size):
+            built = dashboard_data.found(target, size)
+        else:
+            built = dashboard_data.build(directory / "dashboard.db", directory, size)
+            if target:
+                built = dashboard_data.copy_to(target, built, directory)
         build_seconds = time.perf_counter() - started
         with database.bench_app(built.url, directory) as app:
             results = _measure(app, pages(built.big_rule_id, size), rounds)
+    results["database"] = sa.make_url(built.url).get_backend_name()
     results["build_seconds"] = {**built.seconds, "total": build_seconds}
     results["size"] = {"rules": size.rules, "origins": size.origins,
                        "big_rule_origins": size.big_rule_origins, "log_rows": size.log_rows,
@@ -222,10 +241,10 @@ def _get(client: FlaskClient, url: str, page: Page) -> int:
 
 
 def _plan(statement: Statement) -> list[str]:
-    """SQLite's plan for *statement*, with the parameters it ran with."""
+    """The database's plan for *statement*, with the parameters it ran with."""
     with db.engine.connect() as conn:
-        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement.sql,
-                                    statement.parameters).all()
+        explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
+        rows = conn.exec_driver_sql(explain + statement.sql, statement.parameters).all()
     return [row[-1] for row in rows]
 
 
@@ -236,7 +255,9 @@ def _one_line(sql: str) -> str:
 def _print_report(results: dict[str, Any], size: dashboard_data.Size, rounds: int) -> None:
     built = results["build_seconds"]
     print("== dashboard: server time of the admin pages at a large installation's size ==")
-    print(f"SQLite (migrated), {count(size.rules)} rules, {count(size.origins)} origins (one "
+    engine = "PostgreSQL (a copy of the data set)" if results["database"] == "postgresql" \
+        else "SQLite"
+    print(f"{engine} (migrated), {count(size.rules)} rules, {count(size.origins)} origins (one "
           f"rule with {count(size.big_rule_origins)}), {count(size.log_rows)} request_log rows "
           f"over {size.days} days from {count(size.noisy_rules)} rules, "
           f"{count(results['size']['audit_entries'])} audit entries (the latest "
@@ -250,16 +271,22 @@ def _print_report(results: dict[str, Any], size: dashboard_data.Size, rounds: in
           "and CPU time of the bench thread; queries and DB ms from one more request")
     print()
     rows = []
+    baseline = results["pages"].get(BASELINE)
     for label, page in results["pages"].items():
         spread = page["wall_ms_rounds"]
+        times = (f"{page['wall_ms'] / baseline['wall_ms']:,.1f}" if baseline else "n/a")
         rows.append([label, f"{page['wall_ms']:,.1f}", f"{min(spread):,.0f}–{max(spread):,.0f}",
-                     f"{page['cpu_ms']:,.1f}",
+                     f"{page['cpu_ms']:,.1f}", times,
                      str(page["queries"]), f"{page['database_ms']:,.1f}",
                      f"{page['bytes'] / 1024:,.0f}",
                      f"< {TARGET_MS:g}", "PASS" if page["meets"] else "MISS"])
-    print(table(["page", "wall ms", "range", "CPU ms", "queries", "DB ms", "KiB", "target",
-                 "result"], rows))
-    print("  DB ms: the page's statements replayed alone through the DB-API, every row fetched")
+    print(table(["page", "wall ms", "range", "CPU ms", f"× {BASELINE}", "queries", "DB ms",
+                 "KiB", "target", "result"], rows))
+    print(f"  × {BASELINE}: median wall time as a multiple of the {BASELINE}'s in the same run "
+          "(comparable across machines and loads)")
+    print("  DB ms: the page's statements replayed alone through the DB-API, every row fetched"
+          + (" (on PostgreSQL, the database's own time is in wall ms, not CPU ms)"
+             if results["database"] == "postgresql" else ""))
     for label, page in results["pages"].items():
         slowest = page["slowest"]
         if page["meets"]:

@@ -127,6 +127,64 @@ def build(path: Path, instance: Path, size: Size, *, now: datetime | None = None
     return Built(url, big.id, big.path, seconds)
 
 
+def filled(url: str, size: Size) -> bool:
+    """Whether the database at *url* already holds a copy of the data set of *size*."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(RequestLogEntry.__tablename__):
+                return False
+            rows = conn.scalar(sa.select(sa.func.count()).select_from(RequestLogEntry))
+    finally:
+        engine.dispose()
+    return rows == size.log_rows
+
+
+def found(url: str, size: Size) -> Built:
+    """The data set already copied to *url* (see :func:`copy_to`)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            big = rule_path(big_rule_index(size))
+            big_id = conn.scalar(sa.select(Rule.id).where(Rule.path == big))
+    finally:
+        engine.dispose()
+    return Built(url, int(big_id), big, {"reused copy": 0.0})
+
+
+def copy_to(url: str, built: Built, instance: Path, batch: int = 20_000) -> Built:
+    """Copy the data set *built* into the database at *url*, whose schema the migrations
+    make; every table of the schema is emptied first. Ids are kept, sequences moved past
+    them, statistics gathered (as autovacuum would after a real installation's writes)."""
+    started = time.perf_counter()
+    database.migrate(url, instance)
+    from app.extensions import db
+
+    tables = [table for table in db.Model.metadata.sorted_tables]
+    source, target = sa.create_engine(built.url), sa.create_engine(url)
+    try:
+        with target.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t.name}"' for t in tables)
+                                 + " RESTART IDENTITY CASCADE")
+        for table in tables:
+            with source.connect() as reading, target.begin() as writing:
+                result = reading.execute(sa.select(table)).yield_per(batch)
+                for part in result.partitions():
+                    writing.execute(sa.insert(table), [dict(row._mapping) for row in part])
+                if "id" in table.c and table.c.id.autoincrement is not False:
+                    writing.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                        f"coalesce((SELECT max(id) FROM \"{table.name}\"), 0) + 1, false)")
+        with target.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                "VACUUM ANALYZE")
+    finally:
+        source.dispose()
+        target.dispose()
+    seconds = {**built.seconds, "copy to PostgreSQL": time.perf_counter() - started}
+    return Built(url, built.big_rule_id, built.big_rule_path, seconds)
+
+
 # -- rules and their origins -----------------------------------------------------------------
 
 

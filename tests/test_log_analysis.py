@@ -84,6 +84,48 @@ def test_groups_sort_by_last_seen_and_group_by_rule_or_reason(app, client, polic
     assert set(by_reason.groups[0].origins) == {EVIL, OTHER}
 
 
+def _logged(app, *rows: tuple[str, str, int]) -> None:
+    """Rows (rule path, origin, count) of the current hour, as the recorder writes them."""
+    at = datetime.now(UTC)
+    with app.app_context():
+        for number, (rule_path, origin, count) in enumerate(rows):
+            db.session.add(RequestLogEntry(
+                bucket_start=at.replace(minute=0, second=0, microsecond=0), rule_id=None,
+                rule_path=rule_path, origin=origin, reason="origin-not-allowed",
+                detail=f"d{number}", mode="enforce", count=count, first_seen=at,
+                last_seen=at, path="/api/x", method="GET", preflight=False,
+                request_method="", request_headers="", user_agent="", referer=""))
+        db.session.commit()
+
+
+def test_a_rule_group_names_its_five_most_refused_origins_and_counts_the_others(app):
+    # Seven origins on /a: two of them on two rows each, and two tied on 4 (the first
+    # by name is shown). Origins of /b are not /a's.
+    _logged(app, ("/a", "https://o1.example", 9), ("/a", "https://o2.example", 3),
+            ("/a", "https://o2.example", 5), ("/a", "https://o3.example", 4),
+            ("/a", "https://o4.example", 4), ("/a", "https://o5.example", 1),
+            ("/a", "https://o6.example", 1), ("/a", "https://o7.example", 2),
+            ("/a", "https://o7.example", 1), ("/b", "https://o0.example", 50))
+    page = groups_of(app, "rule")
+    rule_a = next(group for group in page.groups if group.key == "/a")
+    assert rule_a.origins == ("https://o1.example", "https://o2.example",
+                              "https://o3.example", "https://o4.example",
+                              "https://o7.example")
+    assert rule_a.more_origins == 2 and rule_a.count == 30 and rule_a.rows == 9
+    rule_b = next(group for group in page.groups if group.key == "/b")
+    assert rule_b.origins == ("https://o0.example",) and rule_b.more_origins == 0
+
+
+def test_every_page_of_groups_knows_how_many_groups_there_are(app):
+    _logged(app, *[("/a", f"https://o{n}.example", n + 1) for n in range(3)])
+    with app.app_context():
+        pages = [group_log(validate_filter(since="24h"), per_page=2, page=number)
+                 for number in (1, 2, 3)]
+    assert [[g.key for g in page.groups] for page in pages] == [
+        ["https://o2.example", "https://o1.example"], ["https://o0.example"], []]
+    assert [page.total for page in pages] == [3, 3, 0]
+
+
 def test_grouping_refuses_an_unknown_group_or_sort(app):
     with app.app_context(), pytest.raises(ValidationError) as error:
         group_log(validate_filter(), group_by="host", sort="size")
