@@ -8,13 +8,16 @@ process) that shares the database, and so the poller thread needs no application
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from datetime import datetime
 
 import sqlalchemy as sa
 
+from cors_control.delta import PolicyDelta
 from cors_control.snapshot import OriginEntry, OriginListSpec, RuleSpec
 from cors_control.vocabulary import ENFORCE, OFF
 
+from . import changes_feed
 from ..models import (
     AllowedOrigin,
     OriginList,
@@ -82,6 +85,11 @@ class DatabasePolicySource:
                     break
         return before, specs, sorted(tenants.values())
 
+    def load_changes(self, since: int) -> PolicyDelta | None:
+        """What changed after version *since* (see :mod:`app.runtime.changes_feed`)."""
+        with self.engine.connect() as conn:
+            return changes_feed.load_delta(conn, since)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -90,19 +98,26 @@ def _version(conn: sa.Connection) -> int:
     return conn.execute(sa.select(_state.c.version).where(_state.c.id == 1)).scalar() or 0
 
 
-def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
+def _load_rules(conn: sa.Connection, tenants: dict[int, str],
+                only: Collection[int] | None = None) -> list[RuleSpec]:
+    """The enabled rules, or those of them whose ids are *only*."""
+    def chosen(column: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+        return sa.true() if only is None else column.in_(list(only))
+
     origins: dict[int, list[OriginEntry]] = {}
     query = sa.select(
         _origins.c.rule_id, _origins.c.value, _origins.c.expires_at, _origins.c.tenant_id
-    ).join(_rules, _rules.c.id == _origins.c.rule_id).where(_rules.c.mode != OFF)
+    ).join(_rules, _rules.c.id == _origins.c.rule_id).where(_rules.c.mode != OFF,
+                                                             chosen(_origins.c.rule_id))
     for rule_id, value, expires_at, tenant_id in conn.execute(query):
         tenant = tenants.get(tenant_id) if tenant_id is not None else None
         origins.setdefault(rule_id, []).append(
             OriginEntry(value, _timestamp(expires_at), tenant))
-    drafts = _load_drafts(conn)
-    used_lists = _load_used_lists(conn, tenants)
+    drafts = _load_drafts(conn, chosen(_drafts.c.rule_id))
+    used_lists = _load_used_lists(conn, tenants, chosen(_uses.c.rule_id))
     specs = []
-    for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF)):
+    for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF,
+                                                     chosen(_rules.c.id))):
         specs.append(
             RuleSpec(
                 rule_id=row.id,
@@ -135,11 +150,12 @@ def _with_lists(draft: RuleSpec | None,
     return dataclasses.replace(draft, origin_lists=lists)
 
 
-def _load_drafts(conn: sa.Connection) -> dict[int, RuleSpec]:
+def _load_drafts(conn: sa.Connection,
+                 chosen: sa.ColumnElement[bool]) -> dict[int, RuleSpec]:
     """The drafts of enforced rules, by rule id, as specs of their options and origins (the
     rule's path, mode and tenant selection are the rule's own: see compile_rule)."""
     query = sa.select(_drafts.c.rule_id, _drafts.c.body).join(
-        _rules, _rules.c.id == _drafts.c.rule_id).where(_rules.c.mode == ENFORCE)
+        _rules, _rules.c.id == _drafts.c.rule_id).where(_rules.c.mode == ENFORCE, chosen)
     return {rule_id: _draft_spec(body) for rule_id, body in conn.execute(query)}
 
 
@@ -166,13 +182,13 @@ def _draft_spec(body: dict) -> RuleSpec:
         max_age=body["max_age"],
         allow_private_network=body["allow_private_network"],
     )
-def _load_used_lists(conn: sa.Connection,
-                     tenants: dict[int, str]) -> dict[int, tuple[OriginListSpec, ...]]:
+def _load_used_lists(conn: sa.Connection, tenants: dict[int, str],
+                     chosen: sa.ColumnElement[bool]) -> dict[int, tuple[OriginListSpec, ...]]:
     """The shared lists each enabled rule uses, each list built once and shared by its
     rules (the engine merges them into each rule's allowlists when it compiles)."""
     uses = conn.execute(
         sa.select(_uses.c.rule_id, _uses.c.list_id)
-        .join(_rules, _rules.c.id == _uses.c.rule_id).where(_rules.c.mode != OFF)
+        .join(_rules, _rules.c.id == _uses.c.rule_id).where(_rules.c.mode != OFF, chosen)
         .order_by(_uses.c.rule_id, _uses.c.list_id)).all()
     if not uses:
         return {}

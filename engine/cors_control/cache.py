@@ -18,8 +18,9 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from .delta import PolicyDelta, apply_delta
 from .snapshot import PolicySnapshot, RuleSpec, compile_policy
 
 logger = logging.getLogger("cors_control")
@@ -33,6 +34,15 @@ class PolicySource(Protocol):
 
     def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
         """A consistent view of the version, every rule and the slugs of every tenant."""
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A source that can also say what changed since a version (see :mod:`.delta`)."""
+
+    def load_changes(self, since: int) -> PolicyDelta | None:
+        """What changed after version *since*, up to the current version; None when the
+        source cannot tell (its change log no longer reaches back that far): load in full."""
 
 
 CheckListener = Callable[["PolicyCache"], None]
@@ -75,6 +85,8 @@ class PolicyCache:
         self.last_check: float | None = None
         self.last_error: str | None = None
         self._older_seen: int | None = None
+        # How the snapshot held was made: "full" or "incremental" (None before the first).
+        self.last_load: str | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,7 +150,7 @@ class PolicyCache:
             else:
                 version = self.source.current_version()
             if current is None or (version is not None and version > current.version):
-                fresh = load_policy(self.source)
+                fresh = self._load(current)
                 if current is not None and fresh.version < current.version:
                     self._refuse_older(fresh.version, current.version)
                 else:
@@ -168,6 +180,37 @@ class PolicyCache:
         if report:  # never on a request's thread
             self._notify_check_listeners()
         return loaded
+
+    def _load(self, current: PolicySnapshot | None) -> PolicySnapshot:
+        """The newest snapshot: built from *current* with what changed since, when the source
+        keeps a change log that reaches back to it; else compiled in full."""
+        if current is not None and isinstance(self.source, ChangeFeed):
+            try:
+                delta = self.source.load_changes(current.version)
+                if delta is not None:
+                    fresh = apply_delta(current, delta)
+                    self.last_load = "incremental"
+                    return fresh
+            except Exception as exc:  # a full load below still serves the new version
+                logger.warning("CORS policy changes could not be applied (%s); loading the "
+                               "policy in full", _describe(exc))
+        fresh = load_policy(self.source)
+        self.last_load = "full"
+        return fresh
+
+    def reload(self) -> bool:
+        """Load and compile the whole policy now, whatever the version held (on demand: an
+        operator's check, or after the database was restored); returns whether it was
+        installed (never an older version than the one served)."""
+        with self._lock:
+            current = self.snapshot
+            fresh = load_policy(self.source)
+            if current is not None and fresh.version < current.version:
+                self._refuse_older(fresh.version, current.version)
+                return False
+            self.snapshot = fresh
+            self.last_load = "full"
+            return True
 
     def _refuse_older(self, version: int, held: int) -> None:
         # Reloads are monotonic: a worker never serves a newer version and then an older
