@@ -27,7 +27,7 @@ from tests.conftest import empty_database
 ADMIN = Actor("admin@example.com", "dashboard")
 TENANTS = ("acme", "globex", "initech")
 ORIGINS = ("https://a.example", "https://b.example", "https://*.c.example",
-           "https://d.example:*", "*")
+           "http://localhost:*", "*")
 HEADER_RULE = {"path": "/api/h/*", "tenant_selector": {"source": "header", "key": "X-Tenant"}}
 VIEW_RULE = {"path": "/api/t/*/x",
              "tenant_selector": {"source": "view-arg", "key": "tenant"}}
@@ -66,7 +66,7 @@ REQUESTS = [
                        ("/api/t/globex/x", {"tenant": "globex"}),
                        ("/api/t/nobody/x", {"tenant": "nobody"}), ("/api/plain/x", None))
     for origin in ("https://a.example", "https://b.example", "https://x.c.example",
-                   "https://d.example:8443", "https://e.example")
+                   "http://localhost:3000", "https://e.example")
     for tenant in ("acme", "initech")
     for method, headers in (
         ("GET", {"Origin": origin, "X-Tenant": tenant}),
@@ -197,3 +197,118 @@ def test_an_incremental_snapshot_is_the_full_compile_of_the_same_version(
             if cache.refresh():  # the version moved (a change that changes nothing does not)
                 assert cache.last_load == "incremental", step
             assert_same_as_full(cache, source)
+
+
+# -- what the log records, and when a process loads in full --------------------------------
+
+def _log() -> list[tuple]:
+    return [tuple(row) for row in db.session.execute(
+        sa.select(PolicyChange.version, PolicyChange.kind, PolicyChange.rule_id,
+                  PolicyChange.tenant_id, PolicyChange.origin).order_by(PolicyChange.id))]
+
+
+def test_adding_one_origin_rebuilds_only_that_tenants_allowlist(app, source):
+    with app.app_context():
+        rules = _seed()
+        header = rules["header"]
+        add_origin(header, "https://a.example", actor=ADMIN, tenant="acme")
+        add_origin(header, "https://b.example", actor=ADMIN, tenant="globex")
+        cache = _cache(source)
+        before = cache.snapshot
+        acme = create_tenant("initech", actor=ADMIN)  # noqa: F841 (a version of its own)
+        origin, created = add_origin(header, "https://e.example", actor=ADMIN, tenant="acme")
+        assert created
+        version = origin_version = cache.source.current_version()
+        assert _log()[-1] == (origin_version, "allowlist", header, origin.tenant_id,
+                              "https://e.example")
+        assert cache.refresh() and cache.last_load == "incremental"
+        after = cache.snapshot
+        assert after is not None and before is not None and after.version == version
+        old = next(rule for rule in before.rules if rule.rule_id == header)
+        new = next(rule for rule in after.rules if rule.rule_id == header)
+        # The other tenant's allowlist and the rule's shared one are the same objects.
+        assert new.tenant_origins["globex"] is old.tenant_origins["globex"]
+        assert new.origins is old.origins
+        assert new.tenant_origins["acme"] is not old.tenant_origins["acme"]
+        assert "initech" in after.tenants
+        # The rules the change did not touch are shared whole.
+        assert {rule.rule_id for rule in after.rules if rule in before.rules} == \
+            {rules["view"], rules["plain"]}
+        assert_same_as_full(cache, source)
+        # Removing it goes back to the allowlist as it was, incrementally too.
+        assert remove_origin(header, "https://e.example", actor=ADMIN, tenant="acme")
+        assert cache.refresh() and cache.last_load == "incremental"
+        assert_same_as_full(cache, source)
+
+
+def test_a_change_that_touches_nothing_the_engine_holds_records_none(app, source):
+    with app.app_context():
+        rules = _seed()
+        cache = _cache(source)
+        update_rule(rules["plain"], {"description": "who asked for it"}, actor=ADMIN)
+        assert _log()[-1][1] == "none"
+        held = cache.snapshot
+        assert cache.refresh() and cache.last_load == "incremental"
+        assert cache.snapshot is not None and held is not None
+        assert cache.snapshot.rules == held.rules  # nothing compiled again
+        assert_same_as_full(cache, source)
+
+
+def test_a_process_behind_a_pruned_log_loads_in_full(app, source):
+    with app.app_context():
+        rules = _seed()
+        cache = _cache(source)
+        add_origin(rules["view"], "https://a.example", actor=ADMIN, tenant="acme")
+        assert prune_change_log(keep_hours=0) > 0  # every version so far: a gap
+        add_origin(rules["view"], "https://b.example", actor=ADMIN, tenant="acme")
+        assert cache.refresh() and cache.last_load == "full"
+        assert_same_as_full(cache, source)
+        # From there on the log reaches back to the version held again.
+        add_origin(rules["view"], "http://localhost:*", actor=ADMIN, tenant="globex")
+        assert cache.refresh() and cache.last_load == "incremental"
+        assert_same_as_full(cache, source)
+
+
+def test_pruning_keeps_recent_versions_and_whole_versions(app):
+    with app.app_context():
+        _seed()
+        rows = len(_log())
+        assert prune_change_log(keep_hours=24) == 0 and len(_log()) == rows
+        assert prune_change_log(keep_hours=0) == rows and _log() == []
+
+
+def test_a_version_moved_without_a_log_entry_loads_in_full(app, source):
+    with app.app_context():
+        rules = _seed()
+        cache = _cache(source)
+        add_origin(rules["plain"], "https://a.example", actor=ADMIN)
+        # As a restore of the database or a write of an older release would.
+        db.session.execute(sa.text("UPDATE policy_state SET version = version + 1"))
+        db.session.commit()
+        assert cache.refresh() and cache.last_load == "full"
+        assert_same_as_full(cache, source)
+
+
+def test_deleting_a_tenant_loads_in_full(app, source):
+    with app.app_context():
+        rules = _seed()
+        add_origin(rules["header"], "https://a.example", actor=ADMIN, tenant="globex")
+        cache = _cache(source)
+        delete_tenant("globex", actor=ADMIN)
+        assert _log()[-1][1] == "full"
+        assert cache.refresh() and cache.last_load == "full"
+        assert_same_as_full(cache, source)
+        snapshot = cache.snapshot
+        assert snapshot is not None and "globex" not in snapshot.tenants
+
+
+def test_a_full_reload_on_demand(app, source):
+    with app.app_context():
+        rules = _seed()
+        cache = _cache(source)
+        add_origin(rules["plain"], "https://a.example", actor=ADMIN)
+        assert cache.refresh() and cache.last_load == "incremental"
+        held = cache.snapshot
+        assert cache.reload() and cache.last_load == "full"
+        assert cache.snapshot is not held
+        assert_same_as_full(cache, source)
