@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from app.extensions import db
 from app.models import PolicyChange, Rule
-from app.services.change_log import prune_change_log
 from app.runtime.source import DatabasePolicySource
 from app.services import origin_lists as lists
 from app.services.access import Actor
+from app.services.change_log import prune_change_log
 from app.services.drafts import save_draft
 from app.services.policy import add_origin, create_rule, remove_origin, update_rule
 from app.services.tenants import create_tenant, delete_tenant

@@ -17,7 +17,6 @@ from cors_control.delta import AllowlistSpec, PolicyDelta
 from cors_control.snapshot import OriginEntry, OriginListSpec
 from cors_control.vocabulary import NO_TENANT_SOURCE, OFF
 
-from . import source
 from ..models import (
     AllowedOrigin,
     OriginList,
@@ -27,6 +26,7 @@ from ..models import (
     RuleOriginList,
     Tenant,
 )
+from . import source
 
 _log = PolicyChange.__table__
 _rules = Rule.__table__

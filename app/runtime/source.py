@@ -17,7 +17,6 @@ from cors_control.delta import PolicyDelta
 from cors_control.snapshot import OriginEntry, OriginListSpec, RuleSpec
 from cors_control.vocabulary import ENFORCE, OFF
 
-from . import changes_feed
 from ..models import (
     AllowedOrigin,
     OriginList,
@@ -28,6 +27,7 @@ from ..models import (
     RuleOriginList,
     Tenant,
 )
+from . import changes_feed
 
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
