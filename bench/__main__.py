@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from . import dashboard, engine, fleet, flood, tenants, throughput
+from . import dashboard, engine, fleet, flood, reload, tenants, throughput
 from .harness import Budget
 from .report import describe_environment, environment, write_json
 
@@ -23,6 +23,7 @@ SECTIONS: dict[str, Section] = {
     "tenants": tenants.run,
     "fleet": fleet.run,
     "gunicorn": throughput.run,
+    "reload": reload.run,
 }
 
 
