@@ -17,24 +17,20 @@ from cors_control.delta import AllowlistSpec, PolicyDelta
 from cors_control.snapshot import OriginEntry, OriginListSpec
 from cors_control.vocabulary import NO_TENANT_SOURCE, OFF
 
-from ..models import (
-    AllowedOrigin,
-    OriginList,
-    OriginListEntry,
-    PolicyChange,
-    Rule,
-    RuleOriginList,
-    Tenant,
+from ..models import PolicyChange
+from .source import (
+    _list_entries,
+    _lists,
+    _load_rules,
+    _origins,
+    _rules,
+    _tenants,
+    _timestamp,
+    _uses,
+    _version,
 )
-from . import source
 
 _log = PolicyChange.__table__
-_rules = Rule.__table__
-_origins = AllowedOrigin.__table__
-_tenants = Tenant.__table__
-_lists = OriginList.__table__
-_list_entries = OriginListEntry.__table__
-_uses = RuleOriginList.__table__
 
 ATTEMPTS = 5
 
@@ -43,10 +39,10 @@ def load_delta(conn: sa.Connection, since: int) -> PolicyDelta | None:
     """The changes after version *since*, up to the current version, or None when the log
     cannot say (a gap, or a change recorded as needing a full load)."""
     for _attempt in range(ATTEMPTS):
-        version = source._version(conn)
+        version = _version(conn)
         delta = _read(conn, since, version)
         # A change committed while reading: read again, so no delta mixes two versions.
-        if source._version(conn) == version:
+        if _version(conn) == version:
             return delta
         conn.rollback()
     return None
@@ -76,7 +72,7 @@ def _read(conn: sa.Connection, since: int, version: int) -> PolicyDelta | None:
                             else {tenant_id for _rule_id, tenant_id in tenant_keys})
     if any(tenant_id not in tenants for _rule_id, tenant_id in tenant_keys):
         return None  # a tenant gone meanwhile: its deletion asks for a full load anyway
-    specs = {spec.rule_id: spec for spec in source._load_rules(conn, tenants, rule_ids)
+    specs = {spec.rule_id: spec for spec in _load_rules(conn, tenants, rule_ids)
              if spec.rule_id is not None} if rule_ids else {}
     return PolicyDelta(
         version=version,
@@ -129,7 +125,7 @@ def _allowlists(conn: sa.Connection, keys: set[tuple[int, int]],
                       _origins.c.expires_at)
             .where(sa.tuple_(_origins.c.rule_id, _origins.c.tenant_id).in_(pairs))):
         origins[(rule_id, tenant_id)].append(
-            OriginEntry(value, source._timestamp(expires_at), tenants[tenant_id]))
+            OriginEntry(value, _timestamp(expires_at), tenants[tenant_id]))
     lists = _tenant_lists(conn, keys, tenants)
     return tuple(
         AllowlistSpec(rule_id, tenants[tenant_id], tuple(origins[(rule_id, tenant_id)]),
@@ -163,5 +159,5 @@ def _entries(conn: sa.Connection, list_ids: Iterable[int]) -> dict[int, list[Ori
             sa.select(_list_entries.c.list_id, _list_entries.c.value,
                       _list_entries.c.expires_at)
             .where(_list_entries.c.list_id.in_(list(list_ids)))):
-        entries.setdefault(list_id, []).append(OriginEntry(value, source._timestamp(expires_at)))
+        entries.setdefault(list_id, []).append(OriginEntry(value, _timestamp(expires_at)))
     return entries

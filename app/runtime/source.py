@@ -27,7 +27,6 @@ from ..models import (
     RuleOriginList,
     Tenant,
 )
-from . import changes_feed
 
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
@@ -87,8 +86,10 @@ class DatabasePolicySource:
 
     def load_changes(self, since: int) -> PolicyDelta | None:
         """What changed after version *since* (see :mod:`app.runtime.changes_feed`)."""
+        from .changes_feed import load_delta  # it reads rules with this module's queries
+
         with self.engine.connect() as conn:
-            return changes_feed.load_delta(conn, since)
+            return load_delta(conn, since)
 
     def dispose(self) -> None:
         self.engine.dispose()
