@@ -118,12 +118,17 @@ def _allowlists(conn: sa.Connection, keys: set[tuple[int, int]],
                 tenants: dict[int, str]) -> tuple[AllowlistSpec, ...]:
     if not keys:
         return ()
-    pairs = list(keys)
+    by_rule: dict[int, list[int]] = {}
+    for rule_id, tenant_id in sorted(keys):
+        by_rule.setdefault(rule_id, []).append(tenant_id)
+    # One (rule_id, tenant_id) lookup per rule on the unique index of a tenant's entries;
+    # a row-value IN would be read by SQLite from the rule's index: every tenant's rows.
+    wanted = sa.or_(*(sa.and_(_origins.c.rule_id == rule_id, _origins.c.tenant_id.in_(ids))
+                      for rule_id, ids in by_rule.items()))
     origins: dict[tuple[int, int], list[OriginEntry]] = {key: [] for key in keys}
     for rule_id, tenant_id, value, expires_at in conn.execute(
             sa.select(_origins.c.rule_id, _origins.c.tenant_id, _origins.c.value,
-                      _origins.c.expires_at)
-            .where(sa.tuple_(_origins.c.rule_id, _origins.c.tenant_id).in_(pairs))):
+                      _origins.c.expires_at).where(wanted)):
         origins[(rule_id, tenant_id)].append(
             OriginEntry(value, _timestamp(expires_at), tenants[tenant_id]))
     lists = _tenant_lists(conn, keys, tenants)
