@@ -108,3 +108,14 @@ def test_a_delta_older_than_the_snapshot_is_refused():
     held = compile_policy(5, [RULES[1]])
     with pytest.raises(DeltaError, match="older"):
         apply_delta(held, PolicyDelta(4))
+
+
+@given(members=st.lists(_entries, max_size=5))
+def test_a_union_of_sets_is_the_set_of_all_their_entries(members):
+    from cors_control.snapshot import OriginSet
+
+    entries = [[OriginEntry(value, expiry) for value, expiry in member] for member in members]
+    union = OriginSet.union(OriginSet(member) for member in entries)
+    whole = OriginSet(entry for member in entries for entry in member)
+    assert union.contents() == whole.contents()
+    assert union.invalid == whole.invalid

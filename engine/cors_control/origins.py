@@ -141,6 +141,10 @@ def _check_text(text: object) -> str:
             f"the origin is {len(text)} characters long; an origin has at most "
             f"{MAX_ORIGIN_LENGTH}"
         )
+    if text.isascii() and text.isprintable() and " " not in text:
+        # Printable ASCII without a space holds no whitespace and no control character: the
+        # checks below, without a loop per character (a million entries load at start-up).
+        return text
     if text != text.strip():
         raise OriginError(
             f"an origin has no surrounding whitespace; use {_shown(text.strip())}"
@@ -199,12 +203,15 @@ def _any_port(scheme: str, host: str) -> OriginSpec:
     return OriginSpec(f"{scheme}://{host}:*", OriginKind.ANY_PORT, scheme, host, None)
 
 
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
 def _split_authority(rest: str) -> tuple[str, str]:
     """Split ``host:port/path?query`` at the first ``/``, ``?`` or ``#``."""
-    for index, ch in enumerate(rest):
-        if ch in "/?#":
-            return rest[:index], rest[index:]
-    return rest, ""
+    match = _AUTHORITY_END.search(rest)
+    if match is None:
+        return rest, ""
+    return rest[:match.start()], rest[match.start():]
 
 
 def _split_port(authority: str) -> tuple[str, str | None]:

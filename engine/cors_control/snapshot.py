@@ -141,6 +141,24 @@ class OriginSet:
             else:
                 self._store(self._any_port, (spec.scheme, spec.host), expiry)
 
+    @classmethod
+    def union(cls, members: Iterable[OriginSet]) -> OriginSet:
+        """The set of every entry of *members*, merged from their tables (nothing is parsed
+        again): what one set of all their entries would be."""
+        merged = cls(())
+        for member in members:
+            if member.any is not False:
+                merged.any = member.any if merged.any is False else _later(merged.any,
+                                                                           member.any)
+            for mine, table in zip(merged._tables(), member._tables(), strict=True):
+                theirs = _flat(table) if isinstance(table, _Overlay) else table
+                both = {key: mine[key] for key in theirs.keys() & mine.keys()}
+                mine.update(theirs)
+                for key, expiry in both.items():
+                    mine[key] = _later(expiry, theirs[key])
+            merged.invalid.extend(member.invalid)
+        return merged
+
     @staticmethod
     def _store(table: dict[Any, float | None], key: object, expiry: float | None) -> None:
         table[key] = _later(table[key], expiry) if key in table else expiry
@@ -436,6 +454,8 @@ def _compile_rule(spec: RuleSpec, draft: CompiledRule | None = None) -> Compiled
             shared.append(entry)
         else:
             per_tenant.setdefault(entry.tenant, []).append(entry)
+    tenant_sets = {tenant: OriginSet(entries) for tenant, entries in per_tenant.items()} \
+        if spec.tenant_source != NO_TENANT_SOURCE else {}
     return CompiledRule(
         rule_id=spec.rule_id,
         pattern=parse_pattern(spec.path),
@@ -445,10 +465,8 @@ def _compile_rule(spec: RuleSpec, draft: CompiledRule | None = None) -> Compiled
         tenant_key=spec.tenant_key.lower() if spec.tenant_source == TENANT_FROM_SUBDOMAIN
         else spec.tenant_key,
         unknown_tenant=spec.unknown_tenant,
-        tenant_origins={tenant: OriginSet(entries) for tenant, entries in per_tenant.items()}
-        if spec.tenant_source != NO_TENANT_SOURCE else {},
-        any_tenant_origins=OriginSet(entry for entries in per_tenant.values()
-                                     for entry in entries)
+        tenant_origins=tenant_sets,
+        any_tenant_origins=OriginSet.union(tenant_sets.values())
         if spec.tenant_source == TENANT_FROM_HEADER else None,
         methods=frozenset(spec.methods),
         any_header=any_header,
