@@ -1,9 +1,11 @@
 """The per-process policy cache: a snapshot on the request path, a poller behind it.
 
 Requests read :attr:`PolicyCache.snapshot`, an attribute of an immutable object: no lock, no
-query. A daemon thread checks the policy version at most once per interval and compiles a new
-snapshot only when the version moved, so a change committed by any process or host sharing the
-database is served within one interval plus the time to load it. If the database is
+query. A daemon thread checks the policy version at most once per interval and builds a new
+snapshot only when the version moved: from the one held and what changed since, when the
+source can say (:class:`ChangeFeed`, :mod:`.delta`), else by compiling the whole policy. So
+a change committed by any process or host sharing the database is served within one interval
+plus the time to load it. If the database is
 unreachable the last good snapshot stays in service (fail-static), the outage is logged once,
 and the poller recovers by itself. Before any snapshot was loaded, there is none: the engine
 then refuses cross-origin requests (fail closed).
