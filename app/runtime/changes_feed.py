@@ -10,6 +10,7 @@ when the log does not hold every version in between: pruned, or written before t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -17,20 +18,24 @@ from cors_control.delta import AllowlistSpec, PolicyDelta
 from cors_control.snapshot import OriginEntry, OriginListSpec
 from cors_control.vocabulary import NO_TENANT_SOURCE, OFF
 
-from ..models import PolicyChange
-from .source import (
-    _list_entries,
-    _lists,
-    _load_rules,
-    _origins,
-    _rules,
-    _tenants,
-    _timestamp,
-    _uses,
-    _version,
+from ..models import (
+    AllowedOrigin,
+    OriginList,
+    OriginListEntry,
+    PolicyChange,
+    Rule,
+    RuleOriginList,
+    Tenant,
 )
+from .source import load_rules, read_version
 
 _log = PolicyChange.__table__
+_rules = Rule.__table__
+_origins = AllowedOrigin.__table__
+_tenants = Tenant.__table__
+_lists = OriginList.__table__
+_list_entries = OriginListEntry.__table__
+_uses = RuleOriginList.__table__
 
 ATTEMPTS = 5
 
@@ -39,10 +44,10 @@ def load_delta(conn: sa.Connection, since: int) -> PolicyDelta | None:
     """The changes after version *since*, up to the current version, or None when the log
     cannot say (a gap, or a change recorded as needing a full load)."""
     for _attempt in range(ATTEMPTS):
-        version = _version(conn)
+        version = read_version(conn)
         delta = _read(conn, since, version)
         # A change committed while reading: read again, so no delta mixes two versions.
-        if _version(conn) == version:
+        if read_version(conn) == version:
             return delta
         conn.rollback()
     return None
@@ -72,7 +77,7 @@ def _read(conn: sa.Connection, since: int, version: int) -> PolicyDelta | None:
                             else {tenant_id for _rule_id, tenant_id in tenant_keys})
     if any(tenant_id not in tenants for _rule_id, tenant_id in tenant_keys):
         return None  # a tenant gone meanwhile: its deletion asks for a full load anyway
-    specs = {spec.rule_id: spec for spec in _load_rules(conn, tenants, rule_ids)
+    specs = {spec.rule_id: spec for spec in load_rules(conn, tenants, rule_ids)
              if spec.rule_id is not None} if rule_ids else {}
     return PolicyDelta(
         version=version,
@@ -166,3 +171,7 @@ def _entries(conn: sa.Connection, list_ids: Iterable[int]) -> dict[int, list[Ori
             .where(_list_entries.c.list_id.in_(list(list_ids)))):
         entries.setdefault(list_id, []).append(OriginEntry(value, _timestamp(expires_at)))
     return entries
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()

@@ -69,18 +69,18 @@ class DatabasePolicySource:
 
     def current_version(self) -> int:
         with self.engine.connect() as conn:
-            return _version(conn)
+            return read_version(conn)
 
     def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
         # Read the version before and after the rules: if a change committed in between,
         # read again, so a snapshot never mixes two policy versions.
         for _attempt in range(5):
             with self.engine.connect() as conn:
-                before = _version(conn)
+                before = read_version(conn)
                 tenants: dict[int, str] = dict(
                     conn.execute(sa.select(_tenants.c.id, _tenants.c.slug)).all())
-                specs = _load_rules(conn, tenants)
-                if _version(conn) == before:
+                specs = load_rules(conn, tenants)
+                if read_version(conn) == before:
                     break
         return before, specs, sorted(tenants.values())
 
@@ -95,13 +95,14 @@ class DatabasePolicySource:
         self.engine.dispose()
 
 
-def _version(conn: sa.Connection) -> int:
+def read_version(conn: sa.Connection) -> int:
+    """The policy version, as *conn* sees it now."""
     return conn.execute(sa.select(_state.c.version).where(_state.c.id == 1)).scalar() or 0
 
 
-def _load_rules(conn: sa.Connection, tenants: dict[int, str],
+def load_rules(conn: sa.Connection, tenants: dict[int, str],
                 only: Collection[int] | None = None) -> list[RuleSpec]:
-    """The enabled rules, or those of them whose ids are *only*."""
+    """The enabled rules as specs, or those of them whose ids are *only*."""
     def chosen(column: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
         return sa.true() if only is None else column.in_(list(only))
 
