@@ -119,3 +119,39 @@ def test_a_union_of_sets_is_the_set_of_all_their_entries(members):
     whole = OriginSet(entry for member in entries for entry in member)
     assert union.contents() == whole.contents()
     assert union.invalid == whole.invalid
+
+
+_labels = st.one_of(st.from_regex(r"[a-zA-Z0-9-]{0,64}", fullmatch=True),
+                    st.sampled_from(("xn--bcher-kva", "xn--a", "0x7f", "127", "0", "a-", "-a",
+                                     "bücher", "A", "localhost")))
+
+
+@settings(max_examples=400)
+@given(scheme=st.sampled_from(("http", "https", "HTTPS", "ftp", "")),
+       labels=st.lists(_labels, min_size=1, max_size=5),
+       tail=st.sampled_from(("", ":443", ":80", ":8080", ":", ".", "/", "/x", ":*")))
+def test_an_origin_taken_as_canonical_parses_to_itself(scheme, labels, tail):
+    """The load's shortcut (is_canonical_exact) takes only what parse_origin leaves as is."""
+    from cors_control.origins import OriginKind, is_canonical_exact, parse_origin
+
+    text = f"{scheme}://{'.'.join(labels)}{tail}"
+    if is_canonical_exact(text):
+        spec = parse_origin(text)
+        assert (spec.value, spec.kind) == (text, OriginKind.EXACT)
+
+
+@pytest.mark.parametrize("text", ["https://app.example.com", "http://a-b.c0.example",
+                                  "https://localhost"])
+def test_common_stored_origins_take_the_shortcut(text):
+    from cors_control.origins import is_canonical_exact
+
+    assert is_canonical_exact(text)
+
+
+@pytest.mark.parametrize("text", ["https://App.example.com", "https://app.example.com:443",
+                                  "https://xn--bcher-kva.example", "http://127.0.0.1",
+                                  "https://app.example.com:8443", "https://*.example.com"])
+def test_origins_parse_might_change_do_not(text):
+    from cors_control.origins import is_canonical_exact
+
+    assert not is_canonical_exact(text)

@@ -105,6 +105,21 @@ def parse_origin(text: object) -> OriginSpec:
     )
 
 
+_CANONICAL_EXACT = re.compile(
+    r"https?://[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def is_canonical_exact(text: str) -> bool:
+    """Whether *text* is an exact origin already in the canonical form :func:`parse_origin`
+    gives (lower-case ``http(s)://`` and host name, default port, no international label),
+    so that parsing it would return it unchanged: a shortcut for loading stored entries,
+    which the services saved in that form."""
+    if _CANONICAL_EXACT.fullmatch(text) is None:
+        return False
+    host = text[text.index("//") + 2:]
+    return len(host) <= 253 and "xn--" not in host and not _looks_numeric(host)
+
+
 def parse_new_origin(text: object) -> OriginSpec:
     """:func:`parse_origin`, plus the rules an entry must meet when it is saved: a subdomain
     wildcard names a registered domain, never a public suffix (``*.co.uk``,

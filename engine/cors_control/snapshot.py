@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from .origins import OriginError, OriginKind, parse_origin
+from .origins import OriginError, OriginKind, is_canonical_exact, parse_origin
 from .paths import PathPattern, PatternIndex, parse_pattern
 from .vocabulary import (
     ENFORCE,
@@ -121,6 +121,9 @@ class OriginSet:
         self._any_port: dict[tuple[str, str], float | None] = {}
         self.invalid: list[str] = []
         for entry in entries:
+            if is_canonical_exact(entry.value):  # most stored entries: nothing to parse
+                self._store(self._exact, entry.value, entry.expires_at)
+                continue
             try:
                 spec = parse_origin(entry.value)
             except OriginError:
