@@ -43,6 +43,7 @@ TENANT_ROLES = ("tenant-editor", "tenant-viewer")
 # engine): they fetch the compiled policy and send back refusals, and call nothing else.
 DATA_PLANE_ROLE = "data-plane"
 TOKEN_ROLES = (*ROLES, DATA_PLANE_ROLE)
+CHANGE_KINDS = ("none", "rule", "allowlist", "list", "tenants", "full")
 
 
 def _one_of(column: str, values: Iterable[str]) -> str:
@@ -332,6 +333,35 @@ class PolicyState(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PolicyChange(db.Model):
+    """What one policy version changed, for processes that hold an earlier one: they load
+    only that (see cors_control.database.changes_feed). Written in the transaction of the change
+    (app.services.changes); pruned after a day, after which a process that far behind loads
+    the policy in full.
+
+    ``kind`` is ``none`` (the version moved; nothing the engine holds did), ``rule`` (compile
+    *rule_id* again), ``allowlist`` (*tenant_id*'s origins on *rule_id*, None: the rule's own
+    shared ones; *origin* names the value when one changed), ``list`` (every rule using
+    *list_id*), ``tenants`` (the tenant names) or ``full``.
+    """
+
+    __tablename__ = "policy_changes"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", CHANGE_KINDS), name="kind"),
+        NEVER_REUSED_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    # No foreign keys: the row outlives what it names (a deleted rule is a change too).
+    rule_id: Mapped[int | None] = mapped_column(Integer)
+    tenant_id: Mapped[int | None] = mapped_column(Integer)
+    list_id: Mapped[int | None] = mapped_column(Integer)
+    origin: Mapped[str | None] = mapped_column(String(300))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class User(UserMixin, db.Model):

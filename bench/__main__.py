@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from . import control_plane, dashboard, engine, fleet, flood, tenants, throughput
+from . import control_plane, dashboard, engine, fleet, flood, reload, tenants, throughput
 from .harness import Budget
 from .report import describe_environment, environment, write_json
 
@@ -24,6 +24,7 @@ SECTIONS: dict[str, Section] = {
     "fleet": fleet.run,
     "gunicorn": throughput.run,
     "control-plane": control_plane.run,
+    "reload": reload.run,
 }
 
 

@@ -28,7 +28,7 @@ TABLES_TO_EMPTY = (
     "alert_deliveries", "alert_states", "webhooks", "rule_drafts",
     "rule_origin_lists", "origin_list_entries", "origin_lists",
     "allowed_origins", "rules", "audit_entries", "users", "request_log", "sign_in_throttle",
-    "engine_processes", "api_tokens", "tenants",
+    "engine_processes", "api_tokens", "tenants", "policy_changes",
 )
 
 

@@ -204,3 +204,40 @@ def test_upgrade_switches_off_tenant_rules_outside_their_namespaces_and_audits_i
         assert before["tenant"] == "acme" and before["methods"] == ["GET"]
     finally:
         engine.dispose()
+
+
+def test_upgrade_to_the_change_log_starts_it_empty_and_processes_load_in_full_once(
+        empty_database_url, tmp_path):
+    """0017: the change log starts empty, so a process holding a version from before it
+    finds a gap and loads in full; the next change is the first it can load alone."""
+    from cors_control.database.changes_feed import load_delta
+
+    assert _flask(empty_database_url, tmp_path, "db", "upgrade", "0015").returncode == 0
+    engine = sa.create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE policy_state SET version = 7"))
+        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM policy_changes")).scalar() == 0
+            assert load_delta(conn, 6) is None  # a gap: load in full
+            assert load_delta(conn, 7).version == 7  # nothing to do
+            conn.execute(sa.text("UPDATE policy_state SET version = 8"))
+            conn.execute(sa.text(
+                "INSERT INTO policy_changes (version, kind, recorded_at) "
+                "VALUES (8, 'none', CURRENT_TIMESTAMP)"))
+        with engine.connect() as conn:
+            delta = load_delta(conn, 7)
+            assert delta is not None and delta.version == 8 and not delta.rules
+            assert load_delta(conn, 6) is None
+        with engine.begin() as conn:
+            with pytest.raises(sa.exc.IntegrityError):  # the kinds are the log's own
+                conn.execute(sa.text(
+                    "INSERT INTO policy_changes (version, kind, recorded_at) "
+                    "VALUES (9, 'everything', CURRENT_TIMESTAMP)"))
+        downgraded = _flask(empty_database_url, tmp_path, "db", "downgrade", "0015")
+        assert downgraded.returncode == 0, downgraded.stderr
+        assert "policy_changes" not in _tables(empty_database_url)
+    finally:
+        engine.dispose()

@@ -1,6 +1,6 @@
 """Work each process does off the request path, after the engine's policy checks: hourly,
-prune the request log, purge long-expired origins and forget processes that stopped without
-withdrawing from the overview.
+prune the request log and the policy's change log, purge long-expired origins and forget
+processes that stopped without withdrawing from the overview.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from flask import Flask
 
 from cors_control.cache import PolicyCache
 
+from ..services.change_log import prune_change_log
 from ..services.overview import forget_stopped_processes
 from ..services.policy import purge_expired_origins
 from ..services.request_log import prune_log
@@ -44,6 +45,8 @@ class Housekeeping:
                 origins = purge_expired_origins(
                     float(self.app.config.get("EXPIRED_ORIGIN_RETENTION_DAYS", 30)))
                 forget_stopped_processes()
+                prune_change_log(
+                    keep_hours=float(self.app.config.get("CHANGE_LOG_RETENTION_HOURS", 24)))
             except Exception as exc:
                 logger.warning("housekeeping failed: %s", type(exc).__name__)
                 return 0, 0

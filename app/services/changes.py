@@ -3,7 +3,8 @@
 Each change is one transaction that (1) starts clean, (2) bumps the policy version first,
 which also serialises concurrent writers on the version row (and on PostgreSQL announces the
 new version with ``pg_notify``, delivered only if the change commits), (3) runs the caller's work,
-(4) records the audit entries the caller asks for, and commits. On any error the transaction
+(4) records the audit entries the caller asks for and what the version changed
+(:mod:`.change_log`), and commits. On any error the transaction
 is rolled back and nothing is written; a write that another one made stale, or that breaks a
 uniqueness rule at the last moment, is answered with :class:`~.errors.Conflict`.
 
@@ -29,6 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
 from ..models import AuditEntry, PolicyState, Rule, utcnow
+from . import change_log
 from .access import Actor
 from .errors import Conflict
 
@@ -111,16 +113,19 @@ def policy_change(actor: Actor | None, *, bump_version: bool = True,
     """
     db.session.rollback()  # start clean: no half-finished work rides along
     try:
-        change = Change(actor, _bump_version() if bump_version else None)
-        watcher = _rehearsal.get()
-        if watcher is not None:
-            watcher.started()
-        yield change
-        if watcher is not None:
-            db.session.flush()
-            watcher.finished()
-            db.session.rollback()  # a rehearsal: nothing is written, the version stays
-            return
+        with change_log.watching():
+            change = Change(actor, _bump_version() if bump_version else None)
+            watcher = _rehearsal.get()
+            if watcher is not None:
+                watcher.started()
+            yield change
+            if watcher is not None:
+                db.session.flush()
+                watcher.finished()
+                db.session.rollback()  # a rehearsal: nothing is written, the version stays
+                return
+            if bump_version:  # what this version changed, for processes holding an older one
+                change_log.record(change.version)
         db.session.commit()
     except StaleDataError:
         db.session.rollback()

@@ -1,9 +1,11 @@
 """The per-process policy cache: a snapshot on the request path, a poller behind it.
 
 Requests read :attr:`PolicyCache.snapshot`, an attribute of an immutable object: no lock, no
-query. A daemon thread checks the policy version at most once per interval and compiles a new
-snapshot only when the version moved, so a change committed by any process or host sharing the
-database is served within one interval plus the time to load it. If the database is
+query. A daemon thread checks the policy version at most once per interval and builds a new
+snapshot only when the version moved: from the one held and what changed since, when the
+source can say (:class:`ChangeFeed`, :mod:`.delta`), else by compiling the whole policy. So
+a change committed by any process or host sharing the database is served within one interval
+plus the time to load it. If the database is
 unreachable the last good snapshot stays in service (fail-static), the outage is logged once,
 and the poller recovers by itself. Before any snapshot was loaded, there is none: the engine
 then refuses cross-origin requests (fail closed).
@@ -18,8 +20,9 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from .delta import PolicyDelta, apply_delta
 from .snapshot import PolicySnapshot, RuleSpec, compile_policy
 
 logger = logging.getLogger("cors_control")
@@ -33,6 +36,15 @@ class PolicySource(Protocol):
 
     def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
         """A consistent view of the version, every rule and the slugs of every tenant."""
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A source that can also say what changed since a version (see :mod:`.delta`)."""
+
+    def load_changes(self, since: int) -> PolicyDelta | None:
+        """What changed after version *since*, up to the current version; None when the
+        source cannot tell (its change log no longer reaches back that far): load in full."""
 
 
 CheckListener = Callable[["PolicyCache"], None]
@@ -75,6 +87,8 @@ class PolicyCache:
         self.last_check: float | None = None
         self.last_error: str | None = None
         self._older_seen: int | None = None
+        # How the snapshot held was made: "full" or "incremental" (None before the first).
+        self.last_load: str | None = None
         self._lock = threading.Lock()
         # Notified whenever a newer snapshot is installed (see wait_for_version).
         self._changed = threading.Condition(threading.Lock())
@@ -140,7 +154,7 @@ class PolicyCache:
             else:
                 version = self.source.current_version()
             if current is None or (version is not None and version > current.version):
-                fresh = load_policy(self.source)
+                fresh = self._load(current)
                 if current is not None and fresh.version < current.version:
                     self._refuse_older(fresh.version, current.version)
                 else:
@@ -186,6 +200,39 @@ class PolicyCache:
                         or self._stopped.is_set():
                     return snapshot
                 self._changed.wait(remaining)
+
+    def _load(self, current: PolicySnapshot | None) -> PolicySnapshot:
+        """The newest snapshot: built from *current* with what changed since, when the source
+        keeps a change log that reaches back to it; else compiled in full."""
+        if current is not None and isinstance(self.source, ChangeFeed):
+            try:
+                delta = self.source.load_changes(current.version)
+                if delta is not None:
+                    fresh = apply_delta(current, delta)
+                    self.last_load = "incremental"
+                    return fresh
+            except Exception as exc:  # a full load below still serves the new version
+                logger.warning("CORS policy changes could not be applied (%s); loading the "
+                               "policy in full", _describe(exc))
+        fresh = load_policy(self.source)
+        self.last_load = "full"
+        return fresh
+
+    def reload(self) -> bool:
+        """Load and compile the whole policy now, whatever the version held (on demand: an
+        operator's check, or after the database was restored); returns whether it was
+        installed (never an older version than the one served)."""
+        with self._lock:
+            current = self.snapshot
+            fresh = load_policy(self.source)
+            if current is not None and fresh.version < current.version:
+                self._refuse_older(fresh.version, current.version)
+                return False
+            self.snapshot = fresh
+            self.last_load = "full"
+            with self._changed:
+                self._changed.notify_all()
+            return True
 
     def _refuse_older(self, version: int, held: int) -> None:
         # Reloads are monotonic: a worker never serves a newer version and then an older

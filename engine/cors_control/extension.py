@@ -135,7 +135,7 @@ class CorsControl:
             source = self._database.source
         elif control_plane is not None:  # the feed checks the URL and the token
             self.feed = ControlPlaneSource(control_plane, token or "", cache_file=cache_file)
-            self._refusal_sink = ControlPlaneRefusalSink(control_plane, token)
+            self._refusal_sink = ControlPlaneRefusalSink(control_plane, token or "")
             source = self.feed
         assert source is not None
         self._source = source

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from .origins import OriginError, OriginKind, parse_origin
+from .origins import OriginError, OriginKind, is_canonical_exact, parse_origin
 from .paths import PathPattern, PatternIndex, parse_pattern
 from .vocabulary import (
     ENFORCE,
@@ -121,6 +121,9 @@ class OriginSet:
         self._any_port: dict[tuple[str, str], float | None] = {}
         self.invalid: list[str] = []
         for entry in entries:
+            if is_canonical_exact(entry.value):  # most stored entries: nothing to parse
+                self._store(self._exact, entry.value, entry.expires_at)
+                continue
             try:
                 spec = parse_origin(entry.value)
             except OriginError:
@@ -140,6 +143,24 @@ class OriginSet:
                 self._store(self._suffixes, (spec.scheme, spec.host, port), expiry)
             else:
                 self._store(self._any_port, (spec.scheme, spec.host), expiry)
+
+    @classmethod
+    def union(cls, members: Iterable[OriginSet]) -> OriginSet:
+        """The set of every entry of *members*, merged from their tables (nothing is parsed
+        again): what one set of all their entries would be."""
+        merged = cls(())
+        for member in members:
+            if member.any is not False:
+                merged.any = member.any if merged.any is False else _later(merged.any,
+                                                                           member.any)
+            for mine, table in zip(merged._tables(), member._tables(), strict=True):
+                theirs = _flat(table) if isinstance(table, _Overlay) else table
+                both = {key: mine[key] for key in theirs.keys() & mine.keys()}
+                mine.update(theirs)
+                for key, expiry in both.items():
+                    mine[key] = _later(expiry, theirs[key])
+            merged.invalid.extend(member.invalid)
+        return merged
 
     @staticmethod
     def _store(table: dict[Any, float | None], key: object, expiry: float | None) -> None:
@@ -184,6 +205,116 @@ class OriginSet:
 
     def allows_any(self, now: float | None = None) -> bool:
         return self.any is not False and _live(self.any, now)
+
+    def contents(self) -> tuple[float | None | bool, dict[Any, float | None],
+                                dict[Any, float | None], dict[Any, float | None]]:
+        """What the set matches, as plain values: ``any`` and its three tables (exact
+        origins, subdomain wildcards, any-port hosts), each key with its expiry."""
+        return (self.any, _flat(self._exact), _flat(self._suffixes), _flat(self._any_port))
+
+    def _tables(self) -> tuple[dict[Any, float | None], ...]:
+        return (self._exact, self._suffixes, self._any_port)
+
+
+# An expiry no instant reaches: in an overlay (see _Overlay) it hides a key of the base.
+_GONE = float("-inf")
+# An overlay grows by the keys each change touches; past this share of its base it is
+# folded into a new flat table (one copy, once per that many changes).
+OVERLAY_SHARE = 32
+OVERLAY_MIN = 1024
+
+
+class _Overlay(dict[Any, "float | None"]):
+    """A table that is a small dict of changed keys over a large shared one, so a union
+    of every tenant's origins is updated without copying it. A key removed from the base
+    is held here with the expiry ``_GONE``, which never matches."""
+
+    __slots__ = ("base",)
+
+    def __init__(self, top: dict[Any, float | None], base: dict[Any, float | None]) -> None:
+        super().__init__(top)
+        self.base = base
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.base
+
+    def __getitem__(self, key: Any) -> float | None:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        return self.base[key]
+
+    def __len__(self) -> int:
+        return len(_flat(self))
+
+    def __bool__(self) -> bool:
+        return bool(self.base) or dict.__len__(self) > 0
+
+
+def _flat(table: dict[Any, float | None]) -> dict[Any, float | None]:
+    if not isinstance(table, _Overlay):
+        return dict(table)
+    flat = dict(table.base)
+    for key, expiry in dict.items(table):
+        if expiry == _GONE:
+            flat.pop(key, None)
+        else:
+            flat[key] = expiry
+    return flat
+
+
+def _changed_keys(old: OriginSet | None, new: OriginSet | None) -> list[set[Any]]:
+    """Per table, the keys whose expiry differs between two versions of one set."""
+    keys: list[set[Any]] = []
+    for position in range(3):
+        before = old._tables()[position] if old is not None else {}
+        after = new._tables()[position] if new is not None else {}
+        changed = {key for key in before if key not in after or after[key] != before[key]}
+        changed.update(key for key in after if key not in before)
+        keys.append(changed)
+    return keys
+
+
+def _union_after(union: OriginSet, changes: dict[str, tuple[OriginSet | None, OriginSet | None]],
+                 members: dict[str, OriginSet]) -> OriginSet:
+    """*union* (every set of *members* before *changes*, tenant by tenant old and new) made
+    the union of *members*: only the keys the changes touch are looked up again in every
+    member, and the result shares *union*'s tables under an overlay."""
+    touched: list[set[Any]] = [set(), set(), set()]
+    for old, new in changes.values():
+        for position, keys in enumerate(_changed_keys(old, new)):
+            touched[position] |= keys
+    fresh = OriginSet(())
+    tables: list[dict[Any, float | None]] = []
+    for position, keys in enumerate(touched):
+        table = union._tables()[position]
+        base = table.base if isinstance(table, _Overlay) else table
+        top = dict(dict.items(table)) if isinstance(table, _Overlay) else {}
+        for key in keys:
+            expiry: float | None | bool = False
+            for member in members.values():
+                own = member._tables()[position]
+                if key in own:
+                    value = own[key]
+                    expiry = value if expiry is False else _later(expiry, value)
+            if expiry is False:
+                if key in base:
+                    top[key] = _GONE
+                else:
+                    top.pop(key, None)
+            else:
+                top[key] = expiry
+        if len(top) > max(OVERLAY_MIN, len(base) // OVERLAY_SHARE):
+            tables.append(_flat(_Overlay(top, base)))
+        else:
+            tables.append(_Overlay(top, base) if top else base)
+    fresh._exact, fresh._suffixes, fresh._any_port = tables
+    any_expiry: float | None | bool = False
+    for member in members.values():
+        if member.any is not False:
+            any_expiry = member.any if any_expiry is False else _later(any_expiry, member.any)
+    fresh.any = any_expiry
+    fresh.invalid = [value for member in members.values() for value in member.invalid]
+    return fresh
 
 
 def _live(expiry: float | None, now: float | None) -> bool:
@@ -257,6 +388,37 @@ class CompiledRule:
                            if self.any_tenant_origins is None
                            else Allowlist(self.origins, self.any_tenant_origins))
 
+    def with_tenant_origins(self, changed: Mapping[str, Iterable[OriginEntry]]) -> CompiledRule:
+        """This rule with the allowlists of the tenants in *changed* built again from their
+        entries (no entries: the tenant has no allowlist here any more). Everything else is
+        shared with this rule, copied on write: a change to one tenant's origins costs the
+        size of that tenant's allowlist, not of the rule's."""
+        tenant_origins = dict(self.tenant_origins)
+        allowlists = dict(self.tenant_allowlists)
+        sets: dict[str, tuple[OriginSet | None, OriginSet | None]] = {}
+        for tenant, entries in changed.items():
+            listed = list(entries)
+            old = tenant_origins.pop(tenant, None)
+            allowlists.pop(tenant, None)
+            new = None
+            if listed:
+                new = tenant_origins[tenant] = OriginSet(listed)
+                allowlists[tenant] = Allowlist(self.origins, new, tenant)
+            sets[tenant] = (old, new)
+        union = self.any_tenant_origins
+        if union is not None:
+            union = _union_after(union, sets, tenant_origins)
+        rule = object.__new__(CompiledRule)
+        for name in _COMPILED_FIELDS:
+            object.__setattr__(rule, name, getattr(self, name))
+        object.__setattr__(rule, "tenant_origins", tenant_origins)
+        object.__setattr__(rule, "tenant_allowlists", allowlists)
+        object.__setattr__(rule, "any_tenant_origins", union)
+        object.__setattr__(rule, "preflight_allowlist", self.allowlist if union is None
+                           else Allowlist(self.origins, union))
+        object.__setattr__(rule, "memo", {})  # its decisions name the rule they came from
+        return rule
+
     @property
     def selects_tenant(self) -> bool:
         return self.tenant_source != NO_TENANT_SOURCE
@@ -268,6 +430,9 @@ class CompiledRule:
     @property
     def report_only(self) -> bool:
         return self.mode == REPORT_ONLY
+
+
+_COMPILED_FIELDS = tuple(f.name for f in fields(CompiledRule))
 
 
 def compile_rule(spec: RuleSpec) -> CompiledRule:
@@ -292,6 +457,8 @@ def _compile_rule(spec: RuleSpec, draft: CompiledRule | None = None) -> Compiled
             shared.append(entry)
         else:
             per_tenant.setdefault(entry.tenant, []).append(entry)
+    tenant_sets = {tenant: OriginSet(entries) for tenant, entries in per_tenant.items()} \
+        if spec.tenant_source != NO_TENANT_SOURCE else {}
     return CompiledRule(
         rule_id=spec.rule_id,
         pattern=parse_pattern(spec.path),
@@ -301,10 +468,8 @@ def _compile_rule(spec: RuleSpec, draft: CompiledRule | None = None) -> Compiled
         tenant_key=spec.tenant_key.lower() if spec.tenant_source == TENANT_FROM_SUBDOMAIN
         else spec.tenant_key,
         unknown_tenant=spec.unknown_tenant,
-        tenant_origins={tenant: OriginSet(entries) for tenant, entries in per_tenant.items()}
-        if spec.tenant_source != NO_TENANT_SOURCE else {},
-        any_tenant_origins=OriginSet(entry for entries in per_tenant.values()
-                                     for entry in entries)
+        tenant_origins=tenant_sets,
+        any_tenant_origins=OriginSet.union(tenant_sets.values())
         if spec.tenant_source == TENANT_FROM_HEADER else None,
         methods=frozenset(spec.methods),
         any_header=any_header,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import weakref
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from ..delta import PolicyDelta
 from ..snapshot import OriginEntry, OriginListSpec, RuleSpec
 from ..vocabulary import ENFORCE, OFF
 from .tables import allowed_origins as _origins
@@ -76,42 +78,57 @@ class DatabasePolicySource:
 
     def current_version(self) -> int:
         with self.engine.connect() as conn:
-            return _version(conn)
+            return read_version(conn)
 
     def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
         # Read the version before and after the rules: if a change committed in between,
         # read again, so a snapshot never mixes two policy versions.
         for _attempt in range(5):
             with self.engine.connect() as conn:
-                before = _version(conn)
+                before = read_version(conn)
                 tenants: dict[int, str] = dict(
                     conn.execute(sa.select(_tenants.c.id, _tenants.c.slug)).all())
-                specs = _load_rules(conn, tenants)
-                if _version(conn) == before:
+                specs = load_rules(conn, tenants)
+                if read_version(conn) == before:
                     break
         return before, specs, sorted(tenants.values())
+
+    def load_changes(self, since: int) -> PolicyDelta | None:
+        """What changed after version *since* (see :mod:`.changes_feed`)."""
+        from .changes_feed import load_delta  # it reads rules with this module's queries
+
+        with self.engine.connect() as conn:
+            return load_delta(conn, since)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _version(conn: sa.Connection) -> int:
+def read_version(conn: sa.Connection) -> int:
+    """The policy version, as *conn* sees it now."""
     return conn.execute(sa.select(_state.c.version).where(_state.c.id == 1)).scalar() or 0
 
 
-def _load_rules(conn: sa.Connection, tenants: dict[int, str]) -> list[RuleSpec]:
+def load_rules(conn: sa.Connection, tenants: dict[int, str],
+                only: Collection[int] | None = None) -> list[RuleSpec]:
+    """The enabled rules as specs, or those of them whose ids are *only*."""
+    def chosen(column: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+        return sa.true() if only is None else column.in_(list(only))
+
     origins: dict[int, list[OriginEntry]] = {}
     query = sa.select(
         _origins.c.rule_id, _origins.c.value, _origins.c.expires_at, _origins.c.tenant_id
-    ).join(_rules, _rules.c.id == _origins.c.rule_id).where(_rules.c.mode != OFF)
+    ).join(_rules, _rules.c.id == _origins.c.rule_id).where(_rules.c.mode != OFF,
+                                                             chosen(_origins.c.rule_id))
     for rule_id, value, expires_at, tenant_id in conn.execute(query):
         tenant = tenants.get(tenant_id) if tenant_id is not None else None
         origins.setdefault(rule_id, []).append(
             OriginEntry(value, _timestamp(expires_at), tenant))
-    drafts = _load_drafts(conn)
-    used_lists = _load_used_lists(conn, tenants)
+    drafts = _load_drafts(conn, chosen(_drafts.c.rule_id))
+    used_lists = _load_used_lists(conn, tenants, chosen(_uses.c.rule_id))
     specs = []
-    for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF)):
+    for row in conn.execute(sa.select(_rules).where(_rules.c.mode != OFF,
+                                                     chosen(_rules.c.id))):
         specs.append(
             RuleSpec(
                 rule_id=row.id,
@@ -144,11 +161,12 @@ def _with_lists(draft: RuleSpec | None,
     return dataclasses.replace(draft, origin_lists=lists)
 
 
-def _load_drafts(conn: sa.Connection) -> dict[int, RuleSpec]:
+def _load_drafts(conn: sa.Connection,
+                 chosen: sa.ColumnElement[bool]) -> dict[int, RuleSpec]:
     """The drafts of enforced rules, by rule id, as specs of their options and origins (the
     rule's path, mode and tenant selection are the rule's own: see compile_rule)."""
     query = sa.select(_drafts.c.rule_id, _drafts.c.body).join(
-        _rules, _rules.c.id == _drafts.c.rule_id).where(_rules.c.mode == ENFORCE)
+        _rules, _rules.c.id == _drafts.c.rule_id).where(_rules.c.mode == ENFORCE, chosen)
     return {rule_id: _draft_spec(body) for rule_id, body in conn.execute(query)}
 
 
@@ -177,13 +195,13 @@ def _draft_spec(body: dict[str, Any]) -> RuleSpec:
     )
 
 
-def _load_used_lists(conn: sa.Connection,
-                     tenants: dict[int, str]) -> dict[int, tuple[OriginListSpec, ...]]:
+def _load_used_lists(conn: sa.Connection, tenants: dict[int, str],
+                     chosen: sa.ColumnElement[bool]) -> dict[int, tuple[OriginListSpec, ...]]:
     """The shared lists each enabled rule uses, each list built once and shared by its
     rules (the engine merges them into each rule's allowlists when it compiles)."""
     uses = conn.execute(
         sa.select(_uses.c.rule_id, _uses.c.list_id)
-        .join(_rules, _rules.c.id == _uses.c.rule_id).where(_rules.c.mode != OFF)
+        .join(_rules, _rules.c.id == _uses.c.rule_id).where(_rules.c.mode != OFF, chosen)
         .order_by(_uses.c.rule_id, _uses.c.list_id)).all()
     if not uses:
         return {}

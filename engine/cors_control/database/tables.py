@@ -121,6 +121,20 @@ rule_origin_lists = sa.Table(
 # The key of a row: a refusal upserts into the row of its key (uq_request_log_key).
 REQUEST_LOG_KEY = ("bucket_start", "rule_path", "tenant", "origin", "reason", "detail", "mode")
 
+# The change log: what each policy version changed, so a process loads only that (written by
+# the admin application in the change's transaction; see changes_feed).
+policy_changes = sa.Table(
+    "policy_changes", metadata,
+    _column("id", sa.Integer, primary_key=True),
+    _column("version", sa.BigInteger),
+    _column("kind", sa.String(20)),
+    _column("rule_id", sa.Integer, nullable=True),
+    _column("tenant_id", sa.Integer, nullable=True),
+    _column("list_id", sa.Integer, nullable=True),
+    _column("origin", sa.String(300), nullable=True),
+    _column("recorded_at", UTCDateTime),
+)
+
 request_log = sa.Table(
     "request_log", metadata,
     _column("bucket_start", UTCDateTime),
