@@ -101,8 +101,8 @@ def _run_scale(scale: Scale, folder: Path) -> dict[str, Any]:
     with bench_app(url, folder / "instance", CORS_REFRESH_INTERVAL=3600.0) as app:
         tenant_ids, rule_ids = _populate(app, scale)
         cold = _cold_start(url)
-        from app.runtime.source import DatabasePolicySource
         from cors_control.cache import PolicyCache
+        from cors_control.database import DatabasePolicySource
 
         engine = sa.create_engine(url)
         try:
@@ -288,8 +288,8 @@ def _rss_mb() -> float:
 def _cold_main(url: str) -> None:
     import gc
 
-    from app.runtime.source import DatabasePolicySource
     from cors_control.cache import load_policy
+    from cors_control.database import DatabasePolicySource
 
     source = DatabasePolicySource.from_url(url)
     source.current_version()  # connect first: the driver's memory is not the snapshot's

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from app.extensions import db
 from app.models import PolicyChange, Rule
-from app.runtime.source import DatabasePolicySource
 from app.services import origin_lists as lists
 from app.services.access import Actor
 from app.services.change_log import prune_change_log
@@ -20,6 +19,7 @@ from app.services.drafts import save_draft
 from app.services.policy import add_origin, create_rule, remove_origin, update_rule
 from app.services.tenants import create_tenant, delete_tenant
 from cors_control.cache import PolicyCache, load_policy
+from cors_control.database import DatabasePolicySource
 from cors_control.decision import decide
 from cors_control.snapshot import CompiledRule, OriginSet, PolicySnapshot
 from tests.conftest import empty_database
