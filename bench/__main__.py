@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from . import dashboard, engine, fleet, flood, tenants, throughput
+from . import dashboard, edits, engine, fleet, flood, tenants, throughput
 from .harness import Budget
 from .report import describe_environment, environment, write_json
 
@@ -20,6 +20,7 @@ SECTIONS: dict[str, Section] = {
     "engine": engine.run,
     "flood": flood.run,
     "dashboard": dashboard.run,
+    "edits": edits.run,
     "tenants": tenants.run,
     "fleet": fleet.run,
     "gunicorn": throughput.run,
