@@ -11,15 +11,16 @@ measured in JSON bytes.
 
 Importing a policy whose one rule has 100,000 origins, then replacing it with a policy of one
 small rule, runs in a process of its own (``python -m bench.edits import URL N``) on a freshly
-migrated database, through ``POST /import``: its wall time and the process's peak resident
-memory (``ru_maxrss``), beside the memory it held before the import.
+migrated database, through ``POST /import``: its wall time and the peak resident memory of
+the process during it (Linux's ``VmHWM``, its high-water mark reset just before the import
+through ``/proc/self/clear_refs``; ``ru_maxrss`` would carry the parent's peak across
+``exec``), beside the memory it held before.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def _import_child(url: str, size: int, directory: Path) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         body = json.dumps(big_policy(size))
         client.get(f"{API}/rules", headers=headers)  # everything imported and warm
-        before_mb = _peak_rss_mb()
+        before_mb = _reset_peak_rss_mb()
         started = time.perf_counter()
         response = client.post(f"{API}/import", data=body, headers=headers)
         import_s = time.perf_counter() - started
@@ -202,6 +203,7 @@ def _import_child(url: str, size: int, directory: Path) -> dict[str, Any]:
             raise RuntimeError(f"import answered {response.status_code}: "
                                f"{response.get_data(as_text=True)[:300]}")
         import_mb = _peak_rss_mb()
+        _reset_peak_rss_mb()
         started = time.perf_counter()
         response = client.post(f"{API}/import?replace=true", data=json.dumps(SMALL_POLICY),
                                headers=headers)
@@ -219,8 +221,21 @@ def _import_child(url: str, size: int, directory: Path) -> dict[str, Any]:
             "peak_rss_mb": import_mb, "peak_rss_after_replace_mb": _peak_rss_mb()}
 
 
+def _reset_peak_rss_mb() -> float:
+    """Start a new peak here; the memory the process holds now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 # -- report --------------------------------------------------------------------------------
@@ -258,7 +273,8 @@ def _print_report(results: dict[str, Any]) -> None:
         print(f"  import of {count(size)} origins: {imported['import_s']:.2f} s, peak RSS "
               f"{imported['peak_rss_mb']:.0f} MB (before: {imported['rss_before_mb']:.0f} MB)"
               f" → {verdict(import_ok)}; replaced by a small policy: "
-              f"{imported['replace_s']:.2f} s → {verdict(replace_ok)}")
+              f"{imported['replace_s']:.2f} s (peak RSS "
+              f"{imported['peak_rss_after_replace_mb']:.0f} MB) → {verdict(replace_ok)}")
     print()
     print(f"targets: edits and GET ≤ {EDIT_TARGET_MS:g} ms, import ≤ {IMPORT_TARGET_S:g} s "
           f"and ≤ {IMPORT_TARGET_MB:g} MB peak, replace ≤ {IMPORT_TARGET_S:g} s: "

@@ -7,9 +7,11 @@ Writes go through :mod:`.policy`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import selectinload
 
 from cors_control.vocabulary import NO_TENANT_SOURCE
@@ -17,7 +19,15 @@ from cors_control.vocabulary import NO_TENANT_SOURCE
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
 from ..timefmt import iso_utc
-from .access import Actor, owns, sees, sees_origin, visible_rules, visible_tenants
+from .access import (
+    Actor,
+    owns,
+    sees,
+    sees_origin,
+    visible_origin_rows,
+    visible_rules,
+    visible_tenants,
+)
 from .errors import NotFound
 from .limits import MAX_ID
 from .validation import DRAFT_FIELDS, OriginInput, RuleInput, TenantSelector
@@ -45,11 +55,28 @@ def visible_origins(rule: Rule, actor: Actor | None = None) -> list[AllowedOrigi
     return sorted(origins, key=lambda o: (_slug(o), o.value))
 
 
-def rule_to_dict(rule: Rule, actor: Actor | None = None) -> dict[str, Any]:
-    """A rule in the policy file's format: deterministic, so exports diff cleanly."""
+def origin_page(rule: Rule, actor: Actor | None = None, *, page: int = 1,
+                per_page: int = 50) -> Pagination:
+    """One page of the rule's origins that *actor* may see, in :func:`visible_origins`'s
+    order (tenant, then value), read from the database page by page: a rule with 100,000
+    origins is never loaded whole."""
+    query = (sa.select(AllowedOrigin)
+             .outerjoin(Tenant, AllowedOrigin.tenant_id == Tenant.id)
+             .where(AllowedOrigin.rule_id == rule.id, visible_origin_rows(actor))
+             .options(selectinload(AllowedOrigin.tenant))
+             .order_by(sa.func.coalesce(Tenant.slug, ""), AllowedOrigin.value))
+    return db.paginate(query, page=page, per_page=per_page, max_per_page=per_page,
+                       error_out=False)
+
+
+def rule_to_dict(rule: Rule, actor: Actor | None = None, *,
+                 origins: Sequence[AllowedOrigin] | None = None) -> dict[str, Any]:
+    """A rule in the policy file's format: deterministic, so exports diff cleanly. With
+    *origins* (a page of :func:`origin_page`), those instead of every visible one."""
+    listed = visible_origins(rule, actor) if origins is None else origins
     data = {
         "path": rule.path,
-        "origins": [origin_to_json(o) for o in visible_origins(rule, actor)],
+        "origins": [origin_to_json(o) for o in listed],
         "methods": list(rule.methods),
         "allow_headers": list(rule.allow_headers),
         "expose_headers": list(rule.expose_headers),
@@ -62,6 +89,34 @@ def rule_to_dict(rule: Rule, actor: Actor | None = None) -> dict[str, Any]:
     return _with_tenancy(data, rule.tenant.slug if rule.tenant is not None else None,
                          TenantSelector(rule.tenant_source, rule.tenant_key,
                                         rule.unknown_tenant))
+
+
+def stored_origins(rule_ids: Sequence[int]) -> dict[int, list[str | dict[str, Any]]]:
+    """Every origin of the given rules in the policy file's form, in :func:`rule_to_dict`'s
+    order, read as plain rows: a rule with 100,000 origins builds no object per origin."""
+    origins, tenants = AllowedOrigin.__table__, Tenant.__table__
+    found: dict[int, list[str | dict[str, Any]]] = {rule_id: [] for rule_id in rule_ids}
+    if not rule_ids:
+        return found
+    slug = sa.func.coalesce(tenants.c.slug, "")
+    rows = db.session.execute(
+        sa.select(origins.c.rule_id, origins.c.value, origins.c.kind, origins.c.note,
+                  origins.c.expires_at, tenants.c.slug)
+        .outerjoin(tenants, origins.c.tenant_id == tenants.c.id)
+        .where(origins.c.rule_id.in_(rule_ids))
+        .order_by(origins.c.rule_id, slug, origins.c.value))
+    for rule_id, value, kind, note, expires_at, tenant in rows:
+        found[rule_id].append(origin_to_json(OriginInput(value, kind, note or "", expires_at,
+                                                         tenant)))
+    return found
+
+
+def rule_state(rule: Rule) -> dict[str, Any]:
+    """:func:`rule_to_dict` of every origin (what the audit trail records), read as plain
+    rows (:func:`stored_origins`)."""
+    data = rule_to_dict(rule, origins=[])
+    data["origins"] = stored_origins([rule.id])[rule.id]
+    return data
 
 
 def rule_input_to_dict(data: RuleInput) -> dict[str, Any]:
