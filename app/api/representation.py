@@ -31,11 +31,10 @@ def rule_resource(rule: Rule, actor: Actor) -> dict[str, Any]:
     number, and where the next ones are (``origins_next``; None when ``origins`` holds them
     all), so a rule with 100,000 origins reads as fast as a small one."""
     first = origin_page(rule, actor, page=1, per_page=RULE_ORIGINS_PAGE)
-    total = first.total or 0
     following = url_for("api.origins", rule_id=rule.id, page=2, per_page=RULE_ORIGINS_PAGE) \
-        if total > RULE_ORIGINS_PAGE else None
-    return {**_rule_meta(rule), **rule_to_dict(rule, actor, origins=list(first.items)),
-            "origin_count": total, "origins_next": following,
+        if first.has_next else None
+    return {**_rule_meta(rule), **rule_to_dict(rule, actor, origins=first.items),
+            "origin_count": first.total, "origins_next": following,
             "origin_lists": list_names_of_rule(rule, actor)}
 
 

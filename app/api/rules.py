@@ -33,6 +33,7 @@ from .inputs import (
     json_body,
     no_content,
     page_of,
+    page_of_rows,
     stale,
     text_arg,
 )
@@ -203,8 +204,8 @@ def origins(rule_id: int):
     rule = get_rule(rule_id, actor)
     paging = PageRequest.from_args()
     # On a shared tenant-selecting rule, a tenant sees its own allowlist only.
-    pagination = origin_page(rule, actor, page=paging.page, per_page=paging.per_page)
-    return page_of(pagination, origin_resource)
+    found = origin_page(rule, actor, page=paging.page, per_page=paging.per_page)
+    return page_of_rows(found.items, found.total, paging, origin_resource)
 
 
 @bp.put(f"/rules/{RULE_ID}/origins/<path:origin>")

@@ -8,10 +8,10 @@ Writes go through :mod:`.policy`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import selectinload
 
 from cors_control.vocabulary import NO_TENANT_SOURCE
@@ -55,18 +55,47 @@ def visible_origins(rule: Rule, actor: Actor | None = None) -> list[AllowedOrigi
     return sorted(origins, key=lambda o: (_slug(o), o.value))
 
 
+@dataclass(frozen=True, slots=True)
+class OriginPage:
+    """One page of a rule's origins, and how many there are in all."""
+
+    items: list[AllowedOrigin]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.per_page < self.total
+
+
 def origin_page(rule: Rule, actor: Actor | None = None, *, page: int = 1,
-                per_page: int = 50) -> Pagination:
+                per_page: int = 50) -> OriginPage:
     """One page of the rule's origins that *actor* may see, in :func:`visible_origins`'s
-    order (tenant, then value), read from the database page by page: a rule with 100,000
-    origins is never loaded whole."""
-    query = (sa.select(AllowedOrigin)
-             .outerjoin(Tenant, AllowedOrigin.tenant_id == Tenant.id)
-             .where(AllowedOrigin.rule_id == rule.id, visible_origin_rows(actor))
-             .options(selectinload(AllowedOrigin.tenant))
-             .order_by(sa.func.coalesce(Tenant.slug, ""), AllowedOrigin.value))
-    return db.paginate(query, page=page, per_page=per_page, max_per_page=per_page,
-                       error_out=False)
+    order: the shared list by value, then each tenant's list by tenant and value. Each part
+    is read in its own unique index's order (a sort of the whole allowlist would cost a
+    rule with 100,000 origins a tenth of a second), and only the page is loaded."""
+    visible = (AllowedOrigin.rule_id == rule.id, visible_origin_rows(actor))
+    shared = AllowedOrigin.tenant_id.is_(None)
+    # Each count reads one index alone: all of the rule's origins, and the tenants' lists.
+    total = db.session.scalar(
+        sa.select(sa.func.count()).select_from(AllowedOrigin).where(*visible)) or 0
+    shared_total = total - (db.session.scalar(
+        sa.select(sa.func.count()).select_from(AllowedOrigin)
+        .where(*visible, AllowedOrigin.tenant_id.is_not(None))) or 0)
+    offset = (page - 1) * per_page
+    items: list[AllowedOrigin] = []
+    if offset < shared_total:
+        items += db.session.scalars(
+            sa.select(AllowedOrigin).where(*visible, shared).order_by(AllowedOrigin.value)
+            .offset(offset).limit(per_page)).all()
+    if len(items) < per_page and total > shared_total:
+        items += db.session.scalars(
+            sa.select(AllowedOrigin).join(Tenant, AllowedOrigin.tenant_id == Tenant.id)
+            .where(*visible).options(selectinload(AllowedOrigin.tenant))
+            .order_by(Tenant.slug, AllowedOrigin.value)
+            .offset(max(0, offset - shared_total)).limit(per_page - len(items))).all()
+    return OriginPage(items, page, per_page, total)
 
 
 def rule_to_dict(rule: Rule, actor: Actor | None = None, *,

@@ -27,6 +27,12 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ASCII_HOST_CHARS = re.compile(r"^[A-Za-z0-9.\-]+$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+# The common entry, already in canonical form: lower-case http(s), a name whose last label
+# starts with a letter (so it is no IPv4 address), an optional port without leading zeros.
+_PLAIN_EXACT = re.compile(
+    r"(https?)://((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)"
+    r"(?::([1-9][0-9]{0,4}))?"
+)
 _MISTYPED_SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.\-]*:(?=/)|https?:|:)?/*", re.IGNORECASE)
 
 
@@ -70,6 +76,12 @@ def parse_origin(text: object) -> OriginSpec:
     Whether ``*`` fits the rule (no credentials) is the rule's check, not this function's;
     what only a new entry must also meet is :func:`parse_new_origin`'s.
     """
+    plain = _plain_exact(text)
+    return plain if plain is not None else _parse(text)
+
+
+def _parse(text: object) -> OriginSpec:
+    """:func:`parse_origin` of any entry, step by step, with a message for each mistake."""
     text = _check_text(text)
     if text == "*":
         return ANY_ORIGIN
@@ -128,6 +140,25 @@ def _public_suffixes() -> PublicSuffixList:
     """The Public Suffix List shipped with the package (ICANN and private sections), read
     once per process on the first save that needs it, never per request."""
     return PublicSuffixList()
+
+
+def _plain_exact(text: object) -> OriginSpec | None:
+    """The spec of an entry already in canonical form (``https://app.example.com``,
+    ``http://localhost:3000``), recognised by one match; None sends anything else, or
+    anything this cannot vouch for (international names, a default or out-of-range port),
+    through the full parse, which gives the same spec for what this accepts. A policy of
+    100,000 origins is parsed in a fraction of the time."""
+    if not isinstance(text, str) or len(text) > MAX_ORIGIN_LENGTH:
+        return None
+    match = _PLAIN_EXACT.fullmatch(text)
+    if match is None or "xn--" in text:
+        return None
+    scheme, host, port_text = match.groups()
+    port = int(port_text) if port_text else None
+    if len(host) > 253 or (port is not None and (port > 65535
+                                                  or port == DEFAULT_PORTS[scheme])):
+        return None
+    return OriginSpec(text, OriginKind.EXACT, scheme, host, port)
 
 
 def _check_text(text: object) -> str:
