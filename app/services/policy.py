@@ -790,17 +790,18 @@ def _insert_origins(rule_id: int, new: list[tuple[int | None, OriginInput]],
     rows = [(rule_id, tenant_id, o.value, o.kind, o.note,
              None if o.expires_at is None else moment(o.expires_at), actor.name, added_at)
             for tenant_id, o in new]
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    insert = f"INSERT INTO {table.name} ({', '.join(_ORIGIN_COLUMNS)}) VALUES "
-    row_marks = f"({', '.join([mark] * len(_ORIGIN_COLUMNS))})"
-    if dialect.name != "postgresql":  # SQLite runs executemany in process: as fast as any
-        connection.exec_driver_sql(insert + row_marks, rows)
+    columns = ", ".join(_ORIGIN_COLUMNS)
+    if dialect.name == "postgresql":
+        # COPY: one stream, where the server would answer each statement of an executemany.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
         return
-    # A server answers each statement of an executemany: rows go 1,000 to a statement.
-    for start in range(0, len(rows), 1000):
-        chunk = rows[start:start + 1000]
-        connection.exec_driver_sql(insert + ", ".join([row_marks] * len(chunk)),
-                                   tuple(value for row in chunk for value in row))
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    connection.exec_driver_sql(
+        f"INSERT INTO {table.name} ({columns}) "
+        f"VALUES ({', '.join([mark] * len(_ORIGIN_COLUMNS))})", rows)
 
 
 def _delete_rule(rule: Rule) -> None:
