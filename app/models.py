@@ -404,7 +404,9 @@ class User(UserMixin, db.Model):
 
 
 class AuditEntry(db.Model):
-    """Who changed what, through which channel, with the state before and after."""
+    """Who changed what, through which channel, with the state before and after; or, for a
+    change of a rule's origins, only what changed (``delta``, see :mod:`app.services.audit`),
+    which costs the size of the change rather than of the rule."""
 
     __tablename__ = "audit_entries"
     __table_args__ = NEVER_REUSED_IDS
@@ -419,6 +421,7 @@ class AuditEntry(db.Model):
     summary: Mapped[str] = mapped_column(Text, default="")
     before: Mapped[dict | None] = mapped_column(JSON)
     after: Mapped[dict | None] = mapped_column(JSON)
+    delta: Mapped[dict | None] = mapped_column(JSON)
     policy_version: Mapped[int] = mapped_column(BigInteger)
     # The tenant the change belongs to, so tenant users see their own entries only.
     tenant_id: Mapped[int | None] = mapped_column(Integer, index=True)

@@ -10,7 +10,17 @@ import argparse
 import time
 from collections.abc import Callable
 
-from . import control_plane, dashboard, engine, fleet, flood, reload, tenants, throughput
+from . import (
+    control_plane,
+    dashboard,
+    edits,
+    engine,
+    fleet,
+    flood,
+    reload,
+    tenants,
+    throughput,
+)
 from .harness import Budget
 from .report import describe_environment, environment, write_json
 
@@ -20,6 +30,7 @@ SECTIONS: dict[str, Section] = {
     "engine": engine.run,
     "flood": flood.run,
     "dashboard": dashboard.run,
+    "edits": edits.run,
     "tenants": tenants.run,
     "fleet": fleet.run,
     "gunicorn": throughput.run,

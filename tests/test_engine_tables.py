@@ -35,7 +35,8 @@ def _ddl(column: sa.Column) -> tuple[str, ...]:
 def test_the_engine_describes_every_table_it_touches():
     assert {table.name for table in tables.metadata.sorted_tables} == {
         "policy_state", "tenants", "rules", "allowed_origins", "rule_drafts", "origin_lists",
-        "origin_list_entries", "rule_origin_lists", "request_log", "engine_processes", "policy_changes"}
+        "origin_list_entries", "rule_origin_lists", "request_log", "engine_processes",
+        "policy_changes"}
 
 
 @pytest.mark.parametrize(("table", "column"), ENGINE_COLUMNS)

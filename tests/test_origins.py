@@ -20,6 +20,8 @@ from cors_control.origins import (
     OriginError,
     OriginKind,
     OriginSpec,
+    _parse,
+    _plain_exact,
     parse_new_origin,
     parse_origin,
 )
@@ -945,3 +947,22 @@ def test_an_invalid_stored_entry_never_matches_and_does_not_break_the_set():
     assert origins.invalid == ["https://*.0.0.1"]
     assert origins.allows("https://app.example.com")
     assert not origins.allows("https://127.0.0.1")
+
+
+_PLAIN_LIKE = st.from_regex(
+    r"\A(https?|HTTPS?)://([a-z0-9-]{1,12}\.){0,3}(xn--)?[a-z0-9-]{1,12}\.?(:[0-9]{1,6})?\Z")
+
+
+@given(st.one_of(_PLAIN_LIKE, st.text(max_size=40)))
+@example("http://localhost:3000")
+@example("https://app.example.com:443")
+@example("https://app.example.com:65536")
+@example("https://xn--bcher-kva.example")
+@example("https://1.2.3.4")
+@example("https://-bad.example.com")
+def test_the_quick_path_for_canonical_entries_agrees_with_the_full_parse(text: str) -> None:
+    """An entry already in canonical form is recognised by one match (imports of 100,000
+    origins); whatever it accepts, the full parse accepts with the same spec."""
+    quick = _plain_exact(text)
+    if quick is not None:
+        assert quick == _parse(text)

@@ -8,7 +8,13 @@ from typing import Any
 from flask import jsonify, request
 
 from ..models import AuditEntry
-from ..services.audit import AuditFilter, plan_restore, query_audit, tenant_part
+from ..services.audit import (
+    AuditFilter,
+    plan_restore,
+    query_audit,
+    tenant_delta,
+    tenant_part,
+)
 from ..services.changes import policy_version
 from ..services.errors import FieldError, ValidationError
 from ..services.impact import rehearse
@@ -44,6 +50,7 @@ def entry_resource(entry: AuditEntry, tenant: str | None = None) -> dict[str, An
         "summary": entry.summary or "",
         "before": tenant_part(entry.before, tenant),
         "after": tenant_part(entry.after, tenant),
+        "delta": tenant_delta(entry.delta, tenant),
         "policy_version": entry.policy_version,
     }
 

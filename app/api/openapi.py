@@ -255,9 +255,19 @@ SCHEMAS: dict[str, Any] = {
     "Rule": {
         "type": "object",
         "description": "A rule in the policy file's form, with read-only fields. `tenant` "
-                       "and `tenant_selector` appear only when used.",
-        "required": [*RULE_REQUIRED, "origins"],
-        "properties": {**RULE_META, **RULE_OUTPUT_FIELDS},
+                       "and `tenant_selector` appear only when used. `origins` holds the "
+                       "first 200 origins (of `origin_count`); when there are more, "
+                       "`origins_next` is the URL of the next page of GET "
+                       "/rules/{rule_id}/origins, and such a rule cannot be sent back whole "
+                       "(PUT or PATCH with its `origins` is refused: send every origin, or "
+                       "leave `origins` out).",
+        "required": [*RULE_REQUIRED, "origins", "origin_count", "origins_next"],
+        "properties": {**RULE_META, **RULE_OUTPUT_FIELDS,
+                       "origin_count": {"type": "integer", "minimum": 0},
+                       "origins_next": _nullable({"type": "string", "format": "uri-reference",
+                                                  "examples": [
+                                                      "/admin/api/v1/rules/7/origins"
+                                                      "?page=2&per_page=200"]})},
         "additionalProperties": False,
     },
     "RuleSummary": {
@@ -440,7 +450,7 @@ SCHEMAS: dict[str, Any] = {
     "AuditEntry": {
         "type": "object",
         "required": ["id", "at", "actor", "channel", "action", "rule_id", "rule_path",
-                     "summary", "before", "after", "policy_version"],
+                     "summary", "before", "after", "delta", "policy_version"],
         "properties": {
             "id": {"type": "integer"},
             "at": TIME,
@@ -450,8 +460,27 @@ SCHEMAS: dict[str, Any] = {
             "rule_id": _nullable({"type": "integer"}),
             "rule_path": {"type": "string"},
             "summary": {"type": "string"},
-            "before": _nullable({"type": "object"}),
-            "after": _nullable({"type": "object"}),
+            "before": _nullable({"type": "object", "description": (
+                "The rule (or, for an import, every rule it touched, under `rules`) before "
+                "the change; null for a creation and for an entry with a `delta`")}),
+            "after": _nullable({"type": "object", "description": (
+                "The rule after the change; null for a deletion and for an entry with a "
+                "`delta`")}),
+            "delta": _nullable({
+                "type": "object",
+                "description": "What a change of a rule's origins changed, recorded instead "
+                               "of the rule before and after: the rule's `path` (and "
+                               "`tenant`), `origins.added` and `origins.removed` (origin "
+                               "entries), and `options` it changed ({name: {before, after}})",
+                "required": ["path", "origins"],
+                "properties": {
+                    "path": {"type": "string"},
+                    "tenant": {"type": "string"},
+                    "origins": {"type": "object", "properties": {
+                        "added": {"type": "array", "items": ORIGIN_ENTRY},
+                        "removed": {"type": "array", "items": ORIGIN_ENTRY}}},
+                    "options": {"type": "object"},
+                }}),
             "policy_version": {"type": "integer"},
         },
     },
@@ -945,7 +974,8 @@ PATHS: dict[str, Any] = {
         "parameters": [RULE_ID],
         "get": {
             "operationId": "getRule",
-            "summary": "A rule with its origins; the ETag is its version",
+            "summary": "A rule with its first 200 origins and a link to the rest; the ETag "
+                       "is its version",
             "responses": _responses({200: _ok("Rule", **RULE_ETAG)}, 404),
         },
         "put": {

@@ -10,20 +10,31 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import url_for
+
 from ..models import AllowedOrigin, ApiToken, Rule, Tenant
 from ..services.access import Actor
 from ..services.origin_lists import list_names_of_rule
-from ..services.policy_read import rule_to_dict
+from ..services.policy_read import origin_page, rule_to_dict
 from ..timefmt import iso_utc
 
 # origin_lists is changed with PUT/DELETE /origin-lists/{id}/rules/{rule_id}; a rule read
 # with GET can still be sent back as it is.
 READ_ONLY_RULE_FIELDS = ("id", "version", "created_at", "updated_at", "updated_by",
-                         "origin_lists")
+                         "origin_lists", "origin_count", "origins_next")
+# A rule carries this many of its origins; the rest are paged at GET /rules/{id}/origins.
+RULE_ORIGINS_PAGE = 200
 
 
 def rule_resource(rule: Rule, actor: Actor) -> dict[str, Any]:
-    return {**_rule_meta(rule), **rule_to_dict(rule, actor),
+    """The rule with the first :data:`RULE_ORIGINS_PAGE` origins *actor* may see, their
+    number, and where the next ones are (``origins_next``; None when ``origins`` holds them
+    all), so a rule with 100,000 origins reads as fast as a small one."""
+    first = origin_page(rule, actor, page=1, per_page=RULE_ORIGINS_PAGE)
+    following = url_for("api.origins", rule_id=rule.id, page=2, per_page=RULE_ORIGINS_PAGE) \
+        if first.has_next else None
+    return {**_rule_meta(rule), **rule_to_dict(rule, actor, origins=first.items),
+            "origin_count": first.total, "origins_next": following,
             "origin_lists": list_names_of_rule(rule, actor)}
 
 

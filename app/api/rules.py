@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Response, jsonify, url_for
-from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cors_control.origins import OriginError, parse_origin
 from cors_control.snapshot import DEFAULT_METHODS
 from cors_control.vocabulary import ENFORCE, MODES
 
-from ..extensions import db
-from ..models import AllowedOrigin, Rule, Tenant
+from ..models import Rule
 from ..services import policy
-from ..services.access import Actor, visible_origin_rows
+from ..services.access import Actor
 from ..services.errors import Conflict, FieldError, ValidationError
 from ..services.origin_find import find_origin
-from ..services.policy_read import get_rule
+from ..services.policy_read import get_rule, origin_page
 from ..services.rules_query import RuleFilter, search_rules
 from . import bp
 from .auth import current_actor, require_writer
@@ -36,6 +33,7 @@ from .inputs import (
     json_body,
     no_content,
     page_of,
+    page_of_rows,
     stale,
     text_arg,
 )
@@ -175,8 +173,17 @@ def _precondition(rule_id: int, *, required: bool) -> int | None:
 
 
 def _rule_input(data: Any) -> Any:
-    """The body without the read-only fields a GET returns, so a read rule can be sent back."""
+    """The body without the read-only fields a GET returns, so a read rule can be sent back.
+    A rule read with only the first page of its origins (``origins_next`` set) cannot: its
+    ``origins`` would replace the whole allowlist with that page."""
     if isinstance(data, dict):
+        if data.get("origins_next") and "origins" in data:
+            raise ValidationError([FieldError("origins", (
+                f"origins holds only the first {len(data['origins'] or [])} of the rule's "
+                f"{data.get('origin_count', 'many')} origins (the rest are at origins_next); "
+                "send the whole allowlist without origins_next, or leave origins out to keep "
+                "it (PATCH), or change origins one by one with PUT and DELETE "
+                "/rules/{id}/origins/{origin}"))])
         return {k: v for k, v in data.items() if k not in READ_ONLY_RULE_FIELDS}
     return data
 
@@ -197,14 +204,8 @@ def origins(rule_id: int):
     rule = get_rule(rule_id, actor)
     paging = PageRequest.from_args()
     # On a shared tenant-selecting rule, a tenant sees its own allowlist only.
-    query = (sa.select(AllowedOrigin)
-             .outerjoin(Tenant, AllowedOrigin.tenant_id == Tenant.id)
-             .where(AllowedOrigin.rule_id == rule.id, visible_origin_rows(actor))
-             .options(selectinload(AllowedOrigin.tenant))
-             .order_by(sa.func.coalesce(Tenant.slug, ""), AllowedOrigin.value))
-    pagination = db.paginate(query, page=paging.page, per_page=paging.per_page,
-                             max_per_page=paging.per_page, error_out=False)
-    return page_of(pagination, origin_resource)
+    found = origin_page(rule, actor, page=paging.page, per_page=paging.per_page)
+    return page_of_rows(found.items, found.total, paging, origin_resource)
 
 
 @bp.put(f"/rules/{RULE_ID}/origins/<path:origin>")

@@ -1,4 +1,12 @@
-"""Reading the audit trail: filters, pagination and a readable field-level difference."""
+"""Reading the audit trail: filters, pagination and a readable field-level difference.
+
+An entry records a rule's states ``before`` and ``after`` the change, or, for a change of its
+origins, only its ``delta`` (:func:`origin_delta`): the origins added and removed and the
+options changed. Everything here reads both kinds: a delta is read as two partial states
+(:func:`delta_sides`), which compare like full ones; a full state around a delta entry, for a
+restore, is rebuilt from the rule as it is now by taking back every later change
+(:func:`recorded_state`).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +19,10 @@ import sqlalchemy as sa
 from flask_sqlalchemy.pagination import Pagination
 
 from ..extensions import db
-from ..models import AuditEntry, Rule
+from ..models import AllowedOrigin, AuditEntry, Rule
 from .access import Actor, visible_audit_entries
 from .errors import FieldError, NotFound, ValidationError
-from .policy_read import rule_to_dict
+from .policy_read import origin_to_json, rule_to_dict
 from .validation import RULE_FIELDS
 
 DEFAULT_PAGE_SIZE = 25
@@ -58,7 +66,7 @@ def query_audit(filters: AuditFilter, *, page: int = 1,
         query = query.where(sa.or_(*(
             sa.func.lower(column).like(pattern, escape="\\") for column in (
                 AuditEntry.summary, sa.cast(AuditEntry.before, sa.Text),
-                sa.cast(AuditEntry.after, sa.Text)))))
+                sa.cast(AuditEntry.after, sa.Text), sa.cast(AuditEntry.delta, sa.Text)))))
     return db.paginate(query, page=max(1, page), per_page=max(1, per_page),
                        max_per_page=MAX_PAGE_SIZE, error_out=False)
 
@@ -72,6 +80,9 @@ def restorable_states(entry: AuditEntry, *, tenant: str | None = None) -> list[s
     """
     if entry.rule_id is None:
         return []
+    if entry.delta is not None:  # rebuilt on demand (recorded_state)
+        return ["before", "after"] if tenant is None or entry.delta.get("tenant") == tenant \
+            else []
     return [state for state, recorded in (("before", entry.before), ("after", entry.after))
             if isinstance(recorded, Mapping) and recorded.get("path")
             and (tenant is None or recorded.get("tenant") == tenant)]
@@ -119,7 +130,8 @@ class StateChange:
 def describe_changes(entry: AuditEntry, *, tenant: str | None = None) -> list[StateChange]:
     """The entry's changes, field by field; with *tenant*, as that tenant may see them
     (:func:`tenant_part`)."""
-    before, after = tenant_part(entry.before, tenant), tenant_part(entry.after, tenant)
+    before, after = entry_sides(entry)
+    before, after = tenant_part(before, tenant), tenant_part(after, tenant)
     if _is_import(before) or _is_import(after):
         rules_before = (before or {}).get("rules") or {}
         rules_after = (after or {}).get("rules") or {}
@@ -251,7 +263,9 @@ def touched(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -
 
 def rule_states(entry: AuditEntry, path: str) -> tuple[Any, Any]:
     """The entry's before and after states of the rule at *path* (an import records every
-    rule it touched under its path)."""
+    rule it touched under its path; a delta entry's are partial, :func:`delta_sides`)."""
+    if entry.delta is not None:
+        return delta_sides(entry.delta)
     if _is_import(entry.before) or _is_import(entry.after):
         return ((entry.before or {}).get("rules", {}).get(path),
                 (entry.after or {}).get("rules", {}).get(path))
@@ -324,8 +338,7 @@ def plan_restore(entry_id: int, *, actor: Actor, state: str = "before") -> Resto
     """The difference :func:`~.policy.restore_rule` would apply, and the later changes (by
     anyone, the caller included) it would take back along the way."""
     entry = visible_entry(entry_id, actor)
-    recorded = entry.before if state == "before" else entry.after if state == "after" \
-        else None
+    recorded = recorded_state(entry, state)
     if entry.rule_id is None or not isinstance(recorded, Mapping) or not recorded.get("path"):
         raise ValidationError([FieldError(
             "entry", f"audit entry {entry_id} has no rule state {state} to restore")])
@@ -342,3 +355,145 @@ def current_rule(entry: AuditEntry, path: str) -> Rule | None:
     if rule is not None and rule.created_at > entry.at:
         rule = None  # SQLite before AUTOINCREMENT reused the ids of deleted rows
     return rule or db.session.scalar(sa.select(Rule).where(Rule.path == path))
+
+
+# -- entries that record a delta -----------------------------------------------------------
+
+
+def origin_delta(rule: Rule, *, added: list[AllowedOrigin] | None = None,
+                 removed: list[AllowedOrigin] | None = None,
+                 options: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """What an audit entry of an origin change records: the rule's path (and owner), the
+    origins *added* and *removed* in the policy file's form, and the *options* changed
+    (name: (before, after)). Written instead of the whole rule twice, which on a rule with
+    many origins would cost far more than the change."""
+    delta: dict[str, Any] = {"path": rule.path}
+    if rule.tenant is not None:
+        delta["tenant"] = rule.tenant.slug
+    origins = {}
+    if added:
+        origins["added"] = [origin_to_json(o) for o in added]
+    if removed:
+        origins["removed"] = [origin_to_json(o) for o in removed]
+    delta["origins"] = origins
+    if options:
+        delta["options"] = {name: {"before": old, "after": new}
+                            for name, (old, new) in options.items()}
+    return delta
+
+
+def delta_sides(delta: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A delta as two partial rule states: both with the rule's path (and owner), *before*
+    with the options' old values and the origins removed, *after* with their new values and
+    the origins added. Compared like full states (:func:`field_changes`, :func:`touched`,
+    :func:`reverted`) they give exactly the delta."""
+    common: dict[str, Any] = {"path": delta.get("path", "")}
+    if delta.get("tenant"):
+        common["tenant"] = delta["tenant"]
+    origins = delta.get("origins") or {}
+    options = delta.get("options") or {}
+    before = {**common, **{name: value.get("before") for name, value in options.items()},
+              "origins": list(origins.get("removed") or [])}
+    after = {**common, **{name: value.get("after") for name, value in options.items()},
+             "origins": list(origins.get("added") or [])}
+    return before, after
+
+
+def entry_sides(entry: AuditEntry) -> tuple[Any, Any]:
+    """What the entry compares: its states before and after, or its delta's sides."""
+    if entry.delta is not None:
+        return delta_sides(entry.delta)
+    return entry.before, entry.after
+
+
+def tenant_delta(delta: Any, tenant: str | None) -> Any:
+    """A delta as *tenant* may see it (:func:`tenant_part`): on a rule it does not own, only
+    the origins of its own list."""
+    if tenant is None or not isinstance(delta, Mapping) or delta.get("tenant") == tenant:
+        return delta
+    origins = delta.get("origins") or {}
+    own = {side: [o for o in items if isinstance(o, Mapping) and o.get("tenant") == tenant]
+           for side, items in origins.items()}
+    return {**delta, "origins": {side: items for side, items in own.items() if items}}
+
+
+class _State:
+    """A rule state being taken back change by change: its options, and its origins by
+    identity, so each step costs the size of the change (:func:`reverted`)."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self.fields = {name: value for name, value in state.items() if name != "origins"}
+        self.origins = {origin_key(o): o for o in state.get("origins") or []}
+
+    def take_back(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        for name in {*before, *after} - {"origins"}:
+            if before.get(name) != after.get(name):
+                if name in before:
+                    self.fields[name] = before[name]
+                else:
+                    self.fields.pop(name, None)
+        old = {origin_key(o): o for o in before.get("origins") or []}
+        new = {origin_key(o): o for o in after.get("origins") or []}
+        for key in new.keys() - old.keys():
+            self.origins.pop(key, None)
+        for key, origin in old.items():
+            if new.get(key) != origin:
+                self.origins[key] = origin
+
+    def state(self) -> dict[str, Any]:
+        """In :func:`~.policy_read.rule_to_dict`'s form: origins sorted by tenant, value."""
+        origins = sorted(self.origins.values(), key=_origin_order)
+        return {**self.fields, "origins": origins}
+
+
+def _origin_order(origin: Any) -> tuple[str, str]:
+    if isinstance(origin, Mapping):
+        return (str(origin.get("tenant") or ""), str(origin.get("value", "")))
+    return ("", str(origin))
+
+
+def reverted(current: Mapping[str, Any], before: Mapping[str, Any],
+             after: Mapping[str, Any]) -> dict[str, Any]:
+    """*current* with the change from *before* to *after* taken back, and nothing else: the
+    fields it changed set back, the origins it added removed, those it removed or changed
+    put back as they were. *before* and *after* may be full states or a delta's sides."""
+    state = _State(current)
+    state.take_back(before, after)
+    return state.state()
+
+
+def recorded_state(entry: AuditEntry, state: str) -> Mapping[str, Any] | None:
+    """The rule's state *state* (``before`` or ``after``) the entry: as it recorded it, or
+    for a delta entry rebuilt (:func:`_state_after`)."""
+    if state not in ("before", "after"):
+        return None
+    if entry.delta is None:
+        return entry.before if state == "before" else entry.after
+    after = _state_after(entry)
+    if state == "after" or after is None:
+        return after
+    return reverted(after, *delta_sides(entry.delta))
+
+
+def _state_after(entry: AuditEntry) -> dict[str, Any] | None:
+    """The rule as *entry* left it, rebuilt from the rule as it is now (always complete)
+    by taking back each later change to it, newest first: a delta, or the difference of two
+    full states (an entry of a tenant role records only its own list, so its states are
+    never used whole). A later deletion gives the state it recorded; a later creation means
+    the rule did not exist. None when the rule did not exist after *entry*."""
+    path = entry.rule_path
+    rule = db.session.get(Rule, entry.rule_id) if entry.rule_id is not None else None
+    if rule is not None and rule.created_at > entry.at:
+        rule = None  # SQLite before AUTOINCREMENT reused the ids of deleted rows
+    current = _State(rule_to_dict(rule)) if rule is not None else None
+    for later in reversed(later_entries(entry)):
+        before, after = rule_states(later, path)
+        if not before and not after:
+            continue
+        if not after:  # deleted later: as it was then
+            current = _State(before)
+        elif not before:  # created later: it did not exist before that
+            current = None
+        elif current is not None:
+            current.take_back(before, after)
+    return current.state() if current is not None else None

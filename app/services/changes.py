@@ -62,10 +62,13 @@ class Change:
 
     def audit(self, action: str, summary: str, *, rule: Rule | None = None,
               before: dict | None = None, after: dict | None = None,
-              tenant_id: int | None = None) -> None:
+              delta: dict | None = None, tenant_id: int | None = None) -> None:
         """Record one audit entry. An entry about a *rule* belongs to the rule's tenant, or
         to *tenant_id*, the tenant whose allowlist on a shared rule changed (or whose
-        account, token or self changed), so tenant roles see exactly their own entries."""
+        account, token or self changed), so tenant roles see exactly their own entries.
+
+        A change of a rule's origins records its *delta* (:func:`~.audit.origin_delta`)
+        instead of the rule *before* and *after*: its size is the change's, not the rule's."""
         if self.actor is None:
             raise TypeError("a change made on nobody's behalf cannot be audited; pass the "
                             "actor to policy_change")
@@ -73,7 +76,8 @@ class Change:
             actor=self.actor.name, channel=self.actor.channel, action=action,
             rule_id=rule.id if rule is not None else None,
             rule_path=rule.path if rule is not None else "",
-            summary=summary, before=before, after=after, policy_version=self.version,
+            summary=summary, before=before, after=after, delta=delta,
+            policy_version=self.version,
             tenant_id=(rule.tenant_id if rule is not None else None) or tenant_id,
         ))
 

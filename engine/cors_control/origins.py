@@ -27,6 +27,12 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ASCII_HOST_CHARS = re.compile(r"^[A-Za-z0-9.\-]+$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+# The common entry, already in canonical form: lower-case http(s), a name whose last label
+# starts with a letter (so it is no IPv4 address), an optional port without leading zeros.
+_PLAIN_EXACT = re.compile(
+    r"(https?)://((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)"
+    r"(?::([1-9][0-9]{0,4}))?"
+)
 _MISTYPED_SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.\-]*:(?=/)|https?:|:)?/*", re.IGNORECASE)
 
 
@@ -70,6 +76,12 @@ def parse_origin(text: object) -> OriginSpec:
     Whether ``*`` fits the rule (no credentials) is the rule's check, not this function's;
     what only a new entry must also meet is :func:`parse_new_origin`'s.
     """
+    plain = _plain_exact(text)
+    return plain if plain is not None else _parse(text)
+
+
+def _parse(text: object) -> OriginSpec:
+    """:func:`parse_origin` of any entry, step by step, with a message for each mistake."""
     text = _check_text(text)
     if text == "*":
         return ANY_ORIGIN
@@ -105,19 +117,11 @@ def parse_origin(text: object) -> OriginSpec:
     )
 
 
-_CANONICAL_EXACT = re.compile(
-    r"https?://[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
-
-
 def is_canonical_exact(text: str) -> bool:
     """Whether *text* is an exact origin already in the canonical form :func:`parse_origin`
-    gives (lower-case ``http(s)://`` and host name, default port, no international label),
-    so that parsing it would return it unchanged: a shortcut for loading stored entries,
-    which the services saved in that form."""
-    if _CANONICAL_EXACT.fullmatch(text) is None:
-        return False
-    host = text[text.index("//") + 2:]
-    return len(host) <= 253 and "xn--" not in host and not _looks_numeric(host)
+    gives, so that parsing it would return it unchanged: the shortcut for loading stored
+    entries, which the services saved in that form (see :func:`_plain_exact`)."""
+    return _plain_exact(text) is not None
 
 
 def parse_new_origin(text: object) -> OriginSpec:
@@ -143,6 +147,25 @@ def _public_suffixes() -> PublicSuffixList:
     """The Public Suffix List shipped with the package (ICANN and private sections), read
     once per process on the first save that needs it, never per request."""
     return PublicSuffixList()
+
+
+def _plain_exact(text: object) -> OriginSpec | None:
+    """The spec of an entry already in canonical form (``https://app.example.com``,
+    ``http://localhost:3000``), recognised by one match; None sends anything else, or
+    anything this cannot vouch for (international names, a default or out-of-range port),
+    through the full parse, which gives the same spec for what this accepts. A policy of
+    100,000 origins is parsed in a fraction of the time."""
+    if not isinstance(text, str) or len(text) > MAX_ORIGIN_LENGTH:
+        return None
+    match = _PLAIN_EXACT.fullmatch(text)
+    if match is None or "xn--" in text:
+        return None
+    scheme, host, port_text = match.groups()
+    port = int(port_text) if port_text else None
+    if len(host) > 253 or (port is not None and (port > 65535
+                                                  or port == DEFAULT_PORTS[scheme])):
+        return None
+    return OriginSpec(text, OriginKind.EXACT, scheme, host, port)
 
 
 def _check_text(text: object) -> str:
