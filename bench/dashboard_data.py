@@ -171,10 +171,12 @@ def copy_to(url: str, built: Built, instance: Path, batch: int = 20_000) -> Buil
                 result = reading.execute(sa.select(table)).yield_per(batch)
                 for part in result.partitions():
                     writing.execute(sa.insert(table), [dict(row._mapping) for row in part])
-                if "id" in table.c and table.c.id.autoincrement is not False:
+                serial = table.autoincrement_column  # an integer id (not a text one)
+                if serial is not None:
                     writing.exec_driver_sql(
-                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                        f"coalesce((SELECT max(id) FROM \"{table.name}\"), 0) + 1, false)")
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', "
+                        f"'{serial.name}'), coalesce((SELECT max(\"{serial.name}\") "
+                        f"FROM \"{table.name}\"), 0) + 1, false)")
         with target.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
                 "VACUUM ANALYZE")

@@ -351,3 +351,53 @@ def test_what_only_a_draft_would_refuse_is_not_counted_as_a_refusal(app, sign_in
     assert "https://refused.example" in text
     assert "https://drafted.example" not in text
     assert "method-not-allowed" not in text
+
+
+def test_most_refused_origins_break_ties_by_origin_and_leave_out_what_is_not_a_refusal(
+        app, now):
+    """Equal totals come in origin order; overflow rows, rows without an origin and draft
+    rows are never listed, whatever their counts; one origin's rows for another rule, reason
+    or mode are a line of their own."""
+    from app.services.overview import top_refused_origins
+
+    recent = now - timedelta(minutes=10)
+    _refusals(
+        app,
+        *[{"at": recent, "count": 5, "origin": f"https://{name}.example"}
+          for name in ("c", "a", "b")],
+        {"at": recent, "count": 5, "origin": "https://a.example", "mode": "report-only"},
+        {"at": recent, "count": 2, "origin": "https://a.example", "reason": "no-rule",
+         "rule": ""},
+        {"at": recent, "count": 900, "origin": "https://flood.example", "reason": "overflow"},
+        {"at": recent, "count": 800, "origin": ""},
+        {"at": recent, "count": 700, "origin": "https://drafted.example", "mode": "draft"},
+    )
+    with app.app_context():
+        top = top_refused_origins(now=now, limit=4)
+    assert [(o.origin, o.mode, o.reason, o.count) for o in top] == [
+        ("https://a.example", "enforce", "origin-not-allowed", 5),
+        ("https://a.example", "report-only", "origin-not-allowed", 5),
+        ("https://b.example", "enforce", "origin-not-allowed", 5),
+        ("https://c.example", "enforce", "origin-not-allowed", 5),
+    ]
+
+
+def test_a_tenant_user_sees_only_its_own_most_refused_origins(app, sign_in, now):
+    from app.services.access import Actor
+    from app.services.policy import create_rule
+    from app.services.tenants import create_tenant
+
+    with app.app_context():
+        create_tenant("acme", "Acme", paths=["/api/acme/*"], actor=Actor("test", "cli"))
+        rule_id = create_rule({"path": "/api/acme/*", "tenant": "acme"},
+                              actor=Actor("test", "cli")).id
+    recent = now - timedelta(hours=1)
+    _refusals(app, {"at": recent, "count": 3, "origin": "https://mine.example",
+                    "rule": "/api/acme/*", "rule_id": rule_id},
+              {"at": recent, "count": 40, "origin": "https://other.example", "rule": ""})
+    admin = sign_in("viewer").get("/admin/").get_data(as_text=True)
+    assert "https://mine.example" in admin and "https://other.example" in admin
+    tenant = sign_in("tenant-viewer", tenant="acme").get("/admin/").get_data(as_text=True)
+    section = tenant[tenant.index("Most refused origins"):]
+    assert "https://mine.example" in section
+    assert "https://other.example" not in tenant
