@@ -148,6 +148,24 @@ def policy(app):
     return load
 
 
+@pytest.fixture
+def bearer(app):
+    """Issue API tokens: ``bearer("editor")`` or ``bearer("tenant-editor", "acme")`` gives the
+    request headers that carry a new token of that role (created by the CLI's actor)."""
+    from app.services.access import Actor
+    from app.services.tokens import create_token
+
+    counter = iter(range(10_000))
+
+    def issue(role: str, tenant: str | None = None) -> dict[str, str]:
+        with app.app_context():
+            secret = create_token(f"{role}-{next(counter)}", role,
+                                  actor=Actor("test-admin", "cli"), tenant=tenant).secret
+        return {"Authorization": f"Bearer {secret}"}
+
+    return issue
+
+
 PASSWORD = "a-long-test-password"
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 

@@ -49,14 +49,9 @@ def no_tokens_or_tenants(app):
 
 
 @pytest.fixture
-def token(app):
-    counter = iter(range(1000))
-
+def token(bearer):
     def issue(role: str = "data-plane", tenant: str | None = None) -> dict[str, str]:
-        with app.app_context():
-            secret = create_token(f"{role}-{next(counter)}", role, actor=ADMIN,
-                                  tenant=tenant).secret
-        return {"Authorization": f"Bearer {secret}"}
+        return bearer(role, tenant)
 
     return issue
 

@@ -13,7 +13,6 @@ from app.services.access import Actor
 from app.services.changes import policy_version
 from app.services.policy import create_rule
 from app.services.tenants import create_tenant
-from app.services.tokens import create_token
 
 ADMIN = Actor("admin", "cli")
 
@@ -41,14 +40,9 @@ def clean(app):
 
 
 @pytest.fixture
-def token(app):
-    counter = iter(range(1000))
-
+def token(bearer):
     def issue(role: str = "admin", tenant: str | None = None) -> dict[str, str]:
-        with app.app_context():
-            secret = create_token(f"{role}-{next(counter)}", role, actor=ADMIN,
-                                  tenant=tenant).secret
-        return {"Authorization": f"Bearer {secret}"}
+        return bearer(role, tenant)
 
     return issue
 
