@@ -3,11 +3,11 @@
 The admin application runs on a real server (werkzeug, threaded) on a SQLite database of its
 own (or ``BENCH_DATABASE_URL``: PostgreSQL, where changes are pushed), and two engines follow
 its policy in this process: a data plane (``CorsControl(api, control_plane=URL, token=...)``,
-long-polling it over HTTP) and, as the same-run baseline, an engine reading the database
-directly (``DatabasePolicySource``, the mode the data plane replaces), both at the default
-refresh interval. The bench makes changes one at a time through the service layer and
-measures, for each, the time from the commit's return to the moment each engine installed
-the new version (``PolicyCache.wait_for_version``: no polling by the bench itself).
+long-polling it over HTTP) and, as the same-run baseline, an engine in database mode
+(``CorsControl(api, database_url=...)``, the mode the data plane replaces: pushed changes on
+PostgreSQL, polling on SQLite), both at the default refresh interval. The bench makes
+changes one at a time through the service layer and measures, for each, the time from the
+commit's return to the moment each engine installed the new version (``PolicyCache.wait_for_version``: no polling by the bench itself).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from flask import Flask
 from werkzeug.serving import make_server
 
-from app.runtime import DatabasePolicySource
 from app.services.access import Actor
 from app.services.policy import add_origin, import_policy, remove_origin
 from app.services.tokens import create_token
@@ -65,8 +64,8 @@ def _measure(admin: Flask, url: str, changes: int) -> dict[str, object]:
     data_plane = CorsControl(Flask("data-plane"),
                              control_plane=f"http://127.0.0.1:{server.server_port}",
                              token=secret)
-    source = DatabasePolicySource.from_url(url)
-    direct = CorsControl(Flask("direct"), source=source)
+    # Database mode as an API host would run it: pushed changes on PostgreSQL, polling on SQLite.
+    direct = CorsControl(Flask("direct"), database_url=url, request_log=False)
     engines = {"data plane (HTTP long poll)": data_plane, "database (baseline)": direct}
     seconds: dict[str, list[float]] = {name: [] for name in engines}
     try:
@@ -90,7 +89,6 @@ def _measure(admin: Flask, url: str, changes: int) -> dict[str, object]:
     finally:
         for control in engines.values():
             control.close()
-        source.dispose()
         server.shutdown()
         server.server_close()
     baseline = statistics.median(seconds["database (baseline)"])
