@@ -7,7 +7,8 @@ long-polling it over HTTP) and, as the same-run baseline, an engine in database 
 (``CorsControl(api, database_url=...)``, the mode the data plane replaces: pushed changes on
 PostgreSQL, polling on SQLite), both at the default refresh interval. The bench makes
 changes one at a time through the service layer and measures, for each, the time from the
-commit's return to the moment each engine installed the new version (``PolicyCache.wait_for_version``: no polling by the bench itself).
+commit's return to the moment each engine installed the new version
+(``PolicyCache.wait_for_version``: no polling by the bench itself).
 """
 
 from __future__ import annotations
