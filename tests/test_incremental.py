@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug.datastructures import Headers
 
 from app.extensions import db
 from app.models import PolicyChange, Rule
@@ -16,7 +17,13 @@ from app.services import origin_lists as lists
 from app.services.access import Actor
 from app.services.change_log import prune_change_log
 from app.services.drafts import save_draft
-from app.services.policy import add_origin, create_rule, remove_origin, update_rule
+from app.services.policy import (
+    add_origin,
+    create_rule,
+    import_policy,
+    remove_origin,
+    update_rule,
+)
 from app.services.tenants import create_tenant, delete_tenant
 from cors_control.cache import PolicyCache, load_policy
 from cors_control.database import DatabasePolicySource
@@ -287,6 +294,24 @@ def test_a_version_moved_without_a_log_entry_loads_in_full(app, source):
         db.session.commit()
         assert cache.refresh() and cache.last_load == "full"
         assert_same_as_full(cache, source)
+
+
+@pytest.mark.parametrize("how", ["import", "update"])
+def test_origins_written_in_bulk_reach_an_incremental_reload(app, source, how):
+    """An import, or an edit giving the whole origin list, writes origins through the
+    driver (executemany, COPY), past the session: the rule is still compiled again."""
+    with app.app_context():
+        rules = _seed()
+        cache = _cache(source)
+        origins = ["https://plain.example", "https://new.example", "https://*.wild.example"]
+        if how == "import":
+            import_policy({"rules": [{**PLAIN_RULE, "origins": origins}]}, actor=ADMIN)
+        else:
+            update_rule(rules["plain"], {"origins": origins}, actor=ADMIN)
+        assert cache.refresh() and cache.last_load == "incremental"
+        assert_same_as_full(cache, source)
+        assert decide(cache.snapshot, "GET", PLAIN_RULE["path"].replace("*", "x"),
+                      Headers({"Origin": "https://new.example"})).allowed
 
 
 def test_deleting_a_tenant_loads_in_full(app, source):

@@ -59,6 +59,14 @@ def watching() -> Iterator[None]:
         _keys.reset(token)
 
 
+def note_rule(rule_id: int) -> None:
+    """Record that *rule_id* must be compiled again, for a write the session cannot see: the
+    driver's own executemany or COPY of a rule's origins (see policy._insert_origins)."""
+    keys = _keys.get()
+    if keys is not None:
+        keys[("rule", rule_id)] = set()
+
+
 def record(version: int) -> None:
     """Flush, then write the change log rows of *version* from what was flushed."""
     db.session.flush()

@@ -25,6 +25,7 @@ from cors_control.vocabulary import NO_TENANT_SOURCE, OFF
 from ..extensions import db
 from ..models import AllowedOrigin, AuditEntry, Rule, RuleDraft, Tenant, utcnow
 from ..timefmt import iso_utc
+from . import change_log
 from .access import (
     SYSTEM,
     Actor,
@@ -780,6 +781,7 @@ def _insert_origins(rule_id: int, new: list[tuple[int | None, OriginInput]],
     """Insert origins (tenant id, input) of one rule through the driver's executemany, with
     each value converted once as its column type would: SQLAlchemy's per-row parameter
     processing costs more than the database's insert on a list of 100,000."""
+    change_log.note_rule(rule_id)  # the session sees none of these rows
     connection = db.session.connection()
     dialect = connection.dialect
     table = AllowedOrigin.__table__
