@@ -333,6 +333,8 @@ def test_control_plane_mode_from_the_engine_wheel(admin, engine_bin, tmp_path):
     cold.start()
     try:  # no policy yet and no cache: cross-origin calls to the API are refused
         assert cold.allowed(SHOP) is None
+        status = cold.status()
+        assert (status["version"], status["serving_from"]) == (None, "none"), status
     finally:
         cold.stop()
 
