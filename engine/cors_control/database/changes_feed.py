@@ -22,6 +22,7 @@ from .tables import allowed_origins as _origins
 from .tables import origin_list_entries as _list_entries
 from .tables import origin_lists as _lists
 from .tables import policy_changes as _log
+from .tables import policy_state as _state
 from .tables import rule_origin_lists as _uses
 from .tables import rules as _rules
 from .tables import tenants as _tenants
@@ -33,8 +34,8 @@ def load_delta(conn: sa.Connection, since: int) -> PolicyDelta | None:
     """The changes after version *since*, up to the current version, or None when the log
     cannot say (a gap, or a change recorded as needing a full load)."""
     for _attempt in range(ATTEMPTS):
-        version = read_version(conn)
-        delta = _read(conn, since, version)
+        version, rows = _version_and_log(conn, since)
+        delta = _read(conn, since, version, rows)
         # A change committed while reading: read again, so no delta mixes two versions.
         if read_version(conn) == version:
             return delta
@@ -42,13 +43,39 @@ def load_delta(conn: sa.Connection, since: int) -> PolicyDelta | None:
     return None
 
 
-def _read(conn: sa.Connection, since: int, version: int) -> PolicyDelta | None:
+# The policy version and the log rows after a version up to it, in one round trip (each
+# process runs it after every change it is told about): the state's row is the one without
+# a kind. Built once; only *since* is bound per call.
+_VERSION_AND_LOG = sa.union_all(
+    sa.select(_state.c.version, sa.cast(sa.null(), _log.c.kind.type).label("kind"),
+              sa.cast(sa.null(), sa.Integer).label("rule_id"),
+              sa.cast(sa.null(), sa.Integer).label("tenant_id"),
+              sa.cast(sa.null(), sa.Integer).label("list_id"))
+    .where(_state.c.id == 1),
+    sa.select(_log.c.version, _log.c.kind, _log.c.rule_id, _log.c.tenant_id, _log.c.list_id)
+    .where(_log.c.version > sa.bindparam("since", type_=sa.BigInteger),
+           _log.c.version <= sa.select(_state.c.version).where(_state.c.id == 1)
+           .scalar_subquery()),
+)
+
+
+def _version_and_log(conn: sa.Connection, since: int) -> tuple[int, list[sa.Row]]:
+    version = 0
+    rows = []
+    for row in conn.execute(_VERSION_AND_LOG, {"since": since}):
+        if row.kind is None:
+            version = row.version or 0
+        else:
+            rows.append(row)
+    # Both parts read the state row; without a snapshot (SQLite, autocommit) a change may
+    # commit between them: keep only the rows up to the version read.
+    return version, [row for row in rows if row.version <= version]
+
+
+def _read(conn: sa.Connection, since: int, version: int,
+          rows: list[sa.Row]) -> PolicyDelta | None:
     if version <= since:
         return PolicyDelta(version=version)
-    rows = conn.execute(
-        sa.select(_log.c.version, _log.c.kind, _log.c.rule_id, _log.c.tenant_id,
-                  _log.c.list_id)
-        .where(_log.c.version > since, _log.c.version <= version)).all()
     if len({row.version for row in rows}) != version - since:
         return None  # pruned, or versions written without a log: the log has a gap
     if any(row.kind == "full" for row in rows):

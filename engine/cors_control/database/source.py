@@ -77,7 +77,7 @@ class DatabasePolicySource:
         return cls(create_source_engine(url))
 
     def current_version(self) -> int:
-        with self.engine.connect() as conn:
+        with _reading(self.engine) as conn:
             return read_version(conn)
 
     def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
@@ -97,11 +97,18 @@ class DatabasePolicySource:
         """What changed after version *since* (see :mod:`.changes_feed`)."""
         from .changes_feed import load_delta  # it reads rules with this module's queries
 
-        with self.engine.connect() as conn:
+        with _reading(self.engine) as conn:
             return load_delta(conn, since)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _reading(engine: sa.Engine) -> sa.Connection:
+    """A connection for the small reads each process makes after every change it is told
+    about (and at each poll): in autocommit, so no BEGIN and ROLLBACK round trips surround
+    them; those that must agree on one version read it again (see :func:`load_delta`)."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def read_version(conn: sa.Connection) -> int:
