@@ -59,10 +59,11 @@ def test_the_first_request_a_server_hands_over_arms_the_heartbeat(app, client, p
     assert _rows(app) == {_this_process(): cache.snapshot.version}
 
 
-def test_a_new_version_is_reported_at_once_not_at_the_next_beat(app, policy):
+def test_a_new_version_is_reported_soon_not_at_the_next_beat(app, policy):
     policy({"path": "/api/*"})
     heartbeat = get_heartbeat(app)
     heartbeat.every = 3600  # no periodic beat during the test
+    heartbeat.report_delay = 0.05
     heartbeat.serve()
     cache = get_control(app).cache
     cache.stop()
@@ -72,7 +73,35 @@ def test_a_new_version_is_reported_at_once_not_at_the_next_beat(app, policy):
         rule_id = create_rule({"path": "/api/other"}, actor=TESTER).id
         add_origin(rule_id, ORIGIN, actor=TESTER)
     cache.refresh()
+    deadline = time.monotonic() + 10
+    while _rows(app)[_this_process()] == first and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _rows(app)[_this_process()] == cache.snapshot.version > first
+
+
+def test_a_new_version_is_not_written_in_the_moment_of_the_reload(app, policy):
+    """Every process of a fleet reloads a change at once; their reports wait a moment, so
+    the writes do not slow the reloads. A stop cancels the pending report."""
+    policy({"path": "/api/*"})
+    heartbeat = get_heartbeat(app)
+    heartbeat.every = 3600
+    heartbeat.report_delay = 3600
+    heartbeat.serve()
+    cache = get_control(app).cache
+    cache.stop()
+    cache.refresh()  # the first report is written at once: nothing was reported before
+    first = _rows(app)[_this_process()]
+    with app.app_context():
+        add_origin(create_rule({"path": "/api/other"}, actor=TESTER).id, ORIGIN, actor=TESTER)
+    cache.refresh()
+    assert cache.snapshot.version > first
+    assert _rows(app)[_this_process()] == first
+    pending = heartbeat._pending
+    assert pending is not None and pending.is_alive()
+    heartbeat.withdraw()
+    assert heartbeat._pending is None
+    pending.join(timeout=5)
+    assert not pending.is_alive()
 
 
 def test_a_graceful_stop_withdraws_the_process_and_it_reports_no_more(make_app):

@@ -7,10 +7,12 @@ client sets no ``SERVER_SOFTWARE``, so commands and one-off scripts never regist
 
 Once armed, it is a check listener of the policy cache: called by the engine's poller after each
 check (never on the request path), it writes one row per process at most every ``every``
-seconds, and at once when the version served moved. A process that stops gracefully (exit,
-gunicorn's SIGTERM, :meth:`withdraw`) deletes its row; one that dies without a word stops
-being listed when its row ages (the admin application's overview) and its housekeeping deletes
-it. It needs ``INSERT``, ``UPDATE`` and ``DELETE`` on ``engine_processes``.
+seconds, and soon after the version served moved (:data:`VERSION_REPORT_DELAY`: not in the
+moment every process of a fleet reloads at once, where the writes would slow the reloads).
+A process that stops gracefully (exit, gunicorn's SIGTERM, :meth:`withdraw`) deletes its
+row; one that dies without a word stops being listed when its row ages (the admin
+application's overview) and its housekeeping deletes it. It needs ``INSERT``, ``UPDATE``
+and ``DELETE`` on ``engine_processes``.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ import sqlalchemy as sa
 from flask import Flask, request, request_started
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..cache import PolicyCache
+from ..cache import CacheStatus, PolicyCache
 from .tables import engine_processes as _table
 
 logger = logging.getLogger("cors_control")
 _live_heartbeats: weakref.WeakSet[ProcessHeartbeat] = weakref.WeakSet()
 
 HEARTBEAT_SECONDS = 5.0
+# A moved version is reported this long after the reload: the admin application allows a
+# process seconds (its stale grace) to catch up, and a fleet reloading a change at once
+# should not also write its rows at once.
+VERSION_REPORT_DELAY = 0.5
 
 
 def served_by_a_server(environ: dict[str, Any]) -> bool:
@@ -47,6 +53,8 @@ class ProcessHeartbeat:
     def __init__(self, engine: sa.Engine, *, every: float = HEARTBEAT_SECONDS) -> None:
         self.engine = engine
         self.every = every
+        self.report_delay = VERSION_REPORT_DELAY
+        self._pending: threading.Timer | None = None
         self.started_at = datetime.now(UTC)
         self.serving = False
         self._last = 0.0
@@ -78,8 +86,32 @@ class ProcessHeartbeat:
             return
         status = cache.status()
         now = time.time()
-        if now - self._last < self.every and status.version == self._last_version:
-            return
+        if now - self._last < self.every:
+            if status.version == self._last_version:
+                return
+            if self.report_delay > 0:
+                self._report_later(cache)
+                return
+        self._write(status, now)
+
+    def _report_later(self, cache: PolicyCache) -> None:
+        with self._lock:
+            if self._pending is not None or self._withdrawn:
+                return
+            timer = threading.Timer(self.report_delay, self._report_pending, (cache,))
+            timer.daemon = True
+            self._pending = timer
+        timer.start()
+
+    def _report_pending(self, cache: PolicyCache) -> None:
+        with self._lock:
+            self._pending = None
+        try:
+            self._write(cache.status(), time.time())
+        except Exception:
+            logger.exception("could not report process %s to the overview", self.process_id)
+
+    def _write(self, status: CacheStatus, now: float) -> None:
         pid = os.getpid()
         row = {
             "id": f"{self._host}:{pid}",
@@ -116,6 +148,9 @@ class ProcessHeartbeat:
             if self._withdrawn:
                 return
             self._withdrawn = True
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
             if self._written_by != os.getpid():
                 return
             try:
@@ -129,6 +164,7 @@ class ProcessHeartbeat:
         # A forked child is a process of its own: it serves (and reports) once it is handed a
         # request, and never deletes its parent's row.
         self._lock = threading.Lock()
+        self._pending = None
         self.serving = False
         self._withdrawn = False
         self._last = 0.0
