@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -59,7 +60,7 @@ _VERSION_AND_LOG = sa.union_all(
 )
 
 
-def _version_and_log(conn: sa.Connection, since: int) -> tuple[int, list[sa.Row]]:
+def _version_and_log(conn: sa.Connection, since: int) -> tuple[int, list[sa.Row[Any]]]:
     version = 0
     rows = []
     for row in conn.execute(_VERSION_AND_LOG, {"since": since}):
@@ -73,7 +74,7 @@ def _version_and_log(conn: sa.Connection, since: int) -> tuple[int, list[sa.Row]
 
 
 def _read(conn: sa.Connection, since: int, version: int,
-          rows: list[sa.Row]) -> PolicyDelta | None:
+          rows: list[sa.Row[Any]]) -> PolicyDelta | None:
     if version <= since:
         return PolicyDelta(version=version)
     if len({row.version for row in rows}) != version - since:
