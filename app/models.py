@@ -115,6 +115,10 @@ class Rule(db.Model):
                                                  onupdate=utcnow)
     updated_by: Mapped[str] = mapped_column(String(200), default="")
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # How many origins the rule has (every tenant's lists): kept exact in each write's
+    # transaction by app.services.origin_count, which also reads it (this attribute is not
+    # refreshed when origins are written).
+    origin_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tenant: Mapped[Tenant | None] = relationship()
     origins: Mapped[list[AllowedOrigin]] = relationship(
