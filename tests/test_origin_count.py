@@ -189,5 +189,20 @@ def test_the_api_answers_the_stored_count_after_each_write(app, client, bearer):
     assert client.delete(f"{url}/origins/https://new.example.com", headers=headers) \
         .status_code == 204
     assert origin_count() == 249
+    listed = client.get(f"{API}/rules", headers=headers).get_json()["items"]
+    assert [item["origin_count"] for item in listed] == [249]
     with app.app_context():
         _check({rule: 249})
+
+
+def test_a_tenant_role_counts_only_what_it_sees_in_the_list_of_rules(app, client, bearer):
+    with app.app_context():
+        create_tenant("acme", "Acme", paths=["/api/acme/*"], actor=ADMIN)
+        create_rule({"path": "/api/t/*/orders",
+                     "tenant_selector": {"source": "view-arg", "key": "tenant"},
+                     "origins": [*_origins("p", 3), {"value": "https://a.acme.example",
+                                                     "tenant": "acme"}]}, actor=ADMIN)
+    counts = {role: [item["origin_count"] for item in client.get(
+        f"{API}/rules", headers=bearer(role, tenant)).get_json()["items"]]
+        for role, tenant in (("viewer", None), ("tenant-viewer", "acme"))}
+    assert counts == {"viewer": [4], "tenant-viewer": [1]}

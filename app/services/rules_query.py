@@ -23,7 +23,7 @@ from cors_control.vocabulary import MODES, NO_TENANT_SOURCE, OFF, REPORT_ONLY
 
 from ..extensions import db
 from ..models import AllowedOrigin, Rule, Tenant
-from .access import Actor, visible_origin_rows, visible_rules
+from .access import Actor, visible_origin_rows, visible_rules, whole_platform
 from .validation import OriginInput, RuleInput
 from .warnings import rule_warnings
 
@@ -111,14 +111,20 @@ def search_rules(rule_filter: RuleFilter, *, page: int = 1, per_page: int = RULE
 
 
 def origin_counts(rule_ids: Iterable[int], *, actor: Actor | None = None) -> dict[int, int]:
-    """How many origins of each rule *actor* may see, in one grouped query (0 for none)."""
+    """How many origins of each rule *actor* may see, in one query (0 for none): their
+    stored numbers for whoever sees the whole platform, a grouped count of what a tenant
+    role sees."""
     ids = list(rule_ids)
     counts = dict.fromkeys(ids, 0)
-    if ids:
+    if not ids:
+        return counts
+    if whole_platform(actor):
+        query = sa.select(Rule.id, Rule.origin_count).where(Rule.id.in_(ids))
+    else:
         query = (sa.select(AllowedOrigin.rule_id, sa.func.count(AllowedOrigin.id))
                  .where(AllowedOrigin.rule_id.in_(ids), visible_origin_rows(actor))
                  .group_by(AllowedOrigin.rule_id))
-        counts.update({rule_id: count for rule_id, count in db.session.execute(query)})
+    counts.update({rule_id: count for rule_id, count in db.session.execute(query)})
     return counts
 
 
