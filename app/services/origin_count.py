@@ -86,7 +86,7 @@ def _deleted(_mapper: Any, connection: sa.Connection, origin: AllowedOrigin) -> 
 
 @sa.event.listens_for(AllowedOrigin, "after_update")
 def _updated(_mapper: Any, connection: sa.Connection, origin: AllowedOrigin) -> None:
-    history = sa.inspect(origin).attrs.rule_id.history
+    history: orm.attributes.History = sa.inspect(origin).attrs.rule_id.history
     if history.deleted and history.deleted[0] is not None \
             and history.deleted[0] != origin.rule_id:
         _adjust(connection, history.deleted[0], -1)
@@ -95,7 +95,7 @@ def _updated(_mapper: Any, connection: sa.Connection, origin: AllowedOrigin) -> 
 
 def _loaded_rule_id(origin: AllowedOrigin) -> int:
     """The rule the row was on when loaded, whatever was assigned to it since."""
-    history = sa.inspect(origin).attrs.rule_id.history
+    history: orm.attributes.History = sa.inspect(origin).attrs.rule_id.history
     return history.deleted[0] if history.deleted else origin.rule_id
 
 
