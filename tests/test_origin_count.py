@@ -206,3 +206,15 @@ def test_a_tenant_role_counts_only_what_it_sees_in_the_list_of_rules(app, client
         f"{API}/rules", headers=bearer(role, tenant)).get_json()["items"]]
         for role, tenant in (("viewer", None), ("tenant-viewer", "acme"))}
     assert counts == {"viewer": [4], "tenant-viewer": [1]}
+
+
+def test_the_dashboards_pages_of_origins_read_the_stored_count_unless_filtered(ctx):
+    from app.services.rules_query import rule_origins
+
+    rule = create_rule({"path": "/api/*", "origins": _origins("a", 1200)}, actor=ADMIN).id
+    add_origin(rule, "https://new.example.com", actor=ADMIN)
+    last = rule_origins(db.session.get(Rule, rule), page=3, per_page=500)
+    assert (last.pagination.total, last.pagination.pages, len(last.rows)) == (1201, 3, 201)
+    assert not last.pagination.has_next
+    matching = rule_origins(db.session.get(Rule, rule), text="a11")  # a11, a110-a119, ...
+    assert matching.pagination.total == 111

@@ -49,10 +49,12 @@ def removed(rule_id: int, count: int) -> None:
 
 
 def recount(connection: sa.Connection, rule_ids: Iterable[int] | None = None) -> None:
-    """Count the origins of *rule_ids* (of every rule: None) again from their rows."""
+    """Count the origins of *rule_ids* (of every rule: None) again from their rows; only the
+    rules whose number changed are written."""
     counted = (sa.select(sa.func.count()).select_from(_origins)
                .where(_origins.c.rule_id == _rules.c.id).scalar_subquery())
-    statement = sa.update(_rules).values(origin_count=counted)
+    statement = sa.update(_rules).where(_rules.c.origin_count != counted) \
+        .values(origin_count=counted)
     if rule_ids is not None:
         ids = sorted(set(rule_ids))
         if not ids:
