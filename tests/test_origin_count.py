@@ -163,9 +163,13 @@ def test_statements_sent_through_the_session_are_counted_again(ctx):
          "added_at": now} for value in _origins("bulk", 50)])
     db.session.commit()
     _check({rule_id: 52})
+    changed_at = db.session.scalar(sa.select(Rule.updated_at).where(Rule.id == rule_id))
     db.session.execute(sa.delete(AllowedOrigin).where(AllowedOrigin.value.like("%bulk1%")))
     db.session.commit()
     _check({rule_id: 41})
+    # Counting again is not an edit of the rule.
+    assert db.session.scalar(sa.select(Rule.updated_at).where(Rule.id == rule_id)) \
+        == changed_at
 
 
 def test_the_api_answers_the_stored_count_after_each_write(app, client, bearer):

@@ -31,6 +31,9 @@ from ..models import AllowedOrigin, Rule
 KEPT = "origin_count_kept"  # the execution option of statements whose caller keeps the count
 _rules = Rule.__table__
 _origins = AllowedOrigin.__table__
+# Counting is not an edit of the rule: its updated_at (set on any UPDATE of the row by the
+# column's onupdate) stays as the write that changed the rule left it.
+_UNTOUCHED = {"updated_at": _rules.c.updated_at}
 
 
 def origin_total(rule_id: int) -> int:
@@ -54,7 +57,7 @@ def recount(connection: sa.Connection, rule_ids: Iterable[int] | None = None) ->
     counted = (sa.select(sa.func.count()).select_from(_origins)
                .where(_origins.c.rule_id == _rules.c.id).scalar_subquery())
     statement = sa.update(_rules).where(_rules.c.origin_count != counted) \
-        .values(origin_count=counted)
+        .values(origin_count=counted, **_UNTOUCHED)
     if rule_ids is not None:
         ids = sorted(set(rule_ids))
         if not ids:
@@ -70,7 +73,7 @@ def _adjust(connection: sa.Connection, rule_id: int, by: int) -> None:
     # read, to the change log, as a change of every rule (see change_log._note_statement).
     if by:
         connection.execute(sa.update(_rules).where(_rules.c.id == rule_id)
-                           .values(origin_count=_rules.c.origin_count + by))
+                           .values(origin_count=_rules.c.origin_count + by, **_UNTOUCHED))
 
 
 # -- objects the session flushes ---------------------------------------------------------------
