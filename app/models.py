@@ -115,6 +115,10 @@ class Rule(db.Model):
                                                  onupdate=utcnow)
     updated_by: Mapped[str] = mapped_column(String(200), default="")
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # How many origins the rule has (every tenant's lists): kept exact in each write's
+    # transaction by app.services.origin_count, which also reads it (this attribute is not
+    # refreshed when origins are written).
+    origin_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tenant: Mapped[Tenant | None] = relationship()
     origins: Mapped[list[AllowedOrigin]] = relationship(
@@ -180,6 +184,15 @@ class AllowedOrigin(db.Model):
         Index("uq_allowed_origins_tenant", "rule_id", "tenant_id", "value", unique=True,
               sqlite_where=sa.text("tenant_id IS NOT NULL"),
               postgresql_where=sa.text("tenant_id IS NOT NULL")),
+        # Most origins have no expiry and no tenant: these indexes hold only those that do
+        # (every query on them names a value, which implies it), so writing 100,000 plain
+        # origins updates two indexes fewer (migration 0020).
+        Index("ix_allowed_origins_expires_at", "expires_at",
+              sqlite_where=sa.text("expires_at IS NOT NULL"),
+              postgresql_where=sa.text("expires_at IS NOT NULL")),
+        Index("ix_allowed_origins_tenant_id", "tenant_id",
+              sqlite_where=sa.text("tenant_id IS NOT NULL"),
+              postgresql_where=sa.text("tenant_id IS NOT NULL")),
         CheckConstraint(_one_of("kind", ORIGIN_KINDS), name="kind"),
         NEVER_REUSED_IDS,
     )
@@ -193,10 +206,9 @@ class AllowedOrigin(db.Model):
     note: Mapped[str] = mapped_column(Text, default="")
     added_by: Mapped[str] = mapped_column(String(200), default="")
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # On a tenant-selecting rule: whose allowlist this entry is on (None: every tenant's).
-    tenant_id: Mapped[int | None] = mapped_column(
-        ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
 
     rule: Mapped[Rule] = relationship(back_populates="origins")
     tenant: Mapped[Tenant | None] = relationship()

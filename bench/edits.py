@@ -14,7 +14,9 @@ small rule, runs in a process of its own (``python -m bench.edits import URL N``
 migrated database, through ``POST /import``: its wall time and the peak resident memory of
 the process during it (Linux's ``VmHWM``, its high-water mark reset just before the import
 through ``/proc/self/clear_refs``; ``ru_maxrss`` would carry the parent's peak across
-``exec``), beside the memory it held before.
+``exec``), beside the memory it held before; and where its wall time goes besides its
+CPU time: how long the process waited for a CPU (its run-queue delay), and on PostgreSQL
+the CPU time of the server processes and how long they waited.
 """
 
 from __future__ import annotations
@@ -202,9 +204,11 @@ def _import_child(url: str, size: int, directory: Path) -> dict[str, Any]:
         body = json.dumps(big_policy(size))
         client.get(f"{API}/rules", headers=headers)  # everything imported and warm
         before_mb = _reset_peak_rss_mb()
+        waited, server = _cpu_wait_s(), _ServerCpu(app)
         started, cpu = time.perf_counter(), time.process_time()
         response = client.post(f"{API}/import", data=body, headers=headers)
         import_s, import_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        import_wait_s, import_server_cpu_s = _cpu_wait_s() - waited, server.used_s()
         if response.status_code != 200:
             raise RuntimeError(f"import answered {response.status_code}: "
                                f"{response.get_data(as_text=True)[:300]}")
@@ -223,9 +227,62 @@ def _import_child(url: str, size: int, directory: Path) -> dict[str, Any]:
             db.session.rollback()
         if (left, rules) != (1, 1):
             raise RuntimeError(f"after the replace: {rules} rules, {left} origins, not 1 and 1")
-    return {"import_s": import_s, "import_cpu_s": import_cpu_s, "replace_s": replace_s,
+    return {"import_s": import_s, "import_cpu_s": import_cpu_s,
+            "import_cpu_wait_s": import_wait_s, "import_server_cpu_s": import_server_cpu_s,
+            "replace_s": replace_s,
             "replace_cpu_s": replace_cpu_s, "rss_before_mb": before_mb,
             "peak_rss_mb": import_mb, "peak_rss_after_replace_mb": _peak_rss_mb()}
+
+
+def _cpu_wait_s() -> float:
+    """How long this process's threads have waited for a CPU while ready to run (Linux's
+    run-queue delay, ``/proc/self/task/*/schedstat``): on a busy machine, most of the gap
+    between an import's wall time and its CPU time."""
+    waited = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return waited / 1e9
+
+
+class _ServerCpu:
+    """The CPU time the PostgreSQL server processes of this database used since it was
+    made, and how long they waited for a CPU, read from ``/proc`` when the server runs on
+    this machine (None otherwise, and on SQLite, where the database works in this
+    process)."""
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
+        self._start = self._used()
+
+    def _used(self) -> dict[int, tuple[float, float]] | None:
+        with self._app.app_context():
+            if db.engine.dialect.name != "postgresql":
+                return None
+            pids = db.session.scalars(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).all()
+            db.session.rollback()
+        used: dict[int, tuple[float, float]] = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                waited = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                return None  # a server elsewhere
+            used[pid] = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
+                         waited / 1e9)
+        return used
+
+    def used_s(self) -> tuple[float, float] | None:
+        """(CPU seconds, seconds waiting for a CPU) since this was made."""
+        end = self._used()
+        if self._start is None or end is None:
+            return None
+        before = {pid: self._start.get(pid, (0.0, 0.0)) for pid in end}
+        return (sum(end[pid][0] - before[pid][0] for pid in end),
+                sum(end[pid][1] - before[pid][1] for pid in end))
 
 
 def _reset_peak_rss_mb() -> float:
@@ -279,8 +336,13 @@ def _print_report(results: dict[str, Any]) -> None:
         replace_ok = imported["replace_s"] <= IMPORT_TARGET_S
         misses += ([] if import_ok else [f"{backend} import"]) \
             + ([] if replace_ok else [f"{backend} replace"])
+        server = imported.get("import_server_cpu_s")
         print(f"  import of {count(size)} origins: {imported['import_s']:.2f} s (CPU "
-              f"{imported.get('import_cpu_s', float('nan')):.2f} s), peak RSS "
+              f"{imported.get('import_cpu_s', float('nan')):.2f} s, waiting for a CPU "
+              f"{imported.get('import_cpu_wait_s', float('nan')):.2f} s"
+              + (f"; database server: CPU {server[0]:.2f} s, waiting {server[1]:.2f} s"
+                 if server is not None else "")
+              + "), peak RSS "
               f"{imported['peak_rss_mb']:.0f} MB (before: {imported['rss_before_mb']:.0f} MB)"
               f" → {verdict(import_ok)}; replaced by a small policy: "
               f"{imported['replace_s']:.2f} s (CPU "

@@ -241,3 +241,25 @@ def test_upgrade_to_the_change_log_starts_it_empty_and_processes_load_in_full_on
         assert "policy_changes" not in _tables(empty_database_url)
     finally:
         engine.dispose()
+
+
+def test_upgrade_counts_each_rules_origins(empty_database_url, tmp_path):
+    """0019: every rule stores the number of its origins, counted from the rows there."""
+    assert _flask(empty_database_url, tmp_path, "db", "upgrade", "0018").returncode == 0
+    engine = sa.create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            busy = _insert_rule(conn, "/api/busy/*", None)
+            idle = _insert_rule(conn, "/api/idle/*", None)
+            for value in ("https://a.example", "https://b.example", "https://c.example"):
+                conn.execute(sa.text(
+                    "INSERT INTO allowed_origins (rule_id, value, kind, note, added_at, "
+                    "added_by) VALUES (:id, :value, 'exact', '', CURRENT_TIMESTAMP, 'someone')"),
+                    {"id": busy, "value": value})
+        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        with engine.begin() as conn:
+            counts = dict(conn.execute(sa.text("SELECT id, origin_count FROM rules")).all())
+        assert counts == {busy: 3, idle: 0}
+    finally:
+        engine.dispose()

@@ -30,7 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
 from ..models import AuditEntry, PolicyState, Rule, utcnow
-from . import change_log
+from . import change_log, origin_count  # noqa: F401  (origin_count: its listeners)
 from .access import Actor
 from .errors import Conflict
 

@@ -25,7 +25,7 @@ from cors_control.vocabulary import NO_TENANT_SOURCE, OFF
 from ..extensions import db
 from ..models import AllowedOrigin, AuditEntry, Rule, RuleDraft, Tenant, utcnow
 from ..timefmt import iso_utc
-from . import change_log
+from . import change_log, origin_count
 from .access import (
     SYSTEM,
     Actor,
@@ -762,12 +762,17 @@ def _write_origins(rule: Rule, wanted: Mapping[tuple[int | None, str], OriginInp
                for key, o in wanted.items()
                if (row := current.get(key)) is not None
                and ((row.note or ""), row.expires_at) != (o.note, o.expires_at)]
+    deleted = 0
     for start in range(0, len(gone), 1000):  # within every database's parameter limit
-        db.session.execute(sa.delete(table).where(table.c.id.in_(gone[start:start + 1000])))
+        deleted += _rowcount(db.session.execute(
+            sa.delete(table).where(table.c.id.in_(gone[start:start + 1000])),
+            execution_options={origin_count.KEPT: True}))
+    origin_count.removed(rule.id, deleted)
     if new:
         _insert_origins(rule.id, new, actor)
-    if changed:
-        db.session.execute(sa.update(AllowedOrigin), changed)
+    if changed:  # notes and expiries: the count stays
+        db.session.execute(sa.update(AllowedOrigin), changed,
+                           execution_options={origin_count.KEPT: True})
     if gone or new or changed:
         db.session.expire(rule, ["origins"])  # read again when next asked for
 
@@ -782,6 +787,7 @@ def _insert_origins(rule_id: int, new: list[tuple[int | None, OriginInput]],
     each value converted once as its column type would: SQLAlchemy's per-row parameter
     processing costs more than the database's insert on a list of 100,000."""
     change_log.note_rule(rule_id)  # the session sees none of these rows
+    origin_count.added(rule_id, len(new))
     connection = db.session.connection()
     dialect = connection.dialect
     table = AllowedOrigin.__table__
@@ -806,12 +812,17 @@ def _insert_origins(rule_id: int, new: list[tuple[int | None, OriginInput]],
         f"VALUES ({', '.join([mark] * len(_ORIGIN_COLUMNS))})", rows)
 
 
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _delete_rule(rule: Rule) -> None:
     """Delete the rule; its origins first, in one statement (SQLite enforces no foreign
     keys here, and loading them to let the ORM delete them one by one would take minutes
     on a rule with 100,000)."""
     table = AllowedOrigin.__table__
-    db.session.execute(sa.delete(table).where(table.c.rule_id == rule.id))
+    db.session.execute(sa.delete(table).where(table.c.rule_id == rule.id),
+                       execution_options={origin_count.KEPT: True})  # it goes with its rule
     db.session.expire(rule, ["origins"])
     db.session.delete(rule)
 

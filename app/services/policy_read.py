@@ -24,12 +24,14 @@ from .access import (
     owns,
     sees,
     sees_origin,
+    tenant_scope,
     visible_origin_rows,
     visible_rules,
     visible_tenants,
 )
 from .errors import NotFound
 from .limits import MAX_ID
+from .origin_count import origin_total
 from .validation import DRAFT_FIELDS, OriginInput, RuleInput, TenantSelector
 
 
@@ -77,9 +79,12 @@ def origin_page(rule: Rule, actor: Actor | None = None, *, page: int = 1,
     rule with 100,000 origins a tenth of a second), and only the page is loaded."""
     visible = (AllowedOrigin.rule_id == rule.id, visible_origin_rows(actor))
     shared = AllowedOrigin.tenant_id.is_(None)
-    # Each count reads one index alone: all of the rule's origins, and the tenants' lists.
-    total = db.session.scalar(
-        sa.select(sa.func.count()).select_from(AllowedOrigin).where(*visible)) or 0
+    # Who sees every origin of the rule reads their stored number; a tenant on a shared
+    # rule counts its own list, in the index of the tenants' lists, as the second count does.
+    scope = tenant_scope(actor)
+    total = origin_total(rule.id) if scope is None or rule.tenant_id == scope \
+        else db.session.scalar(
+            sa.select(sa.func.count()).select_from(AllowedOrigin).where(*visible)) or 0
     shared_total = total - (db.session.scalar(
         sa.select(sa.func.count()).select_from(AllowedOrigin)
         .where(*visible, AllowedOrigin.tenant_id.is_not(None))) or 0)
