@@ -31,9 +31,10 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 # The common entry, already in canonical form: lower-case http(s), a name whose last label
 # starts with a letter (so it is no IPv4 address), at most 253 characters and no "xn--" in
 # it (an international name is checked by the full parse), an optional port from 1 to 65535
-# without leading zeros that is not the scheme's default. Labels are matched possessively
-# (a label ends at a dot, a colon or the end: there is nothing to take back), which halves
-# the time a million stored entries take to recognise.
+# without leading zeros that is not the scheme's default (267 characters at most in all, so
+# within MAX_ORIGIN_LENGTH). Labels are matched possessively (a label ends at a dot, a colon
+# or the end: there is nothing to take back), which halves the time a million stored entries
+# take to recognise.
 _CANONICAL_LABEL = r"(?!-)[a-z0-9-]{1,63}+(?<!-)"
 _CANONICAL_HOST = (r"(?![a-z0-9.-]{254})"
                    rf"(?:{_CANONICAL_LABEL}\.)*+(?=[a-z]){_CANONICAL_LABEL}")
