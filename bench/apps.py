@@ -26,7 +26,12 @@ StatusAndHeaders = tuple[int, dict[str, str]]
 
 def allowed_origins(count: int) -> list[str]:
     """*count* distinct https origins spread over 97 registrable domains."""
-    return [f"https://app{i}.example{i % 97}.com" for i in range(count)]
+    return [allowed_origin(i) for i in range(count)]
+
+
+def allowed_origin(index: int) -> str:
+    """The origin at *index* in every :func:`allowed_origins` list longer than that."""
+    return f"https://app{index}.example{index % 97}.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,25 @@ class StaticSource:
 
     def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
         return self.version, list(self.rules), []
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedSource:
+    """A policy source of one rule allowing ``allowed_origins(count)``, built anew on each
+    load and not kept: the process holds only the compiled snapshot, as a worker that reads
+    its policy from a database does (a :class:`StaticSource` of a million origins would also
+    keep a million entries alive, and the garbage collector would walk them)."""
+
+    count: int
+    version: int = 1
+
+    def current_version(self) -> int:
+        return self.version
+
+    def load_with_tenants(self) -> tuple[int, list[RuleSpec], list[str]]:
+        rule = RuleSpec(path=RULE_PATH,
+                        origins=tuple(OriginEntry(v) for v in allowed_origins(self.count)))
+        return self.version, [rule], []
 
 
 def bare_app() -> Flask:
@@ -83,10 +107,13 @@ def flask_cors_app(origins: Sequence[str]) -> Flask:
     return app
 
 
-def engine_app(origins: Sequence[str]) -> tuple[Flask, CorsControl]:
-    """The view under the engine, its snapshot already loaded; stop ``control.cache`` after."""
+def engine_app(origins: Sequence[str] | GeneratedSource) -> tuple[Flask, CorsControl]:
+    """The view under the engine allowing *origins* (or those a generated source holds), its
+    snapshot already loaded; stop ``control.cache`` after."""
     app = bare_app()
-    control = CorsControl(app, source=StaticSource.for_origins(origins))
+    source = origins if isinstance(origins, GeneratedSource) \
+        else StaticSource.for_origins(origins)
+    control = CorsControl(app, source=source)
     control.cache.get()
     return app, control
 

@@ -168,18 +168,22 @@ def _populate(app: Any, scale: Scale) -> tuple[list[int], list[int]]:
             {"slug": _slug(i), "name": _slug(i), "created_at": stamp, "paths": []}
             for i in range(scale.tenants)])
         tenant_ids = list(db.session.scalars(sa.select(Tenant.id).order_by(Tenant.id)))
+        # Through the table, not the model: the same rows without the ORM's work per row
+        # (a third of the time the million-origin scale took to populate).
+        insert = sa.insert(AllowedOrigin.__table__)
         batch = []
         for index, tenant_id in enumerate(tenant_ids):
+            slug = _slug(index)
             for j in range(ORIGINS_PER_TENANT):
                 batch.append({"rule_id": rule_ids[j % 2], "tenant_id": tenant_id,
-                              "value": f"https://app{j}.{_slug(index)}.example",
+                              "value": f"https://app{j}.{slug}.example",
                               "kind": "exact", "note": "", "added_by": "bench",
                               "added_at": stamp})
             if len(batch) >= 50_000:
-                db.session.execute(sa.insert(AllowedOrigin), batch)
+                db.session.execute(insert, batch)
                 batch = []
         if batch:
-            db.session.execute(sa.insert(AllowedOrigin), batch)
+            db.session.execute(insert, batch)
         db.session.execute(sa.update(PolicyState).values(version=PolicyState.version + 1))
         db.session.commit()
     return tenant_ids, rule_ids

@@ -1,4 +1,5 @@
-"""Allowed GETs through gunicorn: no CORS, flask-cors at 3 origins, the engine at 3 origins.
+"""Allowed GETs through gunicorn: no CORS, flask-cors at 3 origins, the engine at 3 and at
+1,000,000 origins.
 
 Each variant runs in a gunicorn of its own (one sync worker, ``bench.served``); the bench
 sends the same allowed GET from a few client threads, the variants interleaved in rounds. The
@@ -24,9 +25,13 @@ from . import apps, served
 from .harness import Budget
 from .report import ratio, table
 
-VARIANTS = ("bare", "flask_cors", "engine")
+VARIANTS = served.VARIANTS
 LABELS = {"bare": "no CORS", "flask_cors": "flask-cors, 3 origins",
-          "engine": "engine, 3 origins"}
+          "engine": "engine, 3 origins", "engine_1m": "engine, 1,000,000 origins"}
+# Only in the 1,000,000-origin policy: proof that that worker serves it.
+LAST_ORIGIN = apps.allowed_origin(served.LARGE - 1)
+# Building a million-origin snapshot takes seconds, many more on a busy machine.
+START_TIMEOUT = 300
 CLIENTS = 4
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -44,6 +49,7 @@ def run(budget: Budget) -> dict[str, object]:
         for name, (_, port) in servers.items():
             _send(port, origin, 50)  # warm up
             assert _allowed(port, origin) == (name != "bare"), f"{name} answers as expected"
+            assert _allowed(port, LAST_ORIGIN) == (name == "engine_1m"), f"{name}'s policy"
         for i in range(rounds):
             order = VARIANTS if i % 2 == 0 else tuple(reversed(VARIANTS))
             for name in order:
@@ -89,9 +95,10 @@ def _start(name: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
-         "--log-level", "warning", f"bench.served:{name}"],
+         "--timeout", str(START_TIMEOUT), "--log-level", "warning",
+         f"bench.served:build({name!r})"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         try:
             _allowed(port, served.ORIGINS[0])
@@ -99,7 +106,7 @@ def _start(name: str) -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.1)
     process.terminate()
-    raise RuntimeError(f"gunicorn for {name} did not answer within 60 s")
+    raise RuntimeError(f"gunicorn for {name} did not answer within {START_TIMEOUT} s")
 
 
 def _worker_of(master: subprocess.Popen) -> int:

@@ -337,3 +337,29 @@ def test_a_full_reload_on_demand(app, source):
         assert cache.reload() and cache.last_load == "full"
         assert cache.snapshot is not held
         assert_same_as_full(cache, source)
+
+
+def test_origins_load_with_their_stored_expiry_and_tenant(app, source):
+    """The loader reads the expiry column as the driver returns it and converts only what is
+    there: the instant stored, to the microsecond, on SQLite as on PostgreSQL."""
+    from datetime import UTC, datetime
+
+    from cors_control.snapshot import OriginEntry
+
+    expires = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    with app.app_context():
+        rules = _seed()
+        add_origin(rules["header"], "https://a.example", actor=ADMIN, tenant="acme",
+                   expires_at=expires)
+        add_origin(rules["header"], "https://b.example", actor=ADMIN, tenant="globex")
+        add_origin(rules["plain"], "https://*.c.example", actor=ADMIN, expires_at=expires)
+        add_origin(rules["plain"], "https://d.example", actor=ADMIN)
+    _version, specs, _tenants = source.load_with_tenants()
+    loaded = {spec.rule_id: sorted(spec.origins, key=lambda entry: entry.value)
+              for spec in specs}
+    assert loaded[rules["header"]] == [
+        OriginEntry("https://a.example", expires.timestamp(), "acme"),
+        OriginEntry("https://b.example", None, "globex")]
+    assert loaded[rules["plain"]] == [
+        OriginEntry("https://*.c.example", expires.timestamp()),
+        OriginEntry("https://d.example")]

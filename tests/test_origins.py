@@ -22,6 +22,8 @@ from cors_control.origins import (
     OriginSpec,
     _parse,
     _plain_exact,
+    all_canonical_exact,
+    is_canonical_exact,
     parse_new_origin,
     parse_origin,
 )
@@ -966,3 +968,81 @@ def test_the_quick_path_for_canonical_entries_agrees_with_the_full_parse(text: s
     quick = _plain_exact(text)
     if quick is not None:
         assert quick == _parse(text)
+
+
+_LONGEST_HOST = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters
+
+
+@pytest.mark.parametrize("text", [
+    "https://app.example.com", "http://app.example.com:443", "https://app.example.com:80",
+    "https://app.example.com:65535", "https://app.example.com:1", "http://a", "https://a-1.b2",
+    f"https://{_LONGEST_HOST}", f"http://{_LONGEST_HOST}:65535",
+])
+def test_canonical_stored_origins_are_recognised_without_parsing(text: str) -> None:
+    assert is_canonical_exact(text)
+    assert all_canonical_exact([text, "https://other.example"])
+    assert _plain_exact(text) == _parse(text)
+
+
+@pytest.mark.parametrize("text", [
+    "https://app.example.com:443", "http://app.example.com:80", "https://app.example.com:0",
+    "https://app.example.com:65536", "https://app.example.com:08080", "https://app.example.com:",
+    f"https://{_LONGEST_HOST}b", "https://a.xn--bcher-kva.example", "https://axn--b.example",
+    "https://app.example.com.", "https://-app.example.com", "https://app-.example.com",
+    "https://a..example", "https://1.2.3.4", "https://app.example.123", "HTTPS://app.example",
+    "https://app.example.com\n", "https://App.example.com", "https://*.example.com", "*",
+    "https://" + "a" * 64 + ".example",
+])
+def test_origins_the_full_parse_might_change_or_refuse_are_not_taken_as_canonical(
+    text: str,
+) -> None:
+    assert not is_canonical_exact(text)
+    assert not all_canonical_exact(["https://other.example", text])
+    assert _plain_exact(text) is None
+
+
+def test_an_entry_that_is_not_text_is_left_to_the_full_parse() -> None:
+    assert not is_canonical_exact(None)
+    assert not all_canonical_exact(["https://app.example.com", 42])
+    origins = OriginSet([OriginEntry("https://app.example.com"), OriginEntry(42)])  # type: ignore[arg-type]
+    assert origins.invalid == [42]
+    assert origins.allows("https://app.example.com", NOW)
+
+
+_STORED_VALUES = ("https://a.example", "https://b.example:8443", "https://A.example",
+                  "https://a.example:443", "https://*.c.example", "http://localhost:*", "*",
+                  "not an origin")
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(_STORED_VALUES),
+                          st.sampled_from((None, 10.0, 2000.0))), max_size=8))
+def test_a_set_holds_each_entry_as_parsed_with_its_latest_expiry(
+    entries: list[tuple[str, float | None]],
+) -> None:
+    """Whether its entries are all canonical (built in one step) or not (one at a time)."""
+    def later(a: float | None | bool, b: float | None) -> float | None:
+        return b if a is False else None if a is None or b is None else max(a, b)  # type: ignore[type-var]
+
+    any_: float | None | bool = False
+    tables: tuple[dict, dict, dict] = ({}, {}, {})
+    invalid = []
+    for value, expiry in entries:
+        try:
+            spec = parse_origin(value)
+        except OriginError:
+            invalid.append(value)
+            continue
+        if spec.kind is OriginKind.ANY:
+            any_ = later(any_, expiry)
+            continue
+        table, key = {
+            OriginKind.EXACT: (tables[0], spec.value),
+            OriginKind.SUBDOMAIN_WILDCARD: (
+                tables[1], (spec.scheme, spec.host, "" if spec.port is None else str(spec.port))),
+            OriginKind.ANY_PORT: (tables[2], (spec.scheme, spec.host)),
+        }[spec.kind]
+        table[key] = later(table.get(key, False), expiry)
+    origins = OriginSet([OriginEntry(value, expiry) for value, expiry in entries])
+    assert origins.contents() == (any_, *tables)
+    assert origins.invalid == invalid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -22,7 +23,9 @@ from app.runtime import get_heartbeat
 from app.services.access import Actor
 from app.services.policy import add_origin, create_rule, remove_origin
 from cors_control import PolicyCache, get_control
+from cors_control.cache import load_policy
 from cors_control.database import DatabasePolicySource
+from cors_control.snapshot import OriginEntry, RuleSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
@@ -295,3 +298,44 @@ def test_a_forked_child_opens_its_own_policy_database_connections(app):
     assert os.read(read, 16) == b"0"
     assert engine.pool.checkedin() == 1  # the parent keeps its own
     engine.dispose()
+
+
+class _WatchedPolicy:
+    """A policy source that notes whether the cyclic collector ran while it loaded, and can
+    fail as a database does."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.collector_on: bool | None = None
+
+    def current_version(self) -> int:
+        return 1
+
+    def load_with_tenants(self):
+        self.collector_on = gc.isenabled()
+        if self.fail:
+            raise RuntimeError("the database went away")
+        return 1, [RuleSpec("/api/*", origins=(OriginEntry("https://app.example.com"),))], []
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_full_load_pauses_the_cyclic_collector_and_turns_it_back_on(fail):
+    source = _WatchedPolicy(fail=fail)
+    assert gc.isenabled()
+    if fail:
+        with pytest.raises(RuntimeError, match="went away"):
+            load_policy(source)
+    else:
+        assert load_policy(source).origin_count == 1
+    assert source.collector_on is False
+    assert gc.isenabled()
+
+
+def test_a_full_load_leaves_a_collector_turned_off_by_the_application_off():
+    source = _WatchedPolicy()
+    gc.disable()
+    try:
+        load_policy(source)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

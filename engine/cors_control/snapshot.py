@@ -14,7 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from .origins import OriginError, OriginKind, is_canonical_exact, parse_origin
+from .origins import (
+    OriginError,
+    OriginKind,
+    all_canonical_exact,
+    is_canonical_exact,
+    parse_origin,
+)
 from .paths import PathPattern, PatternIndex, parse_pattern
 from .vocabulary import (
     ENFORCE,
@@ -116,12 +122,21 @@ class OriginSet:
 
     def __init__(self, entries: Iterable[OriginEntry]) -> None:
         self.any: float | None | bool = False
-        self._exact: dict[str, float | None] = {}
         self._suffixes: dict[tuple[str, str, str], float | None] = {}
         self._any_port: dict[tuple[str, str], float | None] = {}
         self.invalid: list[str] = []
-        for entry in entries:
-            if is_canonical_exact(entry.value):  # most stored entries: nothing to parse
+        listed = entries if isinstance(entries, list | tuple) else list(entries)
+        values = [entry.value for entry in listed]
+        if all_canonical_exact(values):
+            # Stored entries nearly always are: nothing to parse, one table built at once
+            # (unless a value is listed twice: then the loop keeps its later expiry).
+            self._exact: dict[str, float | None] = dict(
+                zip(values, [entry.expires_at for entry in listed], strict=True))
+            if len(self._exact) == len(values):
+                return
+        self._exact = {}
+        for entry in listed:
+            if is_canonical_exact(entry.value):
                 self._store(self._exact, entry.value, entry.expires_at)
                 continue
             try:
