@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from app.models import AllowedOrigin, AuditEntry, PolicyState, RequestLogEntry, Rule
+from cors_control.database.tables import refusal_group_key
 
 from . import database
 
@@ -309,7 +310,7 @@ def _state(rule: RuleRow, origins: Sequence[str]) -> dict:
 
 _LOG_COLUMNS = ("bucket_start", "rule_id", "rule_path", "tenant", "origin", "reason", "detail",
                 "mode", "count", "first_seen", "last_seen", "path", "method", "preflight",
-                "request_method", "request_headers", "user_agent", "referer")
+                "request_method", "request_headers", "user_agent", "referer", "group_key")
 
 
 def _insert_log(conn: sa.Connection, size: Size, rng: random.Random, rules: list[RuleRow],
@@ -376,7 +377,7 @@ def _log_rows(size: Size, rng: random.Random, rules: list[RuleRow],
                     stamp(_utc(last)), sample_path, "OPTIONS" if preflight else "GET",
                     int(preflight), rng.choice(("PUT", "POST", "DELETE")) if preflight else "",
                     "content-type" if preflight else "", rng.choice(USER_AGENTS),
-                    origin + "/",
+                    origin + "/", refusal_group_key(origin, path, reason, mode),
                 )
 
 
