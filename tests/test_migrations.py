@@ -246,14 +246,17 @@ def test_upgrade_to_the_change_log_starts_it_empty_and_processes_load_in_full_on
 def test_upgrade_gives_the_stored_request_log_rows_their_group_key(empty_database_url,
                                                                    tmp_path):
     """0019: rows stored before get refusal_group_key of their origin, rule, reason and mode,
-    as the recorder writes it from then on; the downgrade drops the column."""
+    as the recorder writes it from then on (none for rows never listed among the most
+    refused origins); the downgrade drops the column."""
     from cors_control.database.tables import refusal_group_key
 
     assert _flask(empty_database_url, tmp_path, "db", "upgrade", "0018").returncode == 0
     engine = sa.create_engine(empty_database_url)
     stored = [("https://a.example", "/api/*", "origin-not-allowed", "", "enforce"),
               ("https://a.example", "/api/*", "method-not-allowed", "PUT", "report-only"),
-              ("https://b.example", "", "no-rule", "", "enforce")]
+              ("https://b.example", "", "no-rule", "", "enforce"),
+              ("", "/api/*", "overflow", "", "enforce"),  # never listed: no key
+              ("https://c.example", "/api/*", "method-not-allowed", "PUT", "draft")]
     try:
         with engine.begin() as conn:
             for origin, rule_path, reason, detail, mode in stored:
@@ -273,10 +276,11 @@ def test_upgrade_gives_the_stored_request_log_rows_their_group_key(empty_databas
         assert sorted(keys) == sorted(
             (origin, rule_path, reason, mode, refusal_group_key(origin, rule_path, reason, mode))
             for origin, rule_path, reason, _, mode in stored)
+        assert sum(key is None for *_, key in keys) == 2
         downgraded = _flask(empty_database_url, tmp_path, "db", "downgrade", "0018")
         assert downgraded.returncode == 0, downgraded.stderr
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT count(*) FROM request_log")).scalar() == 3
+            assert conn.execute(sa.text("SELECT count(*) FROM request_log")).scalar() == 5
             assert "group_key" not in {
                 column["name"] for column in sa.inspect(conn).get_columns("request_log")}
     finally:

@@ -243,13 +243,16 @@ def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS,
     unless two groups share a number or a row has none (written by an older engine): then the
     list is summed on the strings alone (:func:`_top_refused_origins_by_strings`)."""
     table = RequestLogEntry
-    in_window = (table.last_seen >= now - timedelta(hours=24), table.reason != OVERFLOW,
-                 table.origin != "", table.mode != DRAFT, visible_log_rows(actor))
-    # Read from ix_request_log_window (the period), not in ix_request_log_group's order
-    # (every row of the log).
+    since = now - timedelta(hours=24)
+    in_window = (table.last_seen >= since, table.reason != OVERFLOW, table.origin != "",
+                 table.mode != DRAFT, visible_log_rows(actor))
+    # A row has a key only if it may be listed. Read from ix_request_log_sums (the period),
+    # not in ix_request_log_group's order (every row of the log).
     key = planned_by_period(table.group_key)
     sums = (sa.select(key.label("key"), sa.func.sum(table.count).label("total"))
-            .where(*in_window).group_by(key).cte("sums"))
+            .where(table.last_seen >= since, table.group_key.is_not(None),
+                   visible_log_rows(actor))
+            .group_by(key).cte("sums"))
     threshold = sa.select(sums.c.total).order_by(sums.c.total.desc()) \
         .limit(1).offset(limit - 1).scalar_subquery()
     found = sa.select(sums.c.key).where(sums.c.total >= sa.func.coalesce(threshold, 0)) \
@@ -261,8 +264,12 @@ def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS,
                   sa.func.count().over().label("groups"),
                   sa.select(sa.func.count()).select_from(found).scalar_subquery()
                   .label("keys"),
-                  sa.exists().where(sums.c.key.is_(None)).label("unkeyed"))
-        .where(*in_window, table.group_key.in_(sa.select(found.c.key)))
+                  # Rows of the period without a key (written by an engine older than
+                  # migration 0019) are always read, and counted here.
+                  sa.func.sum(sa.func.count() - sa.func.count(table.group_key)).over()
+                  .label("unkeyed"))
+        .where(*in_window, sa.or_(table.group_key.in_(sa.select(found.c.key)),
+                                  table.group_key.is_(None)))
         .group_by(table.origin, table.rule_path, table.reason, table.mode)
         .order_by(total.desc(), table.origin)
         .limit(limit)

@@ -7,8 +7,9 @@ Create Date: 2026-11-30 04:00:00.000000
 ``group_key`` is ``refusal_group_key(origin, rule_path, reason, mode)`` (the engine's
 ``cors_control.database.tables``): the overview sums the last day's refusals on it, a number,
 before it reads the strings of the few groups it shows. The rows already stored get theirs
-here, in batches by id. ``ix_request_log_window`` also holds the key (the sums are read from
-the index alone); ``ix_request_log_group`` finds the rows of the groups found.
+here, in batches by id (NULL for the rows never listed: overflow, no origin, draft).
+``ix_request_log_sums`` gives a period's sums per key from the index alone;
+``ix_request_log_group`` finds the rows of the groups found.
 
 Rows written afterwards by an engine that predates this revision have no key (NULL): the
 overview then sums on the strings, as before, until those rows leave its window.
@@ -25,8 +26,6 @@ down_revision = "0018"
 branch_labels = None
 depends_on = None
 
-OLD_WINDOW = ["last_seen", "origin", "rule_path", "reason", "mode", "bucket_start", "count",
-              "first_seen", "id"]
 BATCH = 20_000
 
 
@@ -34,8 +33,7 @@ def upgrade():
     with op.batch_alter_table("request_log") as batch:
         batch.add_column(sa.Column("group_key", sa.BigInteger(), nullable=True))
     _fill_group_keys(op.get_bind())
-    op.drop_index("ix_request_log_window", table_name="request_log")
-    op.create_index("ix_request_log_window", "request_log", [*OLD_WINDOW, "group_key"],
+    op.create_index("ix_request_log_sums", "request_log", ["last_seen", "group_key", "count"],
                     unique=False)
     op.create_index("ix_request_log_group", "request_log", ["group_key", "last_seen"],
                     unique=False)
@@ -43,10 +41,9 @@ def upgrade():
 
 def downgrade():
     op.drop_index("ix_request_log_group", table_name="request_log")
-    op.drop_index("ix_request_log_window", table_name="request_log")
+    op.drop_index("ix_request_log_sums", table_name="request_log")
     with op.batch_alter_table("request_log") as batch:
         batch.drop_column("group_key")
-    op.create_index("ix_request_log_window", "request_log", OLD_WINDOW, unique=False)
 
 
 def _fill_group_keys(conn: sa.Connection) -> None:
