@@ -486,3 +486,31 @@ def test_a_tenant_user_sees_only_its_own_most_refused_origins(app, sign_in, now)
     section = tenant[tenant.index("Most refused origins"):]
     assert "https://mine.example" in section
     assert "https://other.example" not in tenant
+
+
+def test_a_tenant_user_gets_its_own_ten_most_refused_whatever_the_platform_refuses_more(
+        app, sign_in, now):
+    """The platform's larger sums (refusals no tenant rule governed, and the tenant's own
+    origin refused elsewhere) neither crowd out the tenant's groups nor add to them."""
+    from app.services.access import Actor
+    from app.services.policy import create_rule
+    from app.services.tenants import create_tenant
+
+    with app.app_context():
+        create_tenant("acme", "Acme", paths=["/api/acme/*"], actor=Actor("test", "cli"))
+        rule_id = create_rule({"path": "/api/acme/*", "tenant": "acme"},
+                              actor=Actor("test", "cli")).id
+    recent = now - timedelta(hours=1)
+    _refusals(app,
+              *[{"at": recent, "count": 50 + n, "origin": f"https://p{n:02d}.example",
+                 "rule": ""} for n in range(12)],
+              {"at": recent, "count": 90, "origin": "https://mine.example", "rule": ""},
+              {"at": recent, "count": 3, "origin": "https://mine.example",
+               "rule": "/api/acme/*", "rule_id": rule_id},
+              {"at": recent, "count": 2, "origin": "https://also-mine.example",
+               "rule": "/api/acme/*", "rule_id": rule_id})
+    tenant = sign_in("tenant-viewer", tenant="acme").get("/admin/").get_data(as_text=True)
+    section = tenant[tenant.index("Most refused origins"):tenant.index("The whole request log")]
+    listed = re.findall(r'<tr>\s*<td class="mono"><a href="[^"]*">(.*?)</a></td>.*?'
+                        r'<td class="num">(\d+)</td>', section, re.S)
+    assert listed == [("https://mine.example", "3"), ("https://also-mine.example", "2")]
