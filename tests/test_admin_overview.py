@@ -433,17 +433,33 @@ def test_the_overview_page_lists_the_ten_largest_sums_of_the_last_day(app, sign_
     assert [(origin, int(count)) for origin, count in listed] == expected
 
 
+def test_more_equal_sums_than_candidates_are_still_listed_in_origin_order(app, now):
+    """Only the largest sums per key are summed again on their strings: when more groups tie
+    with the tenth than those hold, the first ten in origin order are still listed."""
+    from app.services.overview import CANDIDATES, top_refused_origins
+
+    recent = now - timedelta(minutes=5)
+    origins = [f"https://t{n:03d}.example" for n in range(CANDIDATES + 20)]
+    _refusals(app, *[{"at": recent, "count": 1, "origin": origin}
+                     for origin in reversed(origins)])
+    with app.app_context():
+        top = top_refused_origins(now=now, limit=10)
+    assert [(o.origin, o.count) for o in top] == [(origin, 1) for origin in origins[:10]]
+
+
 def test_groups_sharing_a_group_key_are_still_summed_apart(app, now):
     """Two groups given one key (a hash collision) sum to 10 on it, more than the true second
-    largest group (7): the list must still be the true one."""
-    from app.services.overview import top_refused_origins
+    largest group (7), and take one of the candidates: the list is still the true one."""
+    from app.services.overview import CANDIDATES, top_refused_origins
 
     recent = now - timedelta(minutes=5)
     _refusals(app,
               {"at": recent, "count": 5, "origin": "https://a.example", "group_key": 42},
               {"at": recent, "count": 5, "origin": "https://b.example", "group_key": 42},
               {"at": recent, "count": 8, "origin": "https://c.example"},
-              {"at": recent, "count": 7, "origin": "https://d.example"})
+              {"at": recent, "count": 7, "origin": "https://d.example"},
+              *[{"at": recent, "count": 1, "origin": f"https://f{n:03d}.example"}
+                for n in range(CANDIDATES)])
     with app.app_context():
         top = top_refused_origins(now=now, limit=2)
     assert [(o.origin, o.count) for o in top] == [("https://c.example", 8),
@@ -452,14 +468,17 @@ def test_groups_sharing_a_group_key_are_still_summed_apart(app, now):
 
 def test_rows_without_a_group_key_count_in_their_groups_sum(app, now):
     """An engine older than migration 0019 writes rows without a key: the origin with a keyed
-    row (3) and a row without (4) is still the most refused (7), ahead of 6."""
-    from app.services.overview import top_refused_origins
+    row (3, fewer than the candidates' 5) and a row without (4) is still the most refused
+    (7), ahead of 6."""
+    from app.services.overview import CANDIDATES, top_refused_origins
 
+    recent = now - timedelta(minutes=5)
     _refusals(app,
               {"at": now - timedelta(hours=2), "count": 3, "origin": "https://a.example"},
-              {"at": now - timedelta(minutes=5), "count": 4, "origin": "https://a.example",
-               "group_key": None},
-              {"at": now - timedelta(minutes=5), "count": 6, "origin": "https://b.example"})
+              {"at": recent, "count": 4, "origin": "https://a.example", "group_key": None},
+              {"at": recent, "count": 6, "origin": "https://b.example"},
+              *[{"at": recent, "count": 5, "origin": f"https://f{n:03d}.example"}
+                for n in range(CANDIDATES)])
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(RequestLogEntry)
                                  .where(RequestLogEntry.group_key.is_(None))) == 1

@@ -6,6 +6,7 @@ serve, refusals per hour over the last day and the most refused origins.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -44,6 +45,8 @@ STALE_GRACE = timedelta(seconds=10)
 MAX_PROCESSES = 200
 CHART_HOURS = 24
 TOP_ORIGINS = 10
+# The largest sums per group key summed again on their strings (see top_refused_origins).
+CANDIDATES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,46 +241,60 @@ def top_refused_origins(*, now: datetime, limit: int = TOP_ORIGINS,
 
     Summed on each row's ``group_key`` (a number for its origin, rule, reason and mode) first:
     the last day holds tens of thousands of groups, and sorting them on four strings took most
-    of the overview's time. The groups whose sum reaches the *limit*-th largest are then summed
-    again on their strings, which gives the same list as summing every group on its strings,
-    unless two groups share a number or a row has none (written by an older engine): then the
-    list is summed on the strings alone (:func:`_top_refused_origins_by_strings`)."""
+    of the overview's time. The :data:`CANDIDATES` largest sums are then summed again on
+    their strings, with the rows that have no key. That gives the same list as summing every
+    group on its strings (even when two groups share a number), unless a row has no key (an
+    engine older than migration 0019 wrote it) or the *limit*-th largest may tie with a
+    group left out: then the list is summed on the strings alone, one statement more
+    (:func:`_top_refused_origins_by_strings`)."""
     table = RequestLogEntry
     since = now - timedelta(hours=24)
     in_window = (table.last_seen >= since, table.reason != OVERFLOW, table.origin != "",
                  table.mode != DRAFT, visible_log_rows(actor))
+    cap = max(CANDIDATES, 2 * limit)
     # A row has a key only if it may be listed. Read from ix_request_log_sums (the period),
     # not in ix_request_log_group's order (every row of the log).
     key = planned_by_period(table.group_key)
-    sums = (sa.select(key.label("key"), sa.func.sum(table.count).label("total"))
-            .where(table.last_seen >= since, table.group_key.is_not(None),
-                   visible_log_rows(actor))
-            .group_by(key).cte("sums"))
-    threshold = sa.select(sums.c.total).order_by(sums.c.total.desc()) \
-        .limit(1).offset(limit - 1).scalar_subquery()
-    found = sa.select(sums.c.key).where(sums.c.total >= sa.func.coalesce(threshold, 0)) \
-        .cte("found")
     total = sa.func.sum(table.count).label("total")
+    found = (sa.select(key.label("key"), total)
+             .where(table.last_seen >= since, table.group_key.is_not(None),
+                    visible_log_rows(actor))
+             .group_by(key).order_by(total.desc()).limit(cap).cte("found"))
+    columns = (table.origin, table.rule_path, table.reason, table.mode, table.count,
+               table.last_seen, table.group_key)
+    read = sa.union_all(
+        sa.select(*columns).where(*in_window, table.group_key.in_(sa.select(found.c.key))),
+        sa.select(*columns).where(*in_window, table.group_key.is_(None)),
+    ).subquery("read")
+    summed = sa.func.sum(read.c.count).label("total")
     rows = db.session.execute(
-        sa.select(table.origin, table.rule_path, table.reason, table.mode, total,
-                  sa.func.max(table.last_seen),
-                  sa.func.count().over().label("groups"),
+        sa.select(read.c.origin, read.c.rule_path, read.c.reason, read.c.mode, summed,
+                  sa.func.max(read.c.last_seen),
+                  sa.func.sum(sa.func.count() - sa.func.count(read.c.group_key)).over()
+                  .label("unkeyed"),
                   sa.select(sa.func.count()).select_from(found).scalar_subquery()
                   .label("keys"),
-                  # Rows of the period without a key (written by an engine older than
-                  # migration 0019) are always read, and counted here.
-                  sa.func.sum(sa.func.count() - sa.func.count(table.group_key)).over()
-                  .label("unkeyed"))
-        .where(*in_window, sa.or_(table.group_key.in_(sa.select(found.c.key)),
-                                  table.group_key.is_(None)))
-        .group_by(table.origin, table.rule_path, table.reason, table.mode)
-        .order_by(total.desc(), table.origin)
+                  sa.select(sa.func.min(found.c.total)).scalar_subquery().label("smallest"))
+        .group_by(read.c.origin, read.c.rule_path, read.c.reason, read.c.mode)
+        .order_by(summed.desc(), read.c.origin)
         .limit(limit)
     ).all()
-    if rows and (rows[0].unkeyed or rows[0].groups != rows[0].keys):
+    if rows and _summed_apart(rows, cap, limit):
         return _top_refused_origins_by_strings(in_window, limit)
     return [RefusedOrigin(origin, rule_path, reason, mode, int(count), last_seen)
             for origin, rule_path, reason, mode, count, last_seen, *_ in rows]
+
+
+def _summed_apart(rows: Sequence[sa.Row], cap: int, limit: int) -> bool:
+    """Whether groups left out of the candidates may belong in the list (see
+    :func:`top_refused_origins`): a row without a key (its group's other rows may be left
+    out), or a full set of candidates whose smallest sum reaches the *limit*-th group's (a
+    group left out may tie with it). Otherwise every group left out has a key whose sum, and
+    so its own, is below the *limit*-th: two groups sharing a key change nothing."""
+    first = rows[0]
+    if first.unkeyed:
+        return True
+    return first.keys >= cap and (len(rows) < limit or first.smallest >= rows[-1].total)
 
 
 def duration_text(seconds: int) -> str:
