@@ -405,7 +405,8 @@ def _group_trends(filters: LogFilter, actor: Actor | None, key: Any, keys: list[
 def planned_by_period(column: Any) -> Any:
     """*column* unchanged, written so that SQLite cannot order by an index on it: grouped by
     (key, bucket) SQLite would otherwise walk the whole log in the unique key's order
-    (bucket first) instead of reading the period from ix_request_log_window. SQLite's unary
+    (bucket first) instead of reading the period from ix_request_log_window (and grouped by
+    group_key, the whole log in ix_request_log_group's order). SQLite's unary
     ``+`` returns its operand as it is; other databases get the bare column."""
     if db.session.get_bind().dialect.name != "sqlite":
         return column

@@ -131,13 +131,14 @@ def refusal_group_key(origin: str, rule_path: str, reason: str, mode: str) -> in
     admin may list among the most refused origins (it sums them on it: a number sorts much
     faster than four strings); None for the rows never listed there: the overflow row, a
     refusal without an origin, what only a draft would refuse. The same on every host and
-    Python version (a hash of the UTF-8 bytes, not ``hash()``); two groups may share a
-    number, which the reader detects and then sums on the strings themselves."""
+    Python version (a hash of the UTF-8 bytes, not ``hash()``). Two groups may share a
+    number: the reader sums the groups it lists on their strings, so its list is the same."""
     if reason == OVERFLOW or not origin or mode == DRAFT:
         return None
     digest = hashlib.blake2b(
         f"{origin}\x1f{rule_path}\x1f{reason}\x1f{mode}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
 
 # The change log: what each policy version changed, so a process loads only that (written by
 # the admin application in the change's transaction; see changes_feed).
