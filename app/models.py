@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from flask_login import UserMixin
@@ -23,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from cors_control.database.tables import UTCDateTime
+from cors_control.database.tables import UTCDateTime, refusal_group_key
 from cors_control.origins import OriginKind
 from cors_control.vocabulary import (
     ENFORCE,
@@ -445,6 +446,11 @@ def load_user(session_token: str) -> User | None:
     return user if user is not None and user.active else None
 
 
+def _group_key_of_row(context: Any) -> int | None:
+    row = context.get_current_parameters()
+    return refusal_group_key(row["origin"], row["rule_path"], row["reason"], row["mode"])
+
+
 class RequestLogEntry(db.Model):
     """Refused CORS requests, aggregated: one row per (bucket, rule, origin, reason, mode)."""
 
@@ -455,9 +461,13 @@ class RequestLogEntry(db.Model):
         Index("ix_request_log_last_seen", "last_seen"),
         Index("ix_request_log_rule_bucket", "rule_id", "bucket_start"),
         # Every row of a period from the index alone: the grouped log (its groups, their
-        # routes, reasons and trends) and the overview's most refused origins.
+        # routes, reasons and trends).
         Index("ix_request_log_window", "last_seen", "origin", "rule_path", "reason", "mode",
               "bucket_start", "count", "first_seen", "id"),
+        # The overview's most refused origins: a period's sums per group_key from a narrow
+        # index, then the rows of the few groups found (and of the rows without a key).
+        Index("ix_request_log_sums", "last_seen", "group_key", "count"),
+        Index("ix_request_log_group", "group_key", "last_seen"),
         # The overview's refusals by hour, mode and reason, from the index alone.
         Index("ix_request_log_overview", "bucket_start", "mode", "reason", "last_seen",
               "count"),
@@ -487,6 +497,10 @@ class RequestLogEntry(db.Model):
     request_headers: Mapped[str] = mapped_column(String(500))
     user_agent: Mapped[str] = mapped_column(String(300))
     referer: Mapped[str] = mapped_column(String(500))
+    # refusal_group_key(origin, rule_path, reason, mode), set by whoever writes the row: NULL
+    # on rows never listed among the most refused origins (overflow, no origin, draft) and on
+    # rows an engine older than migration 0021 wrote (readers then sum on the strings).
+    group_key: Mapped[int | None] = mapped_column(BigInteger, default=_group_key_of_row)
 
 
 class SignInThrottle(db.Model):

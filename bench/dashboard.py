@@ -115,6 +115,7 @@ def run(budget: Budget) -> dict[str, object]:
         build_seconds = time.perf_counter() - started
         with database.bench_app(built.url, directory) as app:
             results = _measure(app, pages(built.big_rule_id, size), rounds)
+            results["overview_service"] = _measure_overview_service(app, rounds)
     results["database"] = sa.make_url(built.url).get_backend_name()
     results["build_seconds"] = {**built.seconds, "total": build_seconds}
     results["size"] = {"rules": size.rules, "origins": size.origins,
@@ -171,6 +172,24 @@ def _measure(app: Flask, wanted: list[Page], rounds: int) -> dict[str, Any]:
                 "meets": meets,
             }
     return results
+
+
+def _measure_overview_service(app: Flask, rounds: int) -> dict[str, float]:
+    """``load_overview`` alone (the overview page's figures, without the request and the
+    rendering), as the admin sees them: median wall and CPU time over *rounds* calls."""
+    from app.services.overview import load_overview
+
+    wall: list[float] = []
+    cpu: list[float] = []
+    with app.app_context():
+        for round_ in range(WARMUP + rounds):
+            started, cpu_started = time.perf_counter(), clock()
+            load_overview()
+            if round_ >= WARMUP:
+                cpu.append(clock() - cpu_started)
+                wall.append(time.perf_counter() - started)
+            db.session.remove()
+    return {"wall_ms": statistics.median(wall) * 1e3, "cpu_ms": statistics.median(cpu) * 1e3}
 
 
 def _replayed(statements: list[Statement]) -> list[Statement]:
@@ -287,6 +306,11 @@ def _print_report(results: dict[str, Any], size: dashboard_data.Size, rounds: in
     print("  DB ms: the page's statements replayed alone through the DB-API, every row fetched"
           + (" (on PostgreSQL, the database's own time is in wall ms, not CPU ms)"
              if results["database"] == "postgresql" else ""))
+    service = results.get("overview_service")
+    if service and baseline:
+        print(f"  load_overview alone (the overview's figures, no request or rendering): "
+              f"{service['wall_ms']:,.1f} ms wall ({service['wall_ms'] / baseline['wall_ms']:,.1f}"
+              f" × {BASELINE}), {service['cpu_ms']:,.1f} ms CPU, median of {rounds} calls")
     for label, page in results["pages"].items():
         slowest = page["slowest"]
         if page["meets"]:

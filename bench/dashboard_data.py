@@ -23,6 +23,7 @@ from sqlalchemy.dialects import sqlite
 
 from app.models import AllowedOrigin, AuditEntry, PolicyState, RequestLogEntry, Rule
 from app.services import origin_count
+from cors_control.database.tables import refusal_group_key
 
 from . import database
 
@@ -311,7 +312,7 @@ def _state(rule: RuleRow, origins: Sequence[str]) -> dict:
 
 _LOG_COLUMNS = ("bucket_start", "rule_id", "rule_path", "tenant", "origin", "reason", "detail",
                 "mode", "count", "first_seen", "last_seen", "path", "method", "preflight",
-                "request_method", "request_headers", "user_agent", "referer")
+                "request_method", "request_headers", "user_agent", "referer", "group_key")
 
 
 def _insert_log(conn: sa.Connection, size: Size, rng: random.Random, rules: list[RuleRow],
@@ -378,7 +379,7 @@ def _log_rows(size: Size, rng: random.Random, rules: list[RuleRow],
                     stamp(_utc(last)), sample_path, "OPTIONS" if preflight else "GET",
                     int(preflight), rng.choice(("PUT", "POST", "DELETE")) if preflight else "",
                     "content-type" if preflight else "", rng.choice(USER_AGENTS),
-                    origin + "/",
+                    origin + "/", refusal_group_key(origin, path, reason, mode),
                 )
 
 

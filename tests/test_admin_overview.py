@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -30,14 +31,18 @@ def _refusals(app, *rows: dict) -> None:
     with app.app_context():
         for row in rows:
             bucket = _hour(row["at"])
+            # group_key: as the recorder computes it, unless the row says otherwise (None:
+            # a row an engine older than migration 0021 wrote).
+            given = {"group_key": sa.null() if row["group_key"] is None
+                     else row["group_key"]} if "group_key" in row else {}
             db.session.add(RequestLogEntry(
                 bucket_start=bucket, rule_id=row.get("rule_id"),
                 rule_path=row.get("rule", "/api/*"),
                 origin=row.get("origin", "https://app.example.com"),
-                reason=row.get("reason", "origin-not-allowed"), detail="",
+                reason=row.get("reason", "origin-not-allowed"), detail=row.get("detail", ""),
                 mode=row.get("mode", "enforce"), count=row["count"], first_seen=row["at"],
                 last_seen=row["at"], path="/api/x", method="GET", preflight=False,
-                request_method="", request_headers="", user_agent="", referer="",
+                request_method="", request_headers="", user_agent="", referer="", **given,
             ))
         db.session.commit()
 
@@ -382,6 +387,105 @@ def test_most_refused_origins_break_ties_by_origin_and_leave_out_what_is_not_a_r
     ]
 
 
+def _spread_refusals(now: datetime, seed: int) -> tuple[list[dict], dict[str, int]]:
+    """Refusals of 50 origins (one rule, reason and mode each) over the last 30 hours, several
+    rows an hour for some (two details), and each origin's total over the last 24 hours."""
+    rng = random.Random(seed)
+    rows: list[dict] = []
+    totals: dict[str, int] = {}
+    for n in range(50):
+        origin = f"https://o{n:03d}.example"
+        group = {"origin": origin, "rule": f"/api/r{n % 3}/*",
+                 "reason": ("origin-not-allowed", "header-not-allowed")[n % 2],
+                 "mode": ("enforce", "report-only")[n // 2 % 2]}
+        for hours_ago in rng.sample(range(30), rng.randint(1, 6)):
+            at = min(now, _hour(now) - timedelta(hours=hours_ago)
+                     + timedelta(minutes=rng.randint(0, 59)))
+            for detail in ("", "x-a")[:rng.randint(1, 2)]:
+                count = rng.randint(1, 9)
+                rows.append({**group, "at": at, "count": count, "detail": detail})
+                if at >= now - timedelta(hours=24):
+                    totals[origin] = totals.get(origin, 0) + count
+    return rows, totals
+
+
+@pytest.mark.parametrize("limit", [1, 3, 10, 60])
+def test_most_refused_origins_are_the_sums_of_every_row_of_the_last_day(app, now, limit):
+    """Equal sums (frequent here) in origin order; every group when fewer than *limit*."""
+    from app.services.overview import top_refused_origins
+
+    rows, totals = _spread_refusals(now, seed=limit)
+    _refusals(app, *rows)
+    expected = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    with app.app_context():
+        top = top_refused_origins(now=now, limit=limit)
+    assert [(o.origin, o.count) for o in top] == expected
+
+
+def test_the_overview_page_lists_the_ten_largest_sums_of_the_last_day(app, sign_in, now):
+    rows, totals = _spread_refusals(now, seed=7)
+    _refusals(app, *rows)
+    body = sign_in("viewer").get("/admin/").get_data(as_text=True)
+    section = body[body.index("Most refused origins"):body.index("The whole request log")]
+    listed = re.findall(r'<tr>\s*<td class="mono"><a href="[^"]*">(.*?)</a></td>.*?'
+                        r'<td class="num">(\d+)</td>', section, re.S)
+    expected = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:10]
+    assert [(origin, int(count)) for origin, count in listed] == expected
+
+
+def test_more_equal_sums_than_candidates_are_still_listed_in_origin_order(app, now):
+    """Only the largest sums per key are summed again on their strings: when more groups tie
+    with the tenth than those hold, the first ten in origin order are still listed."""
+    from app.services.overview import CANDIDATES, top_refused_origins
+
+    recent = now - timedelta(minutes=5)
+    origins = [f"https://t{n:03d}.example" for n in range(CANDIDATES + 20)]
+    _refusals(app, *[{"at": recent, "count": 1, "origin": origin}
+                     for origin in reversed(origins)])
+    with app.app_context():
+        top = top_refused_origins(now=now, limit=10)
+    assert [(o.origin, o.count) for o in top] == [(origin, 1) for origin in origins[:10]]
+
+
+def test_groups_sharing_a_group_key_are_still_summed_apart(app, now):
+    """Two groups given one key (a hash collision) sum to 10 on it, more than the true second
+    largest group (7), and take one of the candidates: the list is still the true one."""
+    from app.services.overview import CANDIDATES, top_refused_origins
+
+    recent = now - timedelta(minutes=5)
+    _refusals(app,
+              {"at": recent, "count": 5, "origin": "https://a.example", "group_key": 42},
+              {"at": recent, "count": 5, "origin": "https://b.example", "group_key": 42},
+              {"at": recent, "count": 8, "origin": "https://c.example"},
+              {"at": recent, "count": 7, "origin": "https://d.example"},
+              *[{"at": recent, "count": 1, "origin": f"https://f{n:03d}.example"}
+                for n in range(CANDIDATES)])
+    with app.app_context():
+        top = top_refused_origins(now=now, limit=2)
+    assert [(o.origin, o.count) for o in top] == [("https://c.example", 8),
+                                                 ("https://d.example", 7)]
+
+
+def test_rows_without_a_group_key_count_in_their_groups_sum(app, now):
+    """An engine older than migration 0021 writes rows without a key: the origin with a keyed
+    row (3, fewer than the candidates' 5) and a row without (4) is still the most refused
+    (7), ahead of 6."""
+    from app.services.overview import CANDIDATES, top_refused_origins
+
+    recent = now - timedelta(minutes=5)
+    _refusals(app,
+              {"at": now - timedelta(hours=2), "count": 3, "origin": "https://a.example"},
+              {"at": recent, "count": 4, "origin": "https://a.example", "group_key": None},
+              {"at": recent, "count": 6, "origin": "https://b.example"},
+              *[{"at": recent, "count": 5, "origin": f"https://f{n:03d}.example"}
+                for n in range(CANDIDATES)])
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(RequestLogEntry)
+                                 .where(RequestLogEntry.group_key.is_(None))) == 1
+        top = top_refused_origins(now=now, limit=1)
+    assert [(o.origin, o.count) for o in top] == [("https://a.example", 7)]
+
+
 def test_a_tenant_user_sees_only_its_own_most_refused_origins(app, sign_in, now):
     from app.services.access import Actor
     from app.services.policy import create_rule
@@ -401,3 +505,31 @@ def test_a_tenant_user_sees_only_its_own_most_refused_origins(app, sign_in, now)
     section = tenant[tenant.index("Most refused origins"):]
     assert "https://mine.example" in section
     assert "https://other.example" not in tenant
+
+
+def test_a_tenant_user_gets_its_own_ten_most_refused_whatever_the_platform_refuses_more(
+        app, sign_in, now):
+    """The platform's larger sums (refusals no tenant rule governed, and the tenant's own
+    origin refused elsewhere) neither crowd out the tenant's groups nor add to them."""
+    from app.services.access import Actor
+    from app.services.policy import create_rule
+    from app.services.tenants import create_tenant
+
+    with app.app_context():
+        create_tenant("acme", "Acme", paths=["/api/acme/*"], actor=Actor("test", "cli"))
+        rule_id = create_rule({"path": "/api/acme/*", "tenant": "acme"},
+                              actor=Actor("test", "cli")).id
+    recent = now - timedelta(hours=1)
+    _refusals(app,
+              *[{"at": recent, "count": 50 + n, "origin": f"https://p{n:02d}.example",
+                 "rule": ""} for n in range(12)],
+              {"at": recent, "count": 90, "origin": "https://mine.example", "rule": ""},
+              {"at": recent, "count": 3, "origin": "https://mine.example",
+               "rule": "/api/acme/*", "rule_id": rule_id},
+              {"at": recent, "count": 2, "origin": "https://also-mine.example",
+               "rule": "/api/acme/*", "rule_id": rule_id})
+    tenant = sign_in("tenant-viewer", tenant="acme").get("/admin/").get_data(as_text=True)
+    section = tenant[tenant.index("Most refused origins"):tenant.index("The whole request log")]
+    listed = re.findall(r'<tr>\s*<td class="mono"><a href="[^"]*">(.*?)</a></td>.*?'
+                        r'<td class="num">(\d+)</td>', section, re.S)
+    assert listed == [("https://mine.example", "3"), ("https://also-mine.example", "2")]

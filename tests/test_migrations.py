@@ -263,3 +263,47 @@ def test_upgrade_counts_each_rules_origins(empty_database_url, tmp_path):
         assert counts == {busy: 3, idle: 0}
     finally:
         engine.dispose()
+
+
+def test_upgrade_gives_the_stored_request_log_rows_their_group_key(empty_database_url,
+                                                                   tmp_path):
+    """0021: rows stored before get refusal_group_key of their origin, rule, reason and mode,
+    as the recorder writes it from then on (none for rows never listed among the most
+    refused origins); the downgrade drops the column."""
+    from cors_control.database.tables import refusal_group_key
+
+    assert _flask(empty_database_url, tmp_path, "db", "upgrade", "0020").returncode == 0
+    engine = sa.create_engine(empty_database_url)
+    stored = [("https://a.example", "/api/*", "origin-not-allowed", "", "enforce"),
+              ("https://a.example", "/api/*", "method-not-allowed", "PUT", "report-only"),
+              ("https://b.example", "", "no-rule", "", "enforce"),
+              ("", "/api/*", "overflow", "", "enforce"),  # never listed: no key
+              ("https://c.example", "/api/*", "method-not-allowed", "PUT", "draft")]
+    try:
+        with engine.begin() as conn:
+            for origin, rule_path, reason, detail, mode in stored:
+                conn.execute(sa.text(
+                    "INSERT INTO request_log (bucket_start, rule_path, tenant, origin, reason, "
+                    "detail, mode, count, first_seen, last_seen, path, method, preflight, "
+                    "request_method, request_headers, user_agent, referer) VALUES "
+                    "(CURRENT_TIMESTAMP, :rule_path, '', :origin, :reason, :detail, :mode, 3, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '/api/x', 'GET', false, '', '', "
+                    "'', '')"), {"origin": origin, "rule_path": rule_path, "reason": reason,
+                                 "detail": detail, "mode": mode})
+        upgraded = _flask(empty_database_url, tmp_path, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        with engine.connect() as conn:
+            keys = conn.execute(sa.text(
+                "SELECT origin, rule_path, reason, mode, group_key FROM request_log")).all()
+        assert sorted(keys) == sorted(
+            (origin, rule_path, reason, mode, refusal_group_key(origin, rule_path, reason, mode))
+            for origin, rule_path, reason, _, mode in stored)
+        assert sum(key is None for *_, key in keys) == 2
+        downgraded = _flask(empty_database_url, tmp_path, "db", "downgrade", "0020")
+        assert downgraded.returncode == 0, downgraded.stderr
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM request_log")).scalar() == 5
+            assert "group_key" not in {
+                column["name"] for column in sa.inspect(conn).get_columns("request_log")}
+    finally:
+        engine.dispose()

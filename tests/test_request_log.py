@@ -116,6 +116,32 @@ def test_counts_add_up_across_flushes(app, client, policy):
     assert row.first_seen <= row.last_seen
 
 
+def test_recorded_rows_carry_their_group_key_and_sum_among_the_most_refused(app, client,
+                                                                             policy):
+    """The recorder's upsert writes each row's group_key (what the overview sums on), and
+    keeps it when it adds to the row."""
+    from app.services.overview import top_refused_origins
+    from cors_control.database.tables import refusal_group_key
+
+    policy(RULE)
+    for flushes in range(2):
+        for _ in range(3 + flushes):
+            client.get("/api/orders", headers={"Origin": EVIL})
+        _preflight(client, method="DELETE")
+        _flush(app)
+    rows = _rows(app)
+    assert {(row.origin, row.reason, row.count, row.group_key) for row in rows} == {
+        (EVIL, "origin-not-allowed", 7,
+         refusal_group_key(EVIL, "/api/*", "origin-not-allowed", "enforce")),
+        (ORIGIN, "method-not-allowed", 2,
+         refusal_group_key(ORIGIN, "/api/*", "method-not-allowed", "enforce")),
+    }
+    with app.app_context():
+        top = top_refused_origins(now=datetime.now(UTC))
+    assert [(o.origin, o.reason, o.count) for o in top] == [
+        (EVIL, "origin-not-allowed", 7), (ORIGIN, "method-not-allowed", 2)]
+
+
 def test_buckets_roll_over(make_app, policy):
     app = make_app(REQUEST_LOG_BUCKET_SECONDS=1)
     client = app.test_client()

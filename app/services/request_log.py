@@ -389,7 +389,7 @@ def _group_trends(filters: LogFilter, actor: Actor | None, key: Any, keys: list[
     """Per key: counts in :data:`TREND_BUCKETS` equal parts of the period, from the rows'
     recorded buckets (a row counts in the part its bucket starts in)."""
     table = RequestLogEntry
-    bucket = _planned_by_period(table.bucket_start)
+    bucket = planned_by_period(table.bucket_start)
     query = _filtered(sa.select(key, bucket, sa.func.sum(table.count)),
                       filters, actor).where(key.in_(keys)).group_by(key, bucket)
     span = max((end - start).total_seconds(), 1.0)
@@ -402,10 +402,11 @@ def _group_trends(filters: LogFilter, actor: Actor | None, key: Any, keys: list[
     return trends
 
 
-def _planned_by_period(column: Any) -> Any:
+def planned_by_period(column: Any) -> Any:
     """*column* unchanged, written so that SQLite cannot order by an index on it: grouped by
     (key, bucket) SQLite would otherwise walk the whole log in the unique key's order
-    (bucket first) instead of reading the period from ix_request_log_window. SQLite's unary
+    (bucket first) instead of reading the period from ix_request_log_window (and grouped by
+    group_key, the whole log in ix_request_log_group's order). SQLite's unary
     ``+`` returns its operand as it is; other databases get the bare column."""
     if db.session.get_bind().dialect.name != "sqlite":
         return column

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..refusals import SinkUnavailable
 from ..wire import RefusalRow
-from .tables import REQUEST_LOG_KEY
+from .tables import REQUEST_LOG_KEY, refusal_group_key
 from .tables import request_log as _table
 
 # The database could not be reached or could not take the write now (down, restarting,
@@ -122,4 +122,5 @@ def _values(row: RefusalRow) -> dict[str, Any]:
         "request_headers": row.request_headers,
         "user_agent": row.user_agent,
         "referer": row.referer,
+        "group_key": refusal_group_key(row.origin, row.rule_path, row.reason, row.mode),
     }
