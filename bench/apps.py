@@ -7,14 +7,16 @@ calls it, so the figures carry no test-client overhead; every variant is called 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import flask_cors
 from flask import Flask, Response
 from werkzeug.test import EnvironBuilder
 
+from app.request_log.metrics import DecisionCounters
 from cors_control import CorsControl, OriginEntry, RuleSpec
+from cors_control.refusals import RecorderSettings, RefusalRecorder, RefusalRow
 
 PATH = "/api/orders"
 RULE_PATH = "/api/*"
@@ -101,6 +103,33 @@ def hook_floor_app(origin: str) -> Flask:
     return app
 
 
+def middleware_floor_app(origin: str) -> Flask:
+    """The least a CORS layer in WSGI middleware (as the engine is) can cost: a middleware
+    that wraps ``start_response`` and only adds the two headers an allowed GET gets."""
+    app = bare_app()
+    app.wsgi_app = _HeaderMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, (("Access-Control-Allow-Origin", origin), ("Vary", "Origin")))
+    return app
+
+
+class _HeaderMiddleware:
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]],
+                 headers: tuple[tuple[str, str], ...]) -> None:
+        self.wsgi_app = wsgi_app
+        self.headers = headers
+
+    def __call__(self, environ: Environ, start_response: Callable[..., object]
+                 ) -> Iterable[bytes]:
+        added = self.headers
+
+        def start_with_headers(status: str, headers: list[tuple[str, str]],
+                               exc_info: object = None) -> object:
+            headers.extend(added)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start_with_headers)
+
+
 def flask_cors_app(origins: Sequence[str]) -> Flask:
     app = bare_app()
     flask_cors.CORS(app, resources={RULE_PATH: {"origins": list(origins)}})
@@ -116,6 +145,25 @@ def engine_app(origins: Sequence[str] | GeneratedSource) -> tuple[Flask, CorsCon
     control = CorsControl(app, source=source)
     control.cache.get()
     return app, control
+
+
+def listened_engine_app(origins: Sequence[str]) -> tuple[Flask, CorsControl]:
+    """:func:`engine_app` with the admin application's listeners attached as
+    ``RequestLog.init_app`` attaches them (the counters of ``/metrics`` and the refusal
+    recorder, here writing nowhere): what an allowed request costs in the admin app's
+    database mode, apart from the database."""
+    app, control = engine_app(origins)
+    counters = DecisionCounters()
+    recorder = RefusalRecorder(_NoSink(), RecorderSettings())
+    control.add_listener(counters.observe, every_decision=False)
+    control.add_tally(counters.observe_all)
+    control.add_listener(recorder.record, every_decision=False)
+    return app, control
+
+
+class _NoSink:
+    def write(self, rows: Sequence[RefusalRow]) -> None:
+        return None
 
 
 def get_environ(origin: str) -> Environ:

@@ -2,7 +2,12 @@
 
 One GET and one preflight through the full Flask stack, at 3 to 100,000 allowed origins, for
 the bare app (baseline), the app under flask-cors, and the app under the engine (allowed and
-refused origin). Then :func:`~cors_control.decide` alone, and compiling a 100,000-origin policy.
+refused origin). Beside them, in the same rounds, two references for a GET: a Flask hook and
+a WSGI middleware that only add the two headers of an allowed GET (the floor of each way of
+adding CORS headers), and the engine with the admin application's listeners attached. Then
+:func:`~cors_control.decide` alone, and compiling a 100,000-origin policy.
+
+The engine answers a preflight itself, before Flask runs: its figure is the whole request.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from .report import count, ratio, signed_us, table, us, verdict
 
 SIZES = (3, 1_000, 10_000, 100_000)
 DECIDE_SIZES = (SIZES[0], SIZES[-1])
-MAX_OVERHEAD_US = 8.0
+MAX_OVERHEAD_US = 5.0  # over the bare app, allowed or refused GET
+MAX_PREFLIGHT_US = 6.0  # the whole preflight request, answered by the engine
 MAX_SHARE_OF_FLASK_CORS = 1 / 3
 MAX_DRIFT = 0.15
 
@@ -69,15 +75,19 @@ def run(budget: Budget) -> dict[str, object]:
     baseline = apps.bare_app()
     flask_cors = {size: apps.flask_cors_app(origins[size]) for size in SIZES}
     engines = {size: apps.engine_app(origins[size]) for size in SIZES}
+    listened = apps.listened_engine_app(origins[SIZES[0]])
     try:
         request_cases = _request_cases(baseline, flask_cors, engines, origins)
+        first = requested_origin(origins[SIZES[0]])
+        request_cases.append(_checked_case("GET/engine-listened", listened[0],
+                                           apps.get_environ(first), 200, first))
         snapshots = {size: engines[size][1].cache.snapshot for size in DECIDE_SIZES}
         decide_cases = _decide_cases(snapshots, origins)
         with frozen_heap():
             requests = measure(request_cases, budget)
             decisions = measure(decide_cases, budget)
     finally:
-        for _, control in engines.values():
+        for _, control in [*engines.values(), listened]:
             control.cache.stop()
     compile_seconds = _time_compile(origins[SIZES[-1]], budget.repeats)
 
@@ -99,6 +109,8 @@ def _request_cases(
                                    kind.plain_status, None))
         if kind.name == "GET":
             cases.append(_checked_case("GET/hook-floor", apps.hook_floor_app(first),
+                                       kind.environ(first), kind.plain_status, first))
+            cases.append(_checked_case("GET/middleware-floor", apps.middleware_floor_app(first),
                                        kind.environ(first), kind.plain_status, first))
         for size in SIZES:
             allowed = requested_origin(origins[size])
@@ -182,8 +194,21 @@ def _summarise(
                 requests[f"{kind.name}/engine-refused/{last}"],
                 requests[f"{kind.name}/engine-refused/{first}"]),
         }
-    by_kind["GET"]["hook_floor_overhead_us"] = paired_difference(
-        requests["GET/hook-floor"], requests["GET/baseline"])
+    get = by_kind["GET"]
+    base = requests["GET/baseline"]
+    floor = requests["GET/middleware-floor"]
+    first = SIZES[0]
+    get["hook_floor_overhead_us"] = paired_difference(requests["GET/hook-floor"], base)
+    get["middleware_floor_overhead_us"] = paired_difference(floor, base)
+    # What the engine costs beyond any middleware adding the same headers, same rounds.
+    get["engine_over_middleware_floor_us"] = paired_difference(
+        requests[f"GET/engine/{first}"], floor)
+    get["engine_refused_over_middleware_floor_us"] = paired_difference(
+        requests[f"GET/engine-refused/{first}"], floor)
+    get["engine_listened_overhead_us"] = paired_difference(requests["GET/engine-listened"],
+                                                           base)
+    get["listeners_cost_us"] = paired_difference(requests["GET/engine-listened"],
+                                                 requests[f"GET/engine/{first}"])
     return {
         "requests": by_kind,
         "decide_us": {name.removeprefix("decide/"): s.median for name, s in decisions.items()},
@@ -233,6 +258,19 @@ def _print_report(
         if "hook_floor_overhead_us" in figures:
             print(f"  reference: a no-op before_request plus an after_request that only adds "
                   f"ACAO and Vary: {signed_us(figures['hook_floor_overhead_us'])} µs")
+            print(f"  reference: a WSGI middleware that wraps start_response and only adds "
+                  f"ACAO and Vary: {signed_us(figures['middleware_floor_overhead_us'])} µs; "
+                  f"the engine at {count(first)} origins over it: allowed "
+                  f"{signed_us(figures['engine_over_middleware_floor_us'])} µs, refused "
+                  f"{signed_us(figures['engine_refused_over_middleware_floor_us'])} µs")
+            print(f"  the engine with the admin app's listeners (metrics counters, refusal "
+                  f"recorder) at {count(first)} origins: "
+                  f"{signed_us(figures['engine_listened_overhead_us'])} µs over the bare app, "
+                  f"{signed_us(figures['listeners_cost_us'])} µs over the engine alone")
+        else:
+            print(f"  engine: the whole request, answered before Flask runs: "
+                  f"{us(figures['sizes'][first]['engine_us'])} µs allowed, "
+                  f"{us(figures['sizes'][first]['engine_refused_us'])} µs refused")
 
     print()
     print("decide() alone (no Flask; headers as werkzeug's EnvironHeaders), µs/call:")
@@ -264,15 +302,25 @@ def _target_lines(requests: dict[str, dict]) -> list[str]:
     for kind in KINDS:
         figures = requests[kind.name]
         sizes = figures["sizes"]
-        worst_allowed = max(sizes[s]["engine_overhead_us"] for s in SIZES)
-        worst_refused = max(sizes[s]["engine_refused_overhead_us"] for s in SIZES)
-        worst = max(worst_allowed, worst_refused)
-        lines.append(
-            f"{kind.name}: engine adds ≤ {MAX_OVERHEAD_US:g} µs: worst {signed_us(worst)} µs "
-            f"= {worst / figures['baseline_us']:.0%} of the bare request (allowed "
-            f"{signed_us(worst_allowed)}, refused {signed_us(worst_refused)}) "
-            f"→ {verdict(worst <= MAX_OVERHEAD_US)}"
-        )
+        if kind.name == "GET":
+            worst_allowed = max(sizes[s]["engine_overhead_us"] for s in SIZES)
+            worst_refused = max(sizes[s]["engine_refused_overhead_us"] for s in SIZES)
+            worst = max(worst_allowed, worst_refused)
+            lines.append(
+                f"{kind.name}: engine adds ≤ {MAX_OVERHEAD_US:g} µs: worst {signed_us(worst)} "
+                f"µs = {worst / figures['baseline_us']:.0%} of the bare request (allowed "
+                f"{signed_us(worst_allowed)}, refused {signed_us(worst_refused)}; a "
+                f"middleware only adding two headers "
+                f"{signed_us(figures['middleware_floor_overhead_us'])}) "
+                f"→ {verdict(worst <= MAX_OVERHEAD_US)}"
+            )
+        else:
+            worst = max(max(sizes[s]["engine_us"], sizes[s]["engine_refused_us"])
+                        for s in SIZES)
+            lines.append(
+                f"{kind.name}: the whole request ≤ {MAX_PREFLIGHT_US:g} µs (answered by the "
+                f"engine): worst {us(worst)} µs → {verdict(worst <= MAX_PREFLIGHT_US)}"
+            )
         share = sizes[first]["engine_share_of_flask_cors_overhead"]
         share_ok = not math.isnan(share) and share <= MAX_SHARE_OF_FLASK_CORS
         lines.append(

@@ -147,8 +147,10 @@ def _logged_app(url: str, scale: Scale) -> tuple[Flask, CorsControl, TimedRecord
     control = CorsControl(app, source=apps.StaticSource.for_origins(apps.allowed_origins(3)))
     recorder = TimedRecorder(DatabaseRefusalSink(create_source_engine(url)), RecorderSettings(
         flush_interval=scale.flush_interval, max_keys=scale.max_keys))
-    control.add_listener(DecisionCounters().observe)
-    control.add_listener(recorder.record)
+    counters = DecisionCounters()
+    control.add_listener(counters.observe, every_decision=False)
+    control.add_tally(counters.observe_all)
+    control.add_listener(recorder.record, every_decision=False)
     control.cache.get()
     return app, control, recorder
 
@@ -337,7 +339,8 @@ def _print_report(results: dict, scale: Scale) -> None:
     print(f"GET {apps.PATH} under one rule ({apps.RULE_PATH}, 3 origins); {count(n)} requests "
           f"from {count(n)} distinct origins https://<12 random chars>.{REFUSED_DOMAIN} and "
           f"{count(n)} from the 3 allowed origins, in alternating blocks of {count(scale.block)}")
-    print(f"listeners: DecisionCounters.observe and RefusalRecorder.record, as "
+    print(f"listeners: DecisionCounters.observe (with its tally of allowed requests) and "
+          f"RefusalRecorder.record, as "
           f"RequestLog attaches them; recorder on a migrated SQLite file, "
           f"flush_interval={scale.flush_interval:g} s, max_keys={count(scale.max_keys)}")
     print("CPU: CPU seconds of the bench thread (the request path); flushes are timed in "

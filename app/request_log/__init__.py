@@ -45,9 +45,12 @@ class RequestLog:
         config = app.config
         self.recorder = RefusalRecorder(DatabaseRefusalSink(self.engine),
                                         RecorderSettings.from_config(config))
-        control.add_listener(self.counters.observe)
-        control.add_listener(self.recorder.record)
-        self.registry.register(CorsCollector(self.counters, self.recorder, control.cache))
+        # Allowed requests call neither: the counters get them in batches, off the request
+        # path, and the recorder has nothing to record of them.
+        control.add_listener(self.counters.observe, every_decision=False)
+        control.add_tally(self.counters.observe_all)
+        control.add_listener(self.recorder.record, every_decision=False)
+        self.registry.register(CorsCollector(self.counters, self.recorder, control))
         app.extensions[_EXTENSION_KEY] = self
         app.register_blueprint(metrics_bp)
         if config.get("METRICS_ENABLED") and not config.get("METRICS_TOKEN"):

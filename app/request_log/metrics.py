@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from cors_control.cache import PolicyCache
+from cors_control import CorsControl
 from cors_control.decision import ALLOWED, NO_ORIGIN, Decision
 from cors_control.refusals import RefusalRecorder
 
@@ -30,19 +31,22 @@ class DecisionCounters:
     def observe(self, decision: Decision, request: object) -> None:
         """Count the decision applied, each report-only finding under its own rule, and a
         draft's finding under its rule."""
-        if decision.reason == NO_ORIGIN:
-            outcome = "not-cors"
-        else:
-            outcome = "allowed" if decision.allowed else "refused"
-        self._count(decision, outcome)
+        self._count(decision, _outcome(decision))
         for finding in decision.shadows:
             self._count(finding, "report-only")
         if decision.draft is not None:
             self._count(decision.draft, "draft")
 
+    def observe_all(self, decisions: Sequence[Decision]) -> None:
+        """Count a batch of decisions with nothing to record (the engine's tally of allowed
+        requests and requests without an Origin): one lock for the batch."""
+        batch = Counter(_key(decision, _outcome(decision)) for decision in decisions)
+        with self._lock:
+            for key, count in batch.items():
+                self._counts[key] = self._counts.get(key, 0) + count
+
     def _count(self, decision: Decision, outcome: str) -> None:
-        rule = decision.rule.path if decision.rule is not None else ""
-        key = (rule, outcome, decision.reason if decision.reason != ALLOWED else "")
+        key = _key(decision, outcome)
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
 
@@ -51,17 +55,30 @@ class DecisionCounters:
             return dict(self._counts)
 
 
+def _outcome(decision: Decision) -> str:
+    if decision.reason == NO_ORIGIN:
+        return "not-cors"
+    return "allowed" if decision.allowed else "refused"
+
+
+def _key(decision: Decision, outcome: str) -> tuple[str, str, str]:
+    rule = decision.rule.path if decision.rule is not None else ""
+    return (rule, outcome, decision.reason if decision.reason != ALLOWED else "")
+
+
 class CorsCollector(Collector):
     def __init__(self, counters: DecisionCounters, recorder: RefusalRecorder,
-                 cache: PolicyCache) -> None:
+                 control: CorsControl) -> None:
         self.counters = counters
         self.recorder = recorder
-        self.cache = cache
+        self.control = control
+        self.cache = control.cache
 
     def collect(self) -> Iterator:
         requests = CounterMetricFamily(
             "cors_requests", "Requests decided by the CORS engine",
             labels=["rule", "decision", "reason"])
+        self.control.flush_tallies()  # the allowed requests counted since the last check
         for (rule, outcome, reason), count in sorted(self.counters.snapshot().items()):
             requests.add_metric([rule, outcome, reason], count)
         yield requests

@@ -81,6 +81,14 @@ MEMO_LIMIT = 4096
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 
 Headers = tuple[tuple[str, str], ...]
+# What a request's decision can depend on, once its rule neither selects a tenant nor has
+# origins that expire and no report-only rule or draft watches its path: (path, Origin,
+# method, whether it carries a Cookie), and for OPTIONS the values of
+# Access-Control-Request-Method, -Headers and -Private-Network.
+AnswerKey = tuple[str | None | bool, ...]
+# At most this many kept answers per snapshot, allowed and refused each (clients choose
+# paths and origins).
+ANSWER_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +194,26 @@ def decide(
         return _with_findings(decision, route.shadows, snapshot, origin, method, headers,
                               route_args, now)
     return decision
+
+
+def keep_answer(snapshot: PolicySnapshot, key: AnswerKey, decision: Decision) -> None:
+    """Keep *decision*, which :func:`decide` gave with *snapshot* and the clock's time to the
+    request *key* describes (see :data:`AnswerKey`), when every request with that key gets
+    the same decision from *snapshot* for as long as it is served: one whose rule selects no
+    tenant and has no expiring origin, on a path no report-only rule or draft watches
+    (findings need the request). The middleware looks it up in ``snapshot.granted`` or
+    ``snapshot.refused`` before calling :func:`decide`."""
+    path, origin = key[0], key[1]
+    if origin is not None:
+        assert isinstance(path, str)
+        route = snapshot.route_for(path)
+        rule = route.rule
+        if route.watched or (rule is not None and (rule.tenant_source != NO_TENANT_SOURCE
+                                                   or rule.origins.expiring)):
+            return
+    kept = snapshot.granted if decision.allowed else snapshot.refused
+    if len(kept) < ANSWER_LIMIT:
+        kept[key] = decision
 
 
 def _decide_rule(

@@ -22,7 +22,8 @@ select a tenant by one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -42,19 +43,25 @@ from .control_plane import ControlPlaneRefusalSink, ControlPlaneSource
 from .decision import (
     NO_ORIGIN,
     POLICY_UNAVAILABLE,
+    AnswerKey,
     Decision,
     RequestHeaders,
     RouteArgs,
     decide,
+    keep_answer,
 )
 from .refusals import RecorderSettings, RefusalRecorder
+from .snapshot import PolicySnapshot
 from .text import printable
 
 DecisionListener = Callable[[Decision, "RequestView"], None]
+DecisionTally = Callable[[Sequence[Decision]], None]
 
 logger = logging.getLogger("cors_control")
 
 _EXTENSION_KEY = "cors_control"
+# Decisions queued for the tallies past which a request flushes them itself.
+_QUIET_LIMIT = 65_536
 _STATUS = {204: "204 No Content", 403: "403 Forbidden"}
 # Header names as WSGI spells them, for the headers the engine reads on every request.
 _ENVIRON_KEYS = {
@@ -142,7 +149,13 @@ class CorsControl:
         self._interval = interval
         self._excluded_prefixes = excluded_prefixes
         self._api_prefixes = api_prefixes
+        # Listeners of every decision, listeners of the decisions with something to record
+        # (refusals and findings), and tallies of the rest (see add_listener, add_tally).
         self.listeners: list[DecisionListener] = []
+        self._finding_listeners: list[DecisionListener] = []
+        self._tallies: list[DecisionTally] = []
+        self._quiet: deque[Decision] = deque()
+        self._listening = False
         # Made here so that it is never None; init_app sets the app's interval on it.
         self.cache = PolicyCache(source, interval=interval or 0.5)
         if self.feed is not None:
@@ -181,7 +194,7 @@ class CorsControl:
             settings = RecorderSettings.from_config(
                 {**app.config, "CORS_API_PREFIXES": self.api_prefixes})
             self._recorder = RefusalRecorder(self._refusal_sink, settings)
-            self.add_listener(self._recorder.record)
+            self.add_listener(self._recorder.record, every_decision=False)
 
     def close(self) -> None:
         """Stop the poller; in database mode the listener and the request log (writing what
@@ -189,6 +202,7 @@ class CorsControl:
         mode the feed, after sending the pending refusals. The last snapshot stays readable;
         closing twice does no harm."""
         self.cache.stop()
+        self.flush_tallies()
         if self._database is not None:
             self._database.close()
         if self.feed is not None:
@@ -196,14 +210,50 @@ class CorsControl:
         if self._recorder is not None:
             self._recorder.stop(flush=True)
 
-    def add_listener(self, listener: DecisionListener) -> None:
+    def add_listener(self, listener: DecisionListener, *, every_decision: bool = True) -> None:
         """Call *listener(decision, request_view)* for every decision on a governed path, and
         for CORS requests (with an Origin) that no rule governs. ``decision`` is what was
         applied; ``decision.shadows`` what report-only rules watching the path would have
         refused, and ``decision.draft`` what the rule's draft would refuse that the rule
         allowed. Listeners must be fast and must not raise; an exception is logged and the
-        request goes on."""
-        self.listeners.append(listener)
+        request goes on.
+
+        With *every_decision* false, only the decisions with something to record: a refusal
+        (``decision.recordable``), report-only findings or a draft's. Allowed requests, and
+        requests without an Origin, then never call the listener; :meth:`add_tally` counts
+        them off the request path."""
+        if every_decision:
+            self.listeners.append(listener)
+        self._finding_listeners.append(listener)
+        self._listening = True
+
+    def add_tally(self, tally: DecisionTally) -> None:
+        """Call *tally(decisions)* with the decisions that have nothing to record (those
+        :meth:`add_listener` with ``every_decision=False`` does not hear), in batches: after
+        each check of the policy poller, and on :meth:`flush_tallies` (call it before reading
+        what the tally counted). The request path only appends the decision to a queue, and
+        flushes it only if it ever holds ``_QUIET_LIMIT`` decisions (no poller running)."""
+        if not self._tallies:
+            self.cache.add_check_listener(lambda _cache: self.flush_tallies())
+        self._tallies.append(tally)
+        self._listening = True
+
+    def flush_tallies(self) -> None:
+        """Hand every tally the decisions queued for it since the last flush."""
+        quiet = self._quiet
+        batch = []
+        while quiet:  # popleft, not a swap: a request may append meanwhile
+            try:
+                batch.append(quiet.popleft())
+            except IndexError:
+                break
+        if not batch:
+            return
+        for tally in self._tallies:
+            try:
+                tally(batch)
+            except Exception:  # like a listener, a tally never breaks what called it
+                logger.exception("CORS decision tally failed")
 
     def decide(self, method: str, path: str, headers: RequestHeaders) -> Decision:
         """Decide with this process's current snapshot, as a request would be."""
@@ -262,8 +312,19 @@ class CorsControl:
     def is_excluded(self, path: str) -> bool:
         return path in self._excluded_exact or path.startswith(self._excluded_trees)
 
-    def _notify(self, decision: Decision, view: RequestView) -> None:
-        for listener in self.listeners:
+    def _notify(self, decision: Decision, environ: WSGIEnvironment, path: str) -> None:
+        if decision.recordable or decision.shadows or decision.draft is not None:
+            listeners = self._finding_listeners
+        else:
+            if self._tallies:
+                self._quiet.append(decision)
+                if len(self._quiet) >= _QUIET_LIMIT:  # no poller flushes (it was stopped)
+                    self.flush_tallies()
+            listeners = self.listeners
+        if not listeners:
+            return
+        view = RequestView(environ, path, environ.get("REQUEST_METHOD", "GET"))
+        for listener in listeners:
             try:
                 listener(decision, view)
             except Exception:  # a listener never breaks a request
@@ -342,17 +403,31 @@ class _CorsMiddleware:
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         control = self.control
-        path = _request_path(environ)
+        path = environ.get("PATH_INFO") or ""
+        if path[:1] != "/" or path[1:2] == "/" or not path.isascii():  # rare: normalise
+            path = _request_path(environ)
         if path in control._excluded_exact or path.startswith(control._excluded_trees):
             return self.wsgi_app(environ, start_response)
         snapshot = control.cache.get()
-        if snapshot is None and not path.startswith(control.api_prefixes):
-            return self.wsgi_app(environ, start_response)
-        method = environ.get("REQUEST_METHOD", "GET")
-        decision = decide(snapshot, method, path, _EnvironHeaderView(environ),
-                          route_args=_RouteArgs(control, environ, path))
-        if control.listeners and (decision.rule is not None or decision.reason != NO_ORIGIN):
-            control._notify(decision, RequestView(environ, path, method))
+        decision: Decision | None
+        if snapshot is None:
+            if not path.startswith(control.api_prefixes):
+                return self.wsgi_app(environ, start_response)
+            decision = self._decide(None, environ, path)
+        else:
+            # Most requests repeat one seen before: their answer is one dictionary lookup.
+            method = environ.get("REQUEST_METHOD", "GET")
+            key: AnswerKey = (path, environ.get("HTTP_ORIGIN"), method, "HTTP_COOKIE" in environ)
+            if method == "OPTIONS":
+                key += (environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+                        environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
+                        environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK"))
+            decision = snapshot.granted.get(key) or snapshot.refused.get(key)
+            if decision is None:
+                decision = self._decide(snapshot, environ, path)
+                keep_answer(snapshot, key, decision)
+        if control._listening and (decision.rule is not None or decision.reason != NO_ORIGIN):
+            control._notify(decision, environ, path)
         if decision.rule is None and decision.reason != POLICY_UNAVAILABLE:
             return self.wsgi_app(environ, start_response)
         if decision.preflight:
@@ -361,10 +436,23 @@ class _CorsMiddleware:
 
         def start_with_cors(status: str, headers: list[tuple[str, str]],
                             exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
-            _apply(headers, grant)
+            # _apply() inlined for the usual response: no Vary, no Access-Control-* header.
+            for name, _value in headers:
+                lowered = name.lower()
+                if lowered == "vary" or lowered[:15] == "access-control-":
+                    _apply(headers, grant)
+                    break
+            else:
+                headers.extend(grant)
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start_with_cors)
+
+    def _decide(self, snapshot: PolicySnapshot | None, environ: WSGIEnvironment,
+                path: str) -> Decision:
+        return decide(snapshot, environ.get("REQUEST_METHOD", "GET"), path,
+                      _EnvironHeaderView(environ),
+                      route_args=_RouteArgs(self.control, environ, path))
 
 
 def _request_path(environ: dict[str, Any]) -> str:
@@ -378,6 +466,13 @@ def _request_path(environ: dict[str, Any]) -> str:
 def _apply(headers: list[tuple[str, str]], grant: tuple[tuple[str, str], ...]) -> None:
     """Make the engine's CORS headers the only ones: drop any other ``Access-Control-*``,
     merge ``Vary``, add the grant. Edits the WSGI header list in place."""
+    for name, _value in headers:
+        lowered = name.lower()
+        if lowered == "vary" or lowered[:15] == "access-control-":
+            break
+    else:  # the usual response: nothing to drop, nothing to merge with
+        headers.extend(grant)
+        return
     vary_at = -1
     vary_lines = 0
     index = 0
@@ -396,7 +491,11 @@ def _apply(headers: list[tuple[str, str]], grant: tuple[tuple[str, str], ...]) -
         elif vary_lines == 1:
             # The usual case: one Vary line (Flask's "Cookie"); add the missing fields to it.
             existing = headers[vary_at][1]
-            merged = _merged_vary([existing], value)
+            merged = _VARY_MERGES.get((existing, value))
+            if merged is None:
+                merged = _merged_vary([existing], value)
+                if len(_VARY_MERGES) < 256:  # the app's own Vary values, a handful
+                    _VARY_MERGES[existing, value] = merged
             if merged is not existing:
                 headers[vary_at] = ("Vary", merged)
         else:
@@ -404,6 +503,10 @@ def _apply(headers: list[tuple[str, str]], grant: tuple[tuple[str, str], ...]) -
             merged = _merged_vary(lines, value)
             headers[:] = [(n, v) for n, v in headers if n.lower() != "vary"]
             headers.append(("Vary", merged))
+
+
+# (the response's one Vary line, the grant's Vary) → the merged line.
+_VARY_MERGES: dict[tuple[str, str], str] = {}
 
 
 def _merged_vary(lines: list[str], value: str) -> str:

@@ -33,7 +33,7 @@ from .vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from .decision import Decision
+    from .decision import AnswerKey, Decision
 
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE")
 
@@ -118,7 +118,7 @@ class OriginSet:
     matching without any write to the database.
     """
 
-    __slots__ = ("any", "invalid", "_exact", "_suffixes", "_any_port")
+    __slots__ = ("any", "invalid", "expiring", "_exact", "_suffixes", "_any_port")
 
     def __init__(self, entries: Iterable[OriginEntry]) -> None:
         self.any: float | None | bool = False
@@ -127,11 +127,13 @@ class OriginSet:
         self.invalid: list[str] = []
         listed = entries if isinstance(entries, list | tuple) else list(entries)
         values = [entry.value for entry in listed]
+        expiries = [entry.expires_at for entry in listed]
+        # Whether any entry expires: then what the set answers depends on the clock.
+        self.expiring = expiries.count(None) != len(expiries)
         if all_canonical_exact(values):
             # Stored entries nearly always are: nothing to parse, one table built at once
             # (unless a value is listed twice: then the loop keeps its later expiry).
-            self._exact: dict[str, float | None] = dict(
-                zip(values, [entry.expires_at for entry in listed], strict=True))
+            self._exact: dict[str, float | None] = dict(zip(values, expiries, strict=True))
             if len(self._exact) == len(values):
                 return
         self._exact = {}
@@ -175,6 +177,7 @@ class OriginSet:
                 for key, expiry in both.items():
                     mine[key] = _later(expiry, theirs[key])
             merged.invalid.extend(member.invalid)
+            merged.expiring = merged.expiring or member.expiring
         return merged
 
     @staticmethod
@@ -328,6 +331,7 @@ def _union_after(union: OriginSet, changes: dict[str, tuple[OriginSet | None, Or
         if member.any is not False:
             any_expiry = member.any if any_expiry is False else _later(any_expiry, member.any)
     fresh.any = any_expiry
+    fresh.expiring = any(member.expiring for member in members.values())
     fresh.invalid = [value for member in members.values() for value in member.invalid]
     return fresh
 
@@ -533,11 +537,18 @@ class PolicySnapshot:
     _routes: dict[tuple[CompiledRule | None, tuple[CompiledRule, ...]], Route] = field(
         init=False, repr=False, compare=False)
     _watched: bool = field(init=False, repr=False, compare=False)
+    # Decisions the middleware may give again to a request with the same path, origin,
+    # method and credentials (see decision.keep_answer): allowed ones apart from the rest, so
+    # a flood of refused origins cannot crowd out the answers to the allowed ones.
+    granted: dict[AnswerKey, Decision] = field(init=False, repr=False, compare=False)
+    refused: dict[AnswerKey, Decision] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = PatternIndex([(rule.pattern, rule) for rule in self.rules])
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_paths", {})
+        object.__setattr__(self, "granted", {})
+        object.__setattr__(self, "refused", {})
         object.__setattr__(self, "_routes", {(None, ()): NO_ROUTE})
         # Without report-only rules the most specific match is all a path needs.
         object.__setattr__(self, "_watched", any(rule.report_only for rule in self.rules))

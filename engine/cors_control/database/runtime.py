@@ -73,7 +73,7 @@ class DatabaseRuntime:
             settings = RecorderSettings.from_config(
                 {**config, "CORS_API_PREFIXES": control.api_prefixes})
             self.recorder = RefusalRecorder(DatabaseRefusalSink(self.engine), settings)
-            control.add_listener(self.recorder.record)
+            control.add_listener(self.recorder.record, every_decision=False)
         if self._heartbeat:
             self.heartbeat = ProcessHeartbeat(self.engine)
             self.heartbeat.watch(app)
