@@ -185,3 +185,23 @@ def test_a_flood_of_refused_origins_does_not_crowd_out_the_allowed_answers(
     # Past the bound a refused origin is still decided, only not kept.
     _status, cors = _send(app, "GET", {"Origin": "https://flood99.example"})
     assert cors == [("Vary", "Origin")]
+
+
+def test_answers_to_requests_with_long_keys_are_decided_but_not_kept(serve):
+    """The path, the Origin and a preflight's headers are the client's to choose: answers are
+    kept only for keys of ordinary length, so a few thousand long requests cannot make each
+    worker keep megabytes."""
+    app, control = serve(RuleSpec("/api/*", origins=(OriginEntry(APP),),
+                                  allow_headers=("content-type",)))
+    long_headers = ", ".join(f"x-header-{number}" for number in range(200))
+    _status, cors = _send(app, "OPTIONS", {"Origin": APP, "Access-Control-Request-Method": "PUT",
+                                           "Access-Control-Request-Headers": long_headers})
+    assert ("Access-Control-Allow-Origin", APP) not in cors
+    long_origin = "https://" + "a" * 1100 + ".example"
+    _send(app, "GET", {"Origin": long_origin})
+    snapshot = control.cache.snapshot
+    assert snapshot is not None
+    assert snapshot.refused == {} and snapshot.granted == {}
+    _status, cors = _send(app, "GET", {"Origin": APP})
+    assert ("Access-Control-Allow-Origin", APP) in cors
+    assert list(snapshot.granted) == [(PATH, APP, "GET", False)]

@@ -89,6 +89,8 @@ AnswerKey = tuple[str | None | bool, ...]
 # At most this many kept answers per snapshot, allowed and refused each (clients choose
 # paths and origins).
 ANSWER_LIMIT = 4096
+# The most characters of path, Origin and request headers a kept answer's key may hold.
+KEPT_KEY_LIMIT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +206,12 @@ def keep_answer(snapshot: PolicySnapshot, key: AnswerKey, decision: Decision) ->
     (findings need the request). The middleware looks it up in ``snapshot.granted`` or
     ``snapshot.refused`` before calling :func:`decide`."""
     path, origin = key[0], key[1]
+    assert isinstance(path, str)
+    # Kept answers are bounded in number; the path, the Origin and the preflight's headers
+    # are the client's to choose, so only keys of ordinary length are kept.
+    if sum(len(part) for part in key if isinstance(part, str)) > KEPT_KEY_LIMIT:
+        return
     if origin is not None:
-        assert isinstance(path, str)
         route = snapshot.route_for(path)
         rule = route.rule
         if route.watched or (rule is not None and (rule.tenant_source != NO_TENANT_SOURCE
