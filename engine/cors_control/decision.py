@@ -205,6 +205,9 @@ def keep_answer(snapshot: PolicySnapshot, key: AnswerKey, decision: Decision) ->
     tenant and has no expiring origin, on a path no report-only rule or draft watches
     (findings need the request). The middleware looks it up in ``snapshot.granted`` or
     ``snapshot.refused`` before calling :func:`decide`."""
+    kept = snapshot.granted if decision.allowed else snapshot.refused
+    if len(kept) >= ANSWER_LIMIT:  # full (a flood of new origins): nothing more to check
+        return
     path, origin = key[0], key[1]
     assert isinstance(path, str)
     # Kept answers are bounded in number; the path, the Origin and the preflight's headers
@@ -217,9 +220,7 @@ def keep_answer(snapshot: PolicySnapshot, key: AnswerKey, decision: Decision) ->
         if route.watched or (rule is not None and (rule.tenant_source != NO_TENANT_SOURCE
                                                    or rule.origins.expiring)):
             return
-    kept = snapshot.granted if decision.allowed else snapshot.refused
-    if len(kept) < ANSWER_LIMIT:
-        kept[key] = decision
+    kept[key] = decision
 
 
 def _decide_rule(
