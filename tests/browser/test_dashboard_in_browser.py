@@ -10,9 +10,14 @@ import urllib.request
 
 from playwright.sync_api import expect
 
-from tests.browser.test_cors_in_browser import FETCH
+from tests.browser.test_cors_in_browser import FETCH, wait_for_version
 
 XSS_ORIGIN = 'https://x.example"><script>alert(1)</script>'
+
+
+def _served_version(live_server) -> int:
+    with urllib.request.urlopen(f"{live_server.url}/healthz", timeout=2) as response:
+        return int(json.load(response)["policy_version"] or 0)
 
 
 def sign_in(page, live_server, account) -> None:
@@ -42,12 +47,15 @@ def test_blocked_front_end_is_allowed_from_the_request_log(browser, live_server,
     sign_in(admin, live_server, admin_account)
 
     # Create a rule for the demo API route, with no origins yet.
+    before = _served_version(live_server)
     admin.goto(f"{live_server.url}/admin/rules")
     admin.click("summary:has-text('New rule')")
     admin.fill("#rule-form input[name=path]", "/api/orders")
     admin.fill("#rule-form input[name=methods]", "GET")
     admin.click("#rule-form button[type=submit]")
     expect(admin.locator("body")).to_contain_text("/api/orders")
+    # Refused by the rule, not by a server that has not loaded it yet.
+    wait_for_version(live_server, before + 1, timeout=30)
 
     # The front end on another loopback origin cannot read the API.
     front = browser.new_context().new_page()
@@ -58,7 +66,7 @@ def test_blocked_front_end_is_allowed_from_the_request_log(browser, live_server,
 
     # The refusal appears in the request log; one click allows the origin on the rule.
     row = admin.locator("tr", has_text=other_origin.url).first
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         admin.goto(f"{live_server.url}/admin/log")
         if row.count():

@@ -9,6 +9,7 @@ import time
 
 from playwright.sync_api import expect
 
+from tests.browser.test_cors_in_browser import wait_for_version
 from tests.browser.test_dashboard_in_browser import fetch_until, sign_in
 
 
@@ -19,8 +20,12 @@ def test_a_refused_origin_is_grouped_and_allowed_from_its_group(browser, live_se
     from app.services.policy import import_policy
 
     with app.app_context():
-        import_policy({"rules": [{"path": "/api/orders", "origins": ["https://ok.example"],
-                                  "methods": ["GET"]}]}, actor=Actor("browser-test", "cli"))
+        result = import_policy({"rules": [{"path": "/api/orders",
+                                           "origins": ["https://ok.example"],
+                                           "methods": ["GET"]}]},
+                               actor=Actor("browser-test", "cli"))
+    # The fetch must be refused by the rule, not by a server still without it.
+    wait_for_version(live_server, result.policy_version, timeout=30)
     front = browser.new_context().new_page()
     front.goto(other_origin.url)
     api = f"{live_server.url}/api/orders"
@@ -32,7 +37,7 @@ def test_a_refused_origin_is_grouped_and_allowed_from_its_group(browser, live_se
     admin.on("dialog", lambda dialog: dialog.accept())  # the "Allow ...?" confirmation
     sign_in(admin, live_server, admin_account)
     group = admin.locator("tr.log-group", has_text=other_origin.url)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         admin.goto(f"{live_server.url}/admin/log")
         if group.count():

@@ -9,6 +9,7 @@ import time
 
 from playwright.sync_api import expect
 
+from tests.browser.test_cors_in_browser import wait_for_version
 from tests.browser.test_dashboard_in_browser import fetch_until, sign_in
 
 
@@ -25,6 +26,10 @@ def test_a_refused_origin_is_added_to_a_shared_list_from_the_log(browser, live_s
                                   "methods": ["GET"]}]}, actor=actor)
         lists.create_list({"name": "frontends"}, actor=actor)
         lists.attach_list(_rule_id(), "frontends", actor=actor)
+        version = _policy_version()
+    # Only once the server serves the rule is the fetch refused by it (a fetch before that is
+    # refused as governed by no rule, and its log group offers no list to add it to).
+    wait_for_version(live_server, version, timeout=30)
     front = browser.new_context().new_page()
     front.goto(other_origin.url)
     api = f"{live_server.url}/api/orders"
@@ -41,7 +46,7 @@ def test_a_refused_origin_is_added_to_a_shared_list_from_the_log(browser, live_s
     admin.on("dialog", accept)
     sign_in(admin, live_server, admin_account)
     group = admin.locator("tr.log-group", has_text=other_origin.url)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         admin.goto(f"{live_server.url}/admin/log")
         if group.count():
@@ -62,3 +67,12 @@ def _rule_id() -> int:
     from app.services.policy_read import get_rule_by_path
 
     return get_rule_by_path("/api/orders").id
+
+
+def _policy_version() -> int:
+    from app.extensions import db
+    from app.models import PolicyState
+
+    state = db.session.get(PolicyState, 1)
+    assert state is not None
+    return state.version
