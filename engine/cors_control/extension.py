@@ -436,14 +436,7 @@ class _CorsMiddleware:
 
         def start_with_cors(status: str, headers: list[tuple[str, str]],
                             exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
-            # _apply() inlined for the usual response: no Vary, no Access-Control-* header.
-            for name, _value in headers:
-                lowered = name.lower()
-                if lowered == "vary" or lowered[:15] == "access-control-":
-                    _apply(headers, grant)
-                    break
-            else:
-                headers.extend(grant)
+            _apply(headers, grant)
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start_with_cors)
